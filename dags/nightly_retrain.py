@@ -1,0 +1,169 @@
+"""nightly_retrain: sync → validate → prepare → tune → train → evaluate → gate → register.
+
+Wiring only: every task is one call into `ml_tasks.pipeline`, imported inside
+the task so that parsing this file stays fast.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from ml_tasks.config import DEFAULT_ABSOLUTE_THRESHOLDS, DEFAULT_CHANGE_THRESHOLDS, TrainConfig, TuneConfig
+from ml_tasks.constants import EVALUATION_METRICS
+from ml_tasks.datasets import ACS_EMPLOYMENT, DATASETS
+
+DOC = """
+### Nightly retraining
+Retrains the declared data set's model every night at 02:00 UTC and promotes it
+to the `champion` alias in the MLflow registry **only** when the drop passed its
+Great Expectations suite and the candidate clears the gate's thresholds against
+the current champion on the same held-out rows.
+
+* **sync** copies the drop (default `RATCHET_HOME/landing/<dataset>/<date>/`) into staging, with a manifest.
+* **validate** runs the suite from `expectations/suites/`; a failure stops the run and links Data Docs.
+* **prepare** cleans, splits (stratified, seeded) and fits the transform on the training split.
+* **tune** runs an Optuna study; every trial is a nested MLflow run.
+* **train** trains the best configuration in a fresh process (checkpointed, early stopping).
+* **evaluate** scores candidate and champion through pyfunc on the same rows.
+* **gate** writes the blessing record; **register** registers the version, moves `challenger`, and `champion` on a pass.
+* **report** writes `run_report.json` whatever happened, and fails the run if it stopped early.
+"""
+
+METRIC_THRESHOLDS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"enum": list(EVALUATION_METRICS)},
+    "additionalProperties": {"type": "number"},
+}
+
+
+def _run() -> tuple[Any, Any, str]:
+    """The run's context (partition key, Airflow ids) and typed config from its Params."""
+    from airflow.sdk import get_current_context
+
+    from ml_tasks.config import RunConfig, RunContext, run_key_for
+
+    context = get_current_context()
+    dag_run = context["dag_run"]
+    interval_start = context.get("data_interval_start")
+    day = interval_start or context.get("logical_date") or dag_run.run_after
+    params = dict(context["params"])
+    run_ctx = RunContext(
+        dataset=params["dataset"], run_key=run_key_for(interval_start, dag_run.run_id),
+        dag_id=dag_run.dag_id, run_id=dag_run.run_id,
+    )
+    return run_ctx, RunConfig.from_params(params), day.strftime("%Y-%m-%d")
+
+
+def _stage(name: str, *args: Any) -> Any:
+    """Call `ml_tasks.pipeline.<name>`; errors raised on purpose fail the task without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from ml_tasks import pipeline
+    from ml_tasks.errors import RatchetError
+
+    run_ctx, config, day = _run()
+    function = getattr(pipeline, name)
+    try:
+        if name == "sync":
+            return function(run_ctx, config, day)
+        if name in ("tune", "train", "gate"):
+            return function(run_ctx, config, *args)
+        return function(run_ctx, *args)
+    except RatchetError as exc:
+        raise AirflowFailException(f"{name}: {exc}") from exc
+
+
+@dag(
+    dag_id="nightly_retrain",
+    schedule="0 2 * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=DOC,
+    tags=["ratchet", "training"],
+    default_args={"owner": "ratchet", "retries": 1, "retry_delay": timedelta(seconds=15)},
+    params={
+        "dataset": Param(
+            ACS_EMPLOYMENT.name, type="string", enum=sorted(DATASETS), title="Data set",
+            description="A declared data set (ml_tasks/datasets): its suite, features and registered model.",
+        ),
+        "source_uri": Param(
+            "", type="string", title="Source folder", maxLength=1024,
+            description="Folder of CSV/Parquet files (file://...). Empty: RATCHET_HOME/landing/<dataset>/<date>/.",
+        ),
+        "tuning_trials": Param(TuneConfig.trials, type="integer", minimum=1, maximum=500, title="Tuning trials",
+                               description="Optuna trials (budget) for this run."),
+        "tuning_epochs": Param(TuneConfig.epochs, type="integer", minimum=1, maximum=200, title="Epochs per trial"),
+        "tuning_sampler": Param(TuneConfig.sampler, type="string", enum=["tpe", "random"], title="Search strategy",
+                                description="tpe: Bayesian (Tree-structured Parzen Estimator); random."),
+        "max_epochs": Param(TrainConfig.max_epochs, type="integer", minimum=1, maximum=1000,
+                            title="Max training epochs", description="Early stopping usually ends sooner."),
+        "absolute_thresholds": Param(
+            DEFAULT_ABSOLUTE_THRESHOLDS, title="Absolute thresholds", **METRIC_THRESHOLDS_SCHEMA,
+            description="Metric → minimum (log_loss: maximum) the candidate must reach on held-out rows.",
+        ),
+        "change_thresholds": Param(
+            DEFAULT_CHANGE_THRESHOLDS, title="Change thresholds", **METRIC_THRESHOLDS_SCHEMA,
+            description="Metric → least improvement over the champion on the same rows. Both empty: never promote.",
+        ),
+    },
+)
+def nightly_retrain() -> None:
+    @task
+    def sync() -> dict[str, Any]:
+        return _stage("sync")
+
+    @task
+    def validate(synced: dict[str, Any]) -> dict[str, Any]:
+        return _stage("validate", synced)
+
+    @task
+    def prepare(synced: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
+        return _stage("prepare", synced)
+
+    @task
+    def tune(prepared: dict[str, Any]) -> dict[str, Any]:
+        return _stage("tune", prepared)
+
+    @task
+    def train(prepared: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
+        return _stage("train", prepared, tuned)
+
+    @task
+    def evaluate(prepared: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+        return _stage("evaluate", prepared, trained)
+
+    @task
+    def gate(prepared: dict[str, Any], evaluated: dict[str, Any]) -> dict[str, Any]:
+        return _stage("gate", prepared, evaluated)
+
+    @task
+    def register(prepared: dict[str, Any], validated: dict[str, Any], trained: dict[str, Any],
+                 gated: dict[str, Any]) -> dict[str, Any]:
+        return _stage("register", prepared, validated, trained, gated)
+
+    @task(trigger_rule="all_done", retries=0)
+    def report() -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from ml_tasks import pipeline
+
+        run_ctx, _, _ = _run()
+        outcome = pipeline.report(run_ctx)
+        if not outcome["completed"]:
+            raise AirflowFailException(f"run stopped at {outcome['stopped_at']}: {outcome['error']}")
+        return outcome
+
+    synced = sync()
+    validated = validate(synced)
+    prepared = prepare(synced, validated)
+    trained = train(prepared, tune(prepared))
+    gated = gate(prepared, evaluate(prepared, trained))
+    register(prepared, validated, trained, gated) >> report()
+
+
+nightly_retrain()

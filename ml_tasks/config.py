@@ -1,0 +1,175 @@
+"""Typed configuration of one nightly run, built from the DAG's Params.
+
+Validation happens here as well as in the Params' JSON schema, so a call from
+the CLI or a test gets the same refusals as the Airflow trigger form.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ml_tasks.constants import EVALUATION_METRICS, STAGE_RECORD_DIR
+from ml_tasks.datasets import get_dataset
+from ml_tasks.errors import ConfigError, UnsafePathError
+from ml_tasks.settings import get_settings
+
+_SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")
+
+DEFAULT_ABSOLUTE_THRESHOLDS: dict[str, float] = {"roc_auc": 0.70, "accuracy": 0.65}
+DEFAULT_CHANGE_THRESHOLDS: dict[str, float] = {"roc_auc": 0.001}
+
+
+def safe_key(raw: str) -> str:
+    """A path-safe partition name: no separators, no dot-dot, never empty."""
+    key = _SAFE_KEY.sub("_", raw).strip("._")
+    if not key:
+        raise UnsafePathError(f"{raw!r} gives an empty partition name")
+    return key[:120]
+
+
+def run_key_for(data_interval_start: Any | None, run_id: str | None) -> str:
+    """Partition by the data interval; manual runs without one by their run id."""
+    if data_interval_start is not None:
+        return safe_key(data_interval_start.strftime("%Y%m%dT%H%M%SZ"))
+    if run_id:
+        return safe_key(run_id)
+    raise ConfigError("a run needs a data interval or a run id to key its outputs")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    trials: int = 6
+    epochs: int = 6
+    sampler: str = "tpe"
+    seed: int = 0
+    max_train_rows: int = 20_000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.trials <= 500:
+            raise ConfigError(f"tuning trials must be 1..500, got {self.trials}")
+        if not 1 <= self.epochs <= 200:
+            raise ConfigError(f"tuning epochs must be 1..200, got {self.epochs}")
+        if self.sampler not in ("tpe", "random"):
+            raise ConfigError(f"tuning sampler must be 'tpe' or 'random', got {self.sampler!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_epochs: int = 30
+    patience: int = 4
+    batch_size: int = 512
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_epochs <= 1000:
+            raise ConfigError(f"max_epochs must be 1..1000, got {self.max_epochs}")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """TFX-style thresholds: absolute bounds, and changes relative to the champion.
+
+    For higher-is-better metrics an absolute threshold is a minimum and a change
+    threshold the least improvement; for lower-is-better metrics (log loss) an
+    absolute threshold is a maximum and a change threshold the least decrease.
+    """
+
+    absolute: dict[str, float] = field(default_factory=dict)
+    change: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for kind, thresholds in (("absolute", self.absolute), ("change", self.change)):
+            for metric, value in thresholds.items():
+                if metric not in EVALUATION_METRICS:
+                    raise ConfigError(
+                        f"{kind} threshold on unknown metric {metric!r}; known: {', '.join(EVALUATION_METRICS)}"
+                    )
+                if not isinstance(value, (int, float)) or isinstance(value, bool):
+                    raise ConfigError(f"{kind} threshold for {metric} must be a number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dataset: str
+    source_uri: str = ""
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    gate: GateConfig = field(
+        default_factory=lambda: GateConfig(dict(DEFAULT_ABSOLUTE_THRESHOLDS), dict(DEFAULT_CHANGE_THRESHOLDS))
+    )
+
+    def __post_init__(self) -> None:
+        get_dataset(self.dataset)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> RunConfig:
+        """Build from the DAG's Params (a flat JSON object)."""
+        return cls(
+            dataset=str(params["dataset"]),
+            source_uri=str(params.get("source_uri") or ""),
+            tune=TuneConfig(
+                trials=int(params.get("tuning_trials", TuneConfig.trials)),
+                epochs=int(params.get("tuning_epochs", TuneConfig.epochs)),
+                sampler=str(params.get("tuning_sampler", TuneConfig.sampler)),
+            ),
+            train=TrainConfig(max_epochs=int(params.get("max_epochs", TrainConfig.max_epochs))),
+            gate=GateConfig(
+                absolute={k: float(v) for k, v in dict(params.get("absolute_thresholds") or {}).items()},
+                change={k: float(v) for k, v in dict(params.get("change_thresholds") or {}).items()},
+            ),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Who is running (Airflow ids) and which partition the outputs go to."""
+
+    dataset: str
+    run_key: str
+    dag_id: str = ""
+    run_id: str = ""
+
+    def __post_init__(self) -> None:
+        if safe_key(self.run_key) != self.run_key:
+            raise UnsafePathError(f"run key {self.run_key!r} is not a safe partition name")
+        get_dataset(self.dataset)
+
+    def _partition(self, root: Path) -> Path:
+        return root / self.dataset / self.run_key
+
+    @property
+    def staging_dir(self) -> Path:
+        return self._partition(get_settings().staging)
+
+    @property
+    def prepared_dir(self) -> Path:
+        return self._partition(get_settings().prepared)
+
+    @property
+    def model_dir(self) -> Path:
+        return self._partition(get_settings().models)
+
+    @property
+    def report_dir(self) -> Path:
+        return self._partition(get_settings().reports)
+
+    @property
+    def stage_dir(self) -> Path:
+        return self.report_dir / STAGE_RECORD_DIR
+
+    @property
+    def tracking_key(self) -> str:
+        return f"{self.dataset}/{self.run_key}"
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, str]) -> RunContext:
+        return cls(**payload)

@@ -1,0 +1,47 @@
+"""Names shared by every stage: aliases, tags, artifact and file names."""
+
+from __future__ import annotations
+
+CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
+
+# Tags on MLflow runs and registered model versions.
+TAG_RUN_KEY = "ratchet.run_key"
+TAG_DATASET = "ratchet.dataset"
+TAG_FINGERPRINT = "ratchet.data_fingerprint"
+TAG_VALIDATION = "ratchet.validation"
+TAG_AIRFLOW_DAG_ID = "ratchet.airflow.dag_id"
+TAG_AIRFLOW_RUN_ID = "ratchet.airflow.run_id"
+TAG_GATE_DECISION = "ratchet.gate.decision"
+TAG_GATE_REASONS = "ratchet.gate.reasons"
+TAG_PREVIOUS_CHAMPION = "ratchet.previous_champion_version"
+TAG_ALIAS_HISTORY = "ratchet.alias_history"
+TAG_STAGE = "ratchet.stage"
+
+# Files inside a run's folders.
+MANIFEST_FILE = "manifest.json"
+RAW_DIR = "raw"
+TRAIN_FILE = "train.parquet"
+VALIDATION_SPLIT_FILE = "val.parquet"
+TEST_FILE = "test.parquet"
+TEST_RAW_FILE = "test_raw.parquet"
+TRANSFORM_FILE = "transform.json"
+PREPARATION_FILE = "preparation.json"
+MODEL_FILE = "model.keras"
+RUN_REPORT_FILE = "run_report.json"
+BLESSING_FILE = "blessing.json"
+VALIDATION_RESULT_FILE = "validation_result.json"
+STAGE_RECORD_DIR = "stages"
+
+# MLflow artifact paths and names.
+MLFLOW_MODEL_NAME = "model"
+MLFLOW_REPORT_DIR = "reports"
+LEARNING_CURVE_FILE = "learning_curve.png"
+
+DATA_FILE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+# Metrics where a smaller value is better; every other metric is higher-is-better.
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "calibration_error"})
+EVALUATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
+
+ALIAS_HISTORY_LIMIT = 50

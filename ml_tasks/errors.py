@@ -1,0 +1,39 @@
+"""Errors that stop a nightly run on purpose, each naming what is wrong.
+
+`DataError` and its subclasses are not worth retrying: the same input gives
+the same answer. The Airflow glue turns them into non-retried failures.
+"""
+
+from __future__ import annotations
+
+
+class RatchetError(Exception):
+    """Base of every error raised on purpose by ml_tasks."""
+
+
+class DataError(RatchetError):
+    """The input data cannot be used: unreadable, empty, or invalid."""
+
+
+class UnreadableDataError(DataError):
+    """A file of the drop cannot be read as CSV or Parquet."""
+
+
+class DataValidationError(DataError):
+    """The drop failed its Great Expectations suite."""
+
+    def __init__(self, message: str, failures: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.failures = failures or []
+
+
+class UnsafePathError(RatchetError):
+    """A path or object key from outside would land outside its root."""
+
+
+class ConfigError(RatchetError):
+    """A parameter or declared configuration is invalid."""
+
+
+class PromotionConflictError(RatchetError):
+    """The champion alias moved between the gate and the promotion."""

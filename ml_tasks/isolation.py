@@ -1,0 +1,75 @@
+"""Run a stage in a fresh Python process (exec, never fork).
+
+TensorFlow is not fork-safe and keeps GPU memory until its process exits, so
+every stage that imports it runs as `python -m ml_tasks.isolation TARGET ...`.
+Arguments and results travel as JSON files; the child's logs go to the same
+stdout/stderr as the task's. An error raised on purpose in the child is raised
+again here with its type and message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ml_tasks import errors
+
+log = logging.getLogger(__name__)
+
+
+def run_isolated(target: str, kwargs: dict[str, Any], timeout_s: float | None = None) -> Any:
+    """Call `module:function` with `kwargs` in a new interpreter and return its JSON result."""
+    with tempfile.TemporaryDirectory(prefix="ratchet-") as tmp:
+        args_path, result_path = Path(tmp) / "args.json", Path(tmp) / "result.json"
+        args_path.write_text(json.dumps(kwargs))
+        env = dict(os.environ)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        env.setdefault("KERAS_BACKEND", "tensorflow")
+        command = [sys.executable, "-m", "ml_tasks.isolation", target, str(args_path), str(result_path)]
+        log.info("running %s in a fresh process", target)
+        completed = subprocess.run(command, env=env, timeout=timeout_s, check=False)
+        if result_path.is_file():
+            outcome = json.loads(result_path.read_text())
+            if "error" in outcome:
+                error_type = getattr(errors, outcome["error"]["type"], None)
+                if isinstance(error_type, type) and issubclass(error_type, errors.RatchetError):
+                    raise error_type(outcome["error"]["message"])
+                raise errors.RatchetError(
+                    f"{target} failed in its process: {outcome['error']['type']}: {outcome['error']['message']}"
+                )
+            if completed.returncode == 0:
+                return outcome["result"]
+        code = completed.returncode
+        why = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+        raise errors.RatchetError(f"{target} process {why} before returning a result")
+
+
+def _main(argv: list[str]) -> int:
+    target, args_path, result_path = argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module_name, function_name = target.split(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    try:
+        result = {"result": function(**json.loads(Path(args_path).read_text()))}
+        status = 0
+    except Exception as exc:
+        traceback.print_exc()
+        result = {"error": {"type": type(exc).__name__, "message": str(exc)}}
+        status = 1
+    tmp = Path(f"{result_path}.tmp")
+    tmp.write_text(json.dumps(result, default=str))
+    os.replace(tmp, result_path)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,99 @@
+"""Keras 3 models, written backend-portably (TensorFlow by default, JAX works too).
+
+Imported only inside isolated processes: importing Keras loads its backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# The one place the MLP's search space is declared (used by tuning).
+MLP_SEARCH_SPACE: dict[str, Any] = {
+    "n_layers": [1, 2, 3],
+    "units": [32, 64, 128, 256],
+    "dropout": (0.0, 0.4),
+    "l2": (1e-6, 1e-3),
+    "learning_rate": (1e-4, 1e-2),
+    "batch_size": [256, 512, 1024],
+}
+DEFAULT_MLP_PARAMS: dict[str, Any] = {
+    "n_layers": 2, "units": 128, "dropout": 0.1, "l2": 1e-5, "learning_rate": 1e-3, "batch_size": 512,
+}
+
+
+def configure_accelerators() -> dict[str, Any]:
+    """Find GPUs for the active backend; use bfloat16 mixed precision when there are some."""
+    import keras
+
+    backend = keras.backend.backend()
+    gpus: list[str] = []
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+        for device in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(device, True)
+    elif backend == "jax":
+        import jax
+
+        gpus = [str(d) for d in jax.devices() if d.platform == "gpu"]
+    elif backend == "torch":
+        import torch
+
+        gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    precision = "mixed_bfloat16" if gpus else "float32"
+    keras.mixed_precision.set_global_policy(precision)
+    info = {"backend": backend, "gpus": gpus, "precision": precision}
+    log.info("accelerators: %s", info)
+    return info
+
+
+def distribution_scope(gpus: list[str]) -> Any:
+    """All local GPUs with MirroredStrategy under TensorFlow; otherwise a no-op scope."""
+    import contextlib
+
+    import keras
+
+    if keras.backend.backend() == "tensorflow" and len(gpus) > 1:
+        import tensorflow as tf
+
+        return tf.distribute.MirroredStrategy().scope()
+    return contextlib.nullcontext()
+
+
+def build_mlp(n_features: int, params: dict[str, Any], seed: int = 0) -> Any:
+    """A binary classifier MLP with dropout and L2; the output layer stays float32."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=(n_features,), name="features")
+    x = inputs
+    for i in range(int(params["n_layers"])):
+        x = keras.layers.Dense(
+            int(params["units"]), activation="relu",
+            kernel_regularizer=keras.regularizers.L2(float(params["l2"])), name=f"dense_{i}",
+        )(x)
+        if float(params["dropout"]) > 0:
+            x = keras.layers.Dropout(float(params["dropout"]), name=f"dropout_{i}")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
+    model = keras.Model(inputs, outputs, name="mlp")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=float(params["learning_rate"])),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def load_xy(path: str, target: str, max_rows: int | None = None, seed: int = 0) -> tuple[Any, Any]:
+    """A prepared split as float32 features and labels, optionally subsampled."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    if max_rows is not None and len(frame) > max_rows:
+        frame = frame.sample(n=max_rows, random_state=seed)
+    y = frame.pop(target).to_numpy(dtype="float32")
+    return frame.to_numpy(dtype="float32"), y

@@ -1,0 +1,210 @@
+"""The stages of `nightly_retrain`, one function each, over small JSON inputs.
+
+Each Airflow task calls exactly one of these. Every stage writes its record
+(result or error) to the run's report folder before returning or raising, so
+the run report tells how far a run got and why it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from ml_tasks import records
+from ml_tasks.config import GateConfig, RunConfig, RunContext
+from ml_tasks.constants import (
+    BLESSING_FILE,
+    MLFLOW_REPORT_DIR,
+    RUN_REPORT_FILE,
+    TAG_AIRFLOW_DAG_ID,
+    TAG_AIRFLOW_RUN_ID,
+    TAG_DATASET,
+    TAG_FINGERPRINT,
+    TAG_GATE_DECISION,
+    TAG_GATE_REASONS,
+    TAG_RUN_KEY,
+    TAG_VALIDATION,
+)
+from ml_tasks.datasets import get_dataset
+from ml_tasks.io import write_json
+from ml_tasks.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def run_stage(ctx: RunContext, stage: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one stage: clear later records, record the result or the error, re-raise errors."""
+    records.clear_stages_after(ctx, stage)
+    try:
+        result = work()
+    except Exception as exc:
+        error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+        if getattr(exc, "failures", None):
+            error["failures"] = exc.failures  # type: ignore[attr-defined]
+        records.write_stage(ctx, stage, {"ok": False, "error": error, "traceback": traceback.format_exc(limit=5)})
+        raise
+    records.write_stage(ctx, stage, {"ok": True, **result})
+    return result
+
+
+def default_source(ctx: RunContext, drop_date: str) -> str:
+    return (get_settings().landing / ctx.dataset / drop_date).as_uri()
+
+
+def sync(ctx: RunContext, config: RunConfig, drop_date: str) -> dict[str, Any]:
+    from ml_tasks.storage import sync_drop
+
+    source = config.source_uri or default_source(ctx, drop_date)
+    return run_stage(ctx, "sync", lambda: sync_drop(source, ctx.staging_dir).to_dict())
+
+
+def validate(ctx: RunContext, synced: dict[str, Any]) -> dict[str, Any]:
+    from ml_tasks.validation import validate_drop
+
+    return run_stage(ctx, "validate", lambda: validate_drop(synced["staging_uri"], ctx.dataset, ctx.run_key).to_dict())
+
+
+def prepare(ctx: RunContext, synced: dict[str, Any]) -> dict[str, Any]:
+    from ml_tasks import preparation, tracking
+
+    def work() -> dict[str, Any]:
+        prepared = preparation.prepare(ctx, synced["staging_uri"])
+        run_id = tracking.ensure_parent_run(ctx)
+        preparation.log_to_mlflow(run_id, ctx, prepared)
+        return {**prepared.to_dict(), "mlflow_run_id": run_id}
+
+    return run_stage(ctx, "prepare", work)
+
+
+def tune(ctx: RunContext, config: RunConfig, prepared: dict[str, Any]) -> dict[str, Any]:
+    from ml_tasks.tuning import tune as run_tuning
+
+    return run_stage(ctx, "tune", lambda: run_tuning(ctx, config.tune, prepared["mlflow_run_id"]).to_dict())
+
+
+def train(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
+    from ml_tasks.training import train as run_training
+
+    return run_stage(
+        ctx, "train",
+        lambda: run_training(ctx, config.train, tuned["best_params"], prepared["mlflow_run_id"]).to_dict(),
+    )
+
+
+def evaluate(ctx: RunContext, prepared: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+    from ml_tasks.evaluation import evaluate as run_evaluation
+    from ml_tasks.registry import current_champion
+
+    def work() -> dict[str, Any]:
+        champion = current_champion(get_dataset(ctx.dataset).registered_model)
+        return run_evaluation(ctx, trained["model_uri"], champion, prepared["mlflow_run_id"]).to_dict()
+
+    return run_stage(ctx, "evaluate", work)
+
+
+def gate(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], evaluated: dict[str, Any]) -> dict[str, Any]:
+    import mlflow
+
+    from ml_tasks import tracking
+    from ml_tasks.gate import decide
+
+    def work() -> dict[str, Any]:
+        decision = decide(
+            GateConfig(**config.gate.__dict__), evaluated["candidate"], evaluated["champion"],
+            evaluated["champion_version"], evaluated.get("champion_error"),
+        )
+        record = {**decision.to_dict(), "thresholds": {"absolute": config.gate.absolute, "change": config.gate.change},
+                  "candidate": evaluated["candidate"], "champion": evaluated["champion"]}
+        blessing_path = write_json(ctx.report_dir / BLESSING_FILE, record)
+        tracking.configure()
+        with mlflow.start_run(run_id=prepared["mlflow_run_id"]):
+            mlflow.set_tags({TAG_GATE_DECISION: decision.decision, TAG_GATE_REASONS: "; ".join(decision.reasons)[:4000]})
+            mlflow.log_artifact(str(blessing_path), artifact_path=MLFLOW_REPORT_DIR)
+        log.info("gate for %s: %s (%s)", ctx.tracking_key, decision.decision, "; ".join(decision.reasons))
+        return {**record, "blessing_uri": blessing_path.as_uri()}
+
+    return run_stage(ctx, "gate", work)
+
+
+def register(ctx: RunContext, prepared: dict[str, Any], validated: dict[str, Any], trained: dict[str, Any],
+             gated: dict[str, Any]) -> dict[str, Any]:
+    from ml_tasks import registry
+
+    def work() -> dict[str, Any]:
+        name = get_dataset(ctx.dataset).registered_model
+        tags = {
+            TAG_RUN_KEY: ctx.tracking_key,
+            TAG_DATASET: ctx.dataset,
+            TAG_FINGERPRINT: prepared["fingerprint"],
+            TAG_VALIDATION: f"passed {validated['evaluated']} expectations of {validated['suite']}",
+            TAG_AIRFLOW_DAG_ID: ctx.dag_id,
+            TAG_AIRFLOW_RUN_ID: ctx.run_id,
+            TAG_GATE_DECISION: gated["decision"],
+            TAG_GATE_REASONS: "; ".join(gated["reasons"]),
+        }
+        version = registry.register_candidate(name, trained["model_uri"], prepared["mlflow_run_id"], tags)
+        registry.set_challenger(name, version, f"candidate of {ctx.tracking_key}")
+        if gated["blessed"]:
+            promotion = registry.promote(name, version, gated["champion_version"],
+                                         f"gate passed for {ctx.tracking_key}")
+        else:
+            champion = registry.current_champion(name)
+            promotion = registry.PromotionResult(name, version, champion, champion, promoted=False)
+        return {"registered_model": name, "version": version, **promotion.to_dict()}
+
+    return run_stage(ctx, "register", work)
+
+
+def report(ctx: RunContext) -> dict[str, Any]:
+    """Assemble `run_report.json` from the stage records and log it to the MLflow run."""
+    stages = {stage: records.read_stage(ctx, stage) for stage in records.STAGES}
+    stopped_at = next((s for s, r in stages.items() if r is None or not r.get("ok")), None)
+    error = stages[stopped_at].get("error") if stopped_at and stages[stopped_at] else None
+    sync_r, val_r, prep_r, tune_r = stages["sync"], stages["validate"], stages["prepare"], stages["tune"]
+    train_r, eval_r, gate_r, reg_r = stages["train"], stages["evaluate"], stages["gate"], stages["register"]
+    ok = lambda r: r is not None and r.get("ok")  # noqa: E731
+    run_report = {
+        "dataset": ctx.dataset,
+        "run_key": ctx.run_key,
+        "airflow": {"dag_id": ctx.dag_id, "run_id": ctx.run_id},
+        "completed": stopped_at is None,
+        "stopped_at": stopped_at,
+        "error": error,
+        "data": {
+            "source_uri": sync_r.get("source_uri") if ok(sync_r) else None,
+            "files": sync_r.get("files") if ok(sync_r) else None,
+            "rows": val_r.get("rows") if ok(val_r) else None,
+            "fingerprint": prep_r.get("fingerprint") if ok(prep_r) else None,
+            "rows_after_cleaning": prep_r.get("rows_out") if ok(prep_r) else None,
+            "splits": {k: prep_r.get(f"{k}_rows") for k in ("train", "val", "test")} if ok(prep_r) else None,
+        },
+        "validation": (
+            {"success": True, "suite": val_r["suite"], "evaluated": val_r["evaluated"], "data_docs": val_r["data_docs_uri"]}
+            if ok(val_r) else ({"success": False, **(val_r or {}).get("error", {})} if val_r else None)
+        ),
+        "best_params": tune_r.get("best_params") if ok(tune_r) else None,
+        "tuning": {k: tune_r[k] for k in ("best_value", "trials_complete", "trials_pruned")} if ok(tune_r) else None,
+        "training": {k: train_r[k] for k in ("epochs_run", "best_epoch", "val_auc", "fit_diagnosis", "accelerators")}
+        if ok(train_r) else None,
+        "candidate_metrics": eval_r.get("candidate") if ok(eval_r) else None,
+        "champion_metrics": eval_r.get("champion") if ok(eval_r) else None,
+        "champion_version_compared": eval_r.get("champion_version") if ok(eval_r) else None,
+        "gate": {k: gate_r[k] for k in ("decision", "blessed", "reasons", "checks", "thresholds")} if ok(gate_r) else None,
+        "versions": {k: reg_r[k] for k in ("registered_model", "version", "previous_champion", "champion", "promoted")}
+        if ok(reg_r) else None,
+        "mlflow_run_id": prep_r.get("mlflow_run_id") if ok(prep_r) else None,
+    }
+    path = write_json(ctx.report_dir / RUN_REPORT_FILE, run_report)
+    if run_report["mlflow_run_id"]:
+        import mlflow
+
+        from ml_tasks import tracking
+
+        tracking.configure()
+        with mlflow.start_run(run_id=run_report["mlflow_run_id"]):
+            mlflow.log_artifact(str(path), artifact_path=MLFLOW_REPORT_DIR)
+    log.info("run report for %s: %s", ctx.tracking_key, path)
+    return {"report_uri": path.as_uri(), "completed": run_report["completed"], "stopped_at": stopped_at,
+            "error": (error or {}).get("message")}

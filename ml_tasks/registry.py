@@ -1,0 +1,167 @@
+"""The MLflow Model Registry: register candidates, move aliases, keep their history.
+
+MLflow has no compare-and-set on aliases and keeps no alias history, so a move
+of `champion` happens under a lock and only if `champion` still points where
+the gate saw it; every move is appended to a history tag on the registered
+model. Older versions are never deleted, so any earlier champion can be
+restored with `ratchet rollback`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ml_tasks import tracking
+from ml_tasks.constants import (
+    ALIAS_HISTORY_LIMIT,
+    CHALLENGER_ALIAS,
+    CHAMPION_ALIAS,
+    TAG_ALIAS_HISTORY,
+    TAG_PREVIOUS_CHAMPION,
+)
+from ml_tasks.errors import PromotionConflictError
+from ml_tasks.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+MAX_TAG_CHARS = 5000
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    name: str
+    version: str
+    previous_champion: str | None
+    champion: str | None
+    promoted: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _is_missing(exc: Exception) -> bool:
+    return "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower()
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    """The version an alias points at, or None when the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(tracking.client().get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if _is_missing(exc):
+            return None
+        raise
+
+
+def current_champion(name: str) -> str | None:
+    return alias_version(name, CHAMPION_ALIAS)
+
+
+@contextmanager
+def model_lock(name: str) -> Iterator[None]:
+    """An exclusive lock per registered model for alias moves on this host."""
+    path = get_settings().locks / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def register_candidate(name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
+    """Register the run's model once: a rerun finds the version its run already made."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = tracking.client()
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if not _is_missing(exc):
+            raise
+        try:
+            client.create_registered_model(name, description="Trained nightly by Ratchet; `champion` serves.")
+        except MlflowException:
+            pass  # created meanwhile by another run
+    existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    if existing:
+        version = str(existing[0].version)
+        log.info("run %s already registered %s version %s; reusing it", run_id, name, version)
+    else:
+        version = str(mlflow.register_model(model_uri, name, tags=tags).version)
+        log.info("registered %s version %s from %s", name, version, model_uri)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value[:MAX_TAG_CHARS])
+    return version
+
+
+def alias_history(name: str) -> list[dict[str, Any]]:
+    tags = tracking.client().get_registered_model(name).tags
+    history: list[dict[str, Any]] = json.loads(tags.get(TAG_ALIAS_HISTORY, "[]"))
+    return history
+
+
+def _move_alias(name: str, alias: str, version: str, reason: str) -> None:
+    client = tracking.client()
+    previous = alias_version(name, alias)
+    client.set_registered_model_alias(name, alias, version)
+    history = alias_history(name) + [{
+        "alias": alias, "version": version, "previous": previous, "reason": reason[:300],
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }]
+    history = history[-ALIAS_HISTORY_LIMIT:]
+    while len(encoded := json.dumps(history, separators=(",", ":"))) > MAX_TAG_CHARS:
+        history = history[1:]
+    client.set_registered_model_tag(name, TAG_ALIAS_HISTORY, encoded)
+
+
+def set_challenger(name: str, version: str, reason: str) -> None:
+    with model_lock(name):
+        _move_alias(name, CHALLENGER_ALIAS, version, reason)
+
+
+def promote(name: str, version: str, expected_champion: str | None, reason: str) -> PromotionResult:
+    """Compare-and-set `champion`: move it only if it still points at `expected_champion`."""
+    with model_lock(name):
+        current = current_champion(name)
+        if current != expected_champion:
+            raise PromotionConflictError(
+                f"{name}: champion is v{current}, but the gate compared against v{expected_champion}; "
+                "not promoting over a champion the gate never saw"
+            )
+        if current == version:
+            return PromotionResult(name, version, current, current, promoted=False)
+        _move_alias(name, CHAMPION_ALIAS, version, reason)
+        if current is not None:
+            tracking.client().set_model_version_tag(name, version, TAG_PREVIOUS_CHAMPION, current)
+    log.info("%s: champion moved from v%s to v%s", name, current, version)
+    return PromotionResult(name, version, current, version, promoted=True)
+
+
+def rollback(name: str, to_version: str | None = None) -> PromotionResult:
+    """Point `champion` back at `to_version`, or at the champion before the current one."""
+    current = current_champion(name)
+    if current is None:
+        raise PromotionConflictError(f"{name} has no champion to roll back")
+    target = to_version
+    if target is None:
+        target = tracking.client().get_model_version(name, current).tags.get(TAG_PREVIOUS_CHAMPION)
+        if not target:
+            raise PromotionConflictError(f"{name} v{current} records no previous champion; pass --to VERSION")
+    tracking.client().get_model_version(name, target)  # fails clearly if it does not exist
+    with model_lock(name):
+        if current_champion(name) != current:
+            raise PromotionConflictError(f"{name}: champion moved during the rollback; try again")
+        _move_alias(name, CHAMPION_ALIAS, target, f"rollback from v{current}")
+    return PromotionResult(name, target, current, target, promoted=True)

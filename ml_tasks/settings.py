@@ -1,0 +1,100 @@
+"""Where Ratchet keeps its state, read once from the environment.
+
+Everything lives under `RATCHET_HOME` (default `.ratchet/` in the project
+root), so deleting that folder resets the embedded default. The production
+profile points the same names elsewhere through the environment alone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
+
+
+def _default_home() -> Path:
+    if (PROJECT_ROOT / "pyproject.toml").is_file():
+        return PROJECT_ROOT / ".ratchet"
+    return Path.cwd() / ".ratchet"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    airflow_home: Path
+    mlflow_tracking_uri: str
+    mlflow_artifact_root: str
+    mlflow_experiment: str
+    optuna_storage: str
+    expectations_dir: Path
+
+    @property
+    def landing(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def staging(self) -> Path:
+        return self.home / "staging"
+
+    @property
+    def prepared(self) -> Path:
+        return self.home / "prepared"
+
+    @property
+    def models(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def gx(self) -> Path:
+        return self.home / "gx"
+
+    @property
+    def data_docs(self) -> Path:
+        return self.gx / "data_docs"
+
+    @property
+    def reports(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def locks(self) -> Path:
+        return self.home / "locks"
+
+    @property
+    def bench(self) -> Path:
+        return self.home / "bench"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    home = Path(os.environ.get("RATCHET_HOME") or _default_home()).resolve()
+    mlflow_dir = home / "mlflow"
+    return Settings(
+        home=home,
+        airflow_home=Path(os.environ.get("AIRFLOW_HOME") or home / "airflow"),
+        mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+        mlflow_artifact_root=os.environ.get("RATCHET_MLFLOW_ARTIFACT_ROOT") or (mlflow_dir / "artifacts").as_uri(),
+        mlflow_experiment=os.environ.get("RATCHET_MLFLOW_EXPERIMENT", "ratchet-nightly"),
+        optuna_storage=os.environ.get("RATCHET_OPTUNA_STORAGE") or f"sqlite:///{home / 'optuna' / 'optuna.db'}",
+        expectations_dir=Path(os.environ.get("RATCHET_EXPECTATIONS_DIR") or EXPECTATIONS_DIR),
+    )
+
+
+def environment_exports(settings: Settings | None = None) -> dict[str, str]:
+    """The variables that make the plain `airflow` and `mlflow` CLIs see our state."""
+    s = settings or get_settings()
+    return {
+        "RATCHET_HOME": str(s.home),
+        "AIRFLOW_HOME": str(s.airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "MLFLOW_TRACKING_URI": s.mlflow_tracking_uri,
+        "MLFLOW_REGISTRY_URI": s.mlflow_tracking_uri,
+        "RATCHET_MLFLOW_ARTIFACT_ROOT": s.mlflow_artifact_root,
+    }

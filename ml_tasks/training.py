@@ -1,0 +1,180 @@
+"""Train the best configuration and log it as an MLflow pyfunc model.
+
+Runs in a fresh process. Checkpoints every epoch (`BackupAndRestore`), so a
+process killed mid-run and retried resumes where it stopped; stops early on
+the validation AUC; logs the learning curves. A rerun that finds the finished
+model of its run key reuses it instead of training again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ml_tasks.config import RunContext, TrainConfig
+from ml_tasks.constants import (
+    LEARNING_CURVE_FILE,
+    MLFLOW_MODEL_NAME,
+    MODEL_FILE,
+    TEST_RAW_FILE,
+    TRAIN_FILE,
+    TRANSFORM_FILE,
+    VALIDATION_SPLIT_FILE,
+)
+from ml_tasks.isolation import run_isolated
+
+log = logging.getLogger(__name__)
+
+OVERFIT_GAP = 0.05
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_uri: str
+    model_path: str
+    epochs_run: int
+    best_epoch: int
+    train_auc: float
+    val_auc: float
+    fit_diagnosis: str
+    accelerators: dict[str, Any]
+    reused: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def train(ctx: RunContext, config: TrainConfig, params: dict[str, Any], parent_run_id: str) -> TrainResult:
+    result = run_isolated(
+        "ml_tasks.training:train_in_process",
+        {"ctx": ctx.to_dict(), "config": asdict(config), "params": params, "parent_run_id": parent_run_id},
+    )
+    return TrainResult(**result)
+
+
+def diagnose_fit(train_auc: float, val_auc: float, floor: float = 0.6) -> str:
+    """Over- or underfitting from the final training and validation AUC."""
+    if train_auc < floor and val_auc < floor:
+        return f"underfitting: train AUC {train_auc:.3f} and validation AUC {val_auc:.3f} both below {floor}"
+    if train_auc - val_auc > OVERFIT_GAP:
+        return f"overfitting: train AUC {train_auc:.3f} exceeds validation AUC {val_auc:.3f} by more than {OVERFIT_GAP}"
+    return f"good fit: train AUC {train_auc:.3f}, validation AUC {val_auc:.3f}"
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("mlflow", "keras", "pandas", "numpy", "scikit-learn")] + [
+        f"tensorflow-cpu=={version('tensorflow-cpu')}" if _installed("tensorflow-cpu") else "tensorflow"
+    ]
+
+
+def _installed(name: str) -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version(name)
+        return True
+    except PackageNotFoundError:
+        return False
+
+
+def _learning_curve(history: dict[str, list[float]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, auc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax in (("loss", loss_ax), ("auc", auc_ax)):
+        ax.plot(history[key], label=f"train {key}")
+        ax.plot(history[f"val_{key}"], label=f"validation {key}")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def train_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import keras
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from ml_tasks import tracking
+    from ml_tasks.datasets import get_dataset
+    from ml_tasks.io import atomic_path, write_json
+    from ml_tasks.models import DEFAULT_MLP_PARAMS, build_mlp, configure_accelerators, distribution_scope, load_xy
+    from ml_tasks.pyfunc_model import KERAS_ARTIFACT, TRANSFORM_ARTIFACT, RatchetClassifier
+
+    run_ctx = RunContext.from_dict(ctx)
+    train_config = TrainConfig(**config)
+    spec = get_dataset(run_ctx.dataset)
+    model_dir = run_ctx.model_dir
+    done_record = model_dir / "train_result.json"
+    if done_record.is_file():
+        log.info("model for %s already trained; reusing %s", run_ctx.tracking_key, done_record)
+        return {**json.loads(done_record.read_text()), "reused": True}
+
+    hyper = {**DEFAULT_MLP_PARAMS, **params}
+    accelerators = configure_accelerators()
+    folder = run_ctx.prepared_dir
+    x_train, y_train = load_xy(str(folder / TRAIN_FILE), spec.target)
+    x_val, y_val = load_xy(str(folder / VALIDATION_SPLIT_FILE), spec.target)
+    replicas = max(1, len(accelerators["gpus"]))
+    with distribution_scope(accelerators["gpus"]):
+        model = build_mlp(x_train.shape[1], hyper, seed=train_config.seed)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(backup_dir=str(model_dir / "checkpoints")),
+        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=train_config.patience,
+                                      restore_best_weights=True),
+    ]
+    fit = model.fit(
+        x_train, y_train, validation_data=(x_val, y_val), epochs=train_config.max_epochs,
+        batch_size=int(hyper["batch_size"]) * replicas, callbacks=callbacks, verbose=2,
+    )
+    history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    best_epoch = int(max(range(len(history["val_auc"])), key=history["val_auc"].__getitem__))
+    train_auc, val_auc = history["auc"][best_epoch], history["val_auc"][best_epoch]
+
+    model_path = model_dir / MODEL_FILE
+    with atomic_path(model_path) as tmp:
+        keras_tmp = tmp.with_suffix(".keras")
+        model.save(keras_tmp)
+        keras_tmp.replace(tmp)
+
+    tracking.configure()
+    test_raw = pd.read_parquet(folder / TEST_RAW_FILE)
+    example = test_raw[list(spec.features)].head(5)
+    with mlflow.start_run(run_id=parent_run_id):
+        for epoch in range(len(history["loss"])):
+            mlflow.log_metrics({f"train.{k}": v[epoch] for k, v in history.items()}, step=epoch)
+        mlflow.log_params({f"train.{k}": v for k, v in hyper.items()} | {"train.max_epochs": train_config.max_epochs})
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            curve = Path(tmp_dir) / LEARNING_CURVE_FILE
+            _learning_curve(history, str(curve))
+            mlflow.log_artifact(str(curve), artifact_path="plots")
+        classifier = RatchetClassifier()
+        artifacts = {KERAS_ARTIFACT: str(model_path), TRANSFORM_ARTIFACT: str(folder / TRANSFORM_FILE)}
+        classifier.load_context(type("Context", (), {"artifacts": artifacts})())
+        signature = infer_signature(example, classifier.predict(None, example))
+        info = mlflow.pyfunc.log_model(
+            name=MLFLOW_MODEL_NAME, python_model=RatchetClassifier(), artifacts=artifacts,
+            signature=signature, input_example=example, pip_requirements=_pip_requirements(),
+        )
+    result = TrainResult(
+        model_uri=info.model_uri, model_path=str(model_path), epochs_run=len(history["loss"]),
+        best_epoch=best_epoch, train_auc=train_auc, val_auc=val_auc,
+        fit_diagnosis=diagnose_fit(train_auc, val_auc), accelerators=accelerators, reused=False,
+    )
+    write_json(done_record, result.to_dict())
+    log.info("trained %s: %s epochs, best %s, val AUC %.4f; %s", run_ctx.tracking_key, result.epochs_run,
+             best_epoch, val_auc, result.fit_diagnosis)
+    return result.to_dict()
