@@ -164,7 +164,7 @@ def report(ctx: RunContext) -> dict[str, Any]:
     error = stages[stopped_at].get("error") if stopped_at and stages[stopped_at] else None
     sync_r, val_r, prep_r, tune_r = stages["sync"], stages["validate"], stages["prepare"], stages["tune"]
     train_r, eval_r, gate_r, reg_r = stages["train"], stages["evaluate"], stages["gate"], stages["register"]
-    ok = lambda r: r is not None and r.get("ok")  # noqa: E731
+    ok = lambda r: r is not None and r.get("ok")
     run_report = {
         "dataset": ctx.dataset,
         "run_key": ctx.run_key,

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ml_tasks import tracking
@@ -118,7 +118,7 @@ def _move_alias(name: str, alias: str, version: str, reason: str) -> None:
     client.set_registered_model_alias(name, alias, version)
     history = alias_history(name) + [{
         "alias": alias, "version": version, "previous": previous, "reason": reason[:300],
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }]
     history = history[-ALIAS_HISTORY_LIMIT:]
     while len(encoded := json.dumps(history, separators=(",", ":"))) > MAX_TAG_CHARS:

@@ -41,28 +41,29 @@ class FittedTransform:
     medians: list[float]
     means: list[float]
     stds: list[float]
-    categorical: dict[str, list[str]]
+    # (column, vocabulary) pairs: a list, so the encoded column order survives JSON round trips
+    categorical: list[tuple[str, list[str]]]
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> FittedTransform:
         values = frame[numeric].astype("float64") if numeric else None
         medians = values.median().fillna(0.0).tolist() if values is not None else []
-        filled = values.fillna(dict(zip(numeric, medians))) if values is not None else None
+        filled = values.fillna(dict(zip(numeric, medians, strict=False))) if values is not None else None
         means = filled.mean().tolist() if filled is not None else []
         stds = [s if s > 1e-12 else 1.0 for s in filled.std(ddof=0).tolist()] if filled is not None else []
-        vocab = {c: sorted(_as_category(frame[c]).unique().tolist()) for c in categorical}
+        vocab = [(c, sorted(_as_category(frame[c]).unique().tolist())) for c in categorical]
         return cls(numeric=list(numeric), medians=medians, means=means, stds=stds, categorical=vocab)
 
     @property
     def feature_names(self) -> list[str]:
         names = list(self.numeric)
-        for column, values in self.categorical.items():
+        for column, values in self.categorical:
             names.extend(f"{column}={v}" for v in values)
         return names
 
     @property
     def input_columns(self) -> list[str]:
-        return list(self.numeric) + list(self.categorical)
+        return list(self.numeric) + [column for column, _ in self.categorical]
 
     def apply(self, frame: pd.DataFrame) -> np.ndarray:
         """Raw rows to a float32 matrix; unseen categories encode as all zeros."""
@@ -77,9 +78,9 @@ class FittedTransform:
                 values = frame[self.numeric].astype("float64")
             except (TypeError, ValueError) as exc:
                 raise DataError(f"numeric columns {self.numeric} hold non-numeric values: {exc}") from exc
-            values = values.fillna(dict(zip(self.numeric, self.medians)))
+            values = values.fillna(dict(zip(self.numeric, self.medians, strict=False)))
             blocks.append(((values.to_numpy() - np.asarray(self.means)) / np.asarray(self.stds)).astype("float32"))
-        for column, vocab in self.categorical.items():
+        for column, vocab in self.categorical:
             index = {v: i for i, v in enumerate(vocab)}
             codes = np.fromiter((index.get(v, -1) for v in _as_category(frame[column])), dtype=np.int64, count=len(frame))
             block = np.zeros((len(frame), len(vocab)), dtype="float32")
@@ -93,4 +94,6 @@ class FittedTransform:
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> FittedTransform:
-        return cls(**payload)
+        fields = dict(payload)
+        fields["categorical"] = [(str(column), list(values)) for column, values in fields["categorical"]]
+        return cls(**fields)

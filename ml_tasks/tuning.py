@@ -119,7 +119,7 @@ def tune_in_process(ctx: dict[str, str], config: dict[str, Any], parent_run_id: 
             client.set_terminated(run.info.run_id, status=status)
             keras.backend.clear_session()
         scores = history.history["val_auc"]
-        for epoch, (auc, loss) in enumerate(zip(scores, history.history["val_loss"])):
+        for epoch, (auc, loss) in enumerate(zip(scores, history.history["val_loss"], strict=False)):
             client.log_metric(run.info.run_id, "val_auc", float(auc), step=epoch)
             client.log_metric(run.info.run_id, "val_loss", float(loss), step=epoch)
         client.set_tag(run.info.run_id, "optuna.state", "COMPLETE")

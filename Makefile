@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# GPU=1 installs tensorflow[and-cuda] instead of tensorflow-cpu.
+SYNC_FLAGS := $(if $(GPU),--no-group cpu --group gpu,)
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-unit up bench lint clean
+
+$(UV):
+	@echo "uv not found: installing it into ~/.local/bin"
+	python3 -m pip install --user --quiet uv || (curl -LsSf https://astral.sh/uv/install.sh | sh)
+
+setup: $(UV)
+	$(UV) sync --frozen $(SYNC_FLAGS)
+
+demo: setup
+	$(UV) run --frozen --no-sync ratchet demo
+
+test: setup
+	$(UV) run --frozen --no-sync pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(UV) run --frozen --no-sync pytest -m "not integration" $(PYTEST_ARGS)
+
+up: setup
+	$(UV) run --frozen --no-sync ratchet up
+
+bench: setup
+	$(UV) run --frozen --no-sync python bench/run_all.py
+
+lint: setup
+	$(UV) run --frozen --no-sync ruff check .
+	$(UV) run --frozen --no-sync mypy ml_tasks
+
+clean:
+	rm -rf .ratchet

@@ -1,0 +1,223 @@
+"""The `ratchet` command: demo, environment, landing drops, suites, services, rollback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from ml_tasks.settings import environment_exports, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    for key, value in environment_exports().items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ml_tasks import demo
+
+    logging.getLogger().setLevel(logging.WARNING)  # the demo prints its own progress
+    return demo.main(reset=not args.keep)
+
+
+def cmd_land(args: argparse.Namespace) -> int:
+    from ml_tasks.datasets import get_dataset
+    from ml_tasks.datasets.corruption import corrupt
+    from ml_tasks.landing import land_frame
+
+    spec = get_dataset(args.dataset)
+    if spec.name == "acs_employment":
+        from ml_tasks.datasets import acs_employment
+
+        frame = acs_employment.load_year(args.year)
+    else:
+        from ml_tasks.datasets import synthetic
+
+        frame = synthetic.generate(args.rows, seed=args.seed, drift=args.drift, label_noise=args.label_noise)
+    for kind in args.corrupt or []:
+        frame = corrupt(frame, spec, kind, seed=args.seed)
+    print(land_frame(frame, spec.name, args.date, file_format=args.format, parts=args.parts).as_uri())
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from ml_tasks.datasets import get_dataset
+    from ml_tasks.io import read_drop
+    from ml_tasks.storage import local_path
+    from ml_tasks.validation import bootstrap_suite, suite_path, write_suite
+
+    spec = get_dataset(args.dataset)
+    target = suite_path(spec.suite)
+    if target.exists() and not args.force:
+        print(f"{target} exists; pass --force to overwrite it", file=sys.stderr)
+        return 2
+    payload = bootstrap_suite(spec, read_drop(local_path(args.source)))
+    print(f"wrote {write_suite(payload)} with {len(payload['expectations'])} expectations; review it, then commit it")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from ml_tasks.registry import rollback
+
+    result = rollback(args.model, args.to)
+    print(f"{result.name}: champion v{result.previous_champion} -> v{result.champion}")
+    return 0
+
+
+def _wait_http(url: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError as exc:
+            if getattr(exc, "code", None) in (401, 403):
+                return True  # up, and refusing anonymous requests as it should
+            time.sleep(1)
+    return False
+
+
+def mlflow_auth_config() -> tuple[Path, str]:
+    """MLflow's basic-auth config with a generated admin password, kept under RATCHET_HOME."""
+    import configparser
+
+    folder = get_settings().home / "mlflow"
+    path = folder / "basic_auth.ini"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        config = configparser.ConfigParser()
+        config["mlflow"] = {
+            "default_permission": "READ",
+            "database_uri": f"sqlite:///{folder / 'basic_auth.db'}",
+            "admin_username": "admin",
+            "admin_password": secrets.token_urlsafe(16),
+            "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        }
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as handle:
+            config.write(handle)
+    config = configparser.ConfigParser()
+    config.read(path)
+    return path, config["mlflow"]["admin_password"]
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Airflow (scheduler, DAG processor, triggerer, API server) and the MLflow UI, with auth on."""
+    from ml_tasks.demo import airflow_env, init_airflow
+
+    settings = get_settings()
+    init_airflow()
+    env = airflow_env()
+    auth_path, mlflow_password = mlflow_auth_config()
+    bin_dir = Path(sys.executable).parent
+    logs = settings.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    mlflow_url = f"http://127.0.0.1:{args.mlflow_port}"
+    airflow_url = f"http://127.0.0.1:{args.airflow_port}"
+    procs = [
+        subprocess.Popen(
+            [str(bin_dir / "mlflow"), "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
+             "--port", str(args.mlflow_port), "--backend-store-uri", settings.mlflow_tracking_uri,
+             "--default-artifact-root", settings.mlflow_artifact_root],
+            env={**env, "MLFLOW_AUTH_CONFIG_PATH": str(auth_path)},
+            stdout=(logs / "mlflow.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        ),
+        subprocess.Popen(
+            [str(bin_dir / "airflow"), "standalone"],
+            env={**env, "AIRFLOW__API__PORT": str(args.airflow_port)},
+            stdout=(logs / "airflow.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        ),
+    ]
+    try:
+        up = _wait_http(f"{airflow_url}/api/v2/monitor/health", 180) and _wait_http(f"{mlflow_url}/health", 60)
+        password_file = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+        airflow_login = password_file.read_text().strip() if password_file.is_file() else "(see logs/airflow.log)"
+        print(f"""{'services are up' if up else 'services did not answer in time; see ' + str(logs)}
+  Airflow UI   {airflow_url}   login (user: password) {airflow_login}
+  MLflow UI    {mlflow_url}   login admin / {mlflow_password}   (kept in {auth_path})
+  logs         {logs}
+Ctrl-C stops both.""", flush=True)
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ratchet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("env", help="print export lines for the airflow and mlflow CLIs").set_defaults(func=cmd_env)
+
+    demo = sub.add_parser("demo", help="three nights of nightly_retrain on the embedded default")
+    demo.add_argument("--keep", action="store_true", help="keep the existing RATCHET_HOME state")
+    demo.set_defaults(func=cmd_demo)
+
+    land = sub.add_parser("land", help="land a drop under RATCHET_HOME/landing/<dataset>/<date>/")
+    land.add_argument("dataset")
+    land.add_argument("--date", required=True, help="YYYY-MM-DD of the drop")
+    land.add_argument("--year", type=int, default=2015, help="ACS survey year (acs_employment)")
+    land.add_argument("--rows", type=int, default=5000, help="rows (synthetic)")
+    land.add_argument("--seed", type=int, default=0)
+    land.add_argument("--drift", type=float, default=0.0)
+    land.add_argument("--label-noise", type=float, default=0.0)
+    land.add_argument("--corrupt", action="append", help="a named corruption (repeatable)")
+    land.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    land.add_argument("--parts", type=int, default=1)
+    land.set_defaults(func=cmd_land)
+
+    expectations = sub.add_parser("expectations", help="Great Expectations suites")
+    exp_sub = expectations.add_subparsers(dest="expectations_command", required=True)
+    bootstrap = exp_sub.add_parser("bootstrap", help="write a first suite from a reference drop")
+    bootstrap.add_argument("dataset")
+    bootstrap.add_argument("--from", dest="source", required=True, help="folder of the reference drop")
+    bootstrap.add_argument("--force", action="store_true")
+    bootstrap.set_defaults(func=cmd_bootstrap)
+
+    rollback = sub.add_parser("rollback", help="move champion back to the previous (or a given) version")
+    rollback.add_argument("model")
+    rollback.add_argument("--to", help="version to restore")
+    rollback.set_defaults(func=cmd_rollback)
+
+    up = sub.add_parser("up", help="start Airflow and the MLflow UI on localhost, with auth")
+    up.add_argument("--airflow-port", type=int, default=8080)
+    up.add_argument("--mlflow-port", type=int, default=5000)
+    up.set_defaults(func=cmd_up)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from ml_tasks.errors import RatchetError
+
+    try:
+        return int(args.func(args))
+    except RatchetError as exc:
+        print(f"ratchet: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

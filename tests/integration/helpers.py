@@ -1,0 +1,39 @@
+"""Helpers for the integration tests: land drops, run the DAG, read the registry."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ml_tasks.config import RunContext, run_key_for
+from ml_tasks.constants import RUN_REPORT_FILE
+
+SMALL_BUDGET = {"dataset": "synthetic", "tuning_trials": 2, "tuning_epochs": 2, "max_epochs": 6}
+
+
+def run_dag_test(date: str, conf: dict[str, Any], log_dir: Path) -> tuple[int, dict[str, Any]]:
+    """`airflow dags test` for one night: a real DagRun in Airflow's database. Returns exit code and report."""
+    from ml_tasks.demo import airflow
+
+    logical = f"{date}T02:00:00+00:00"
+    done = airflow("dags", "test", "nightly_retrain", logical, "-c", json.dumps(conf),
+                   log_path=log_dir / f"{date}.log", check=False)
+    ctx = RunContext(conf["dataset"], run_key_for(datetime.fromisoformat(logical), None))
+    report_path = ctx.report_dir / RUN_REPORT_FILE
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    return done.returncode, report
+
+
+def registry_state(name: str) -> dict[str, Any]:
+    from ml_tasks import tracking
+    from ml_tasks.registry import alias_version
+
+    client = tracking.client()
+    versions = client.search_model_versions(f"name='{name}'")
+    return {
+        "champion": alias_version(name, "champion"),
+        "challenger": alias_version(name, "challenger"),
+        "versions": sorted(int(v.version) for v in versions),
+    }

@@ -1,0 +1,132 @@
+"""nightly_retrain as real Airflow DagRuns (`airflow dags test`) on the embedded default.
+
+Real Airflow (SQLite), real Great Expectations, real Keras in spawned processes,
+a real Optuna study and a real MLflow registry. Tests in this module build on
+each other: a first champion, then a worse challenger, then bad drops.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ml_tasks.datasets import SYNTHETIC, synthetic
+from ml_tasks.datasets.corruption import corrupt
+from ml_tasks.landing import land_frame, landing_dir
+
+from .helpers import SMALL_BUDGET, registry_state, run_dag_test
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+MODEL = SYNTHETIC.registered_model
+
+
+@pytest.fixture(scope="module")
+def airflow_home(module_home):
+    from ml_tasks.demo import init_airflow
+
+    init_airflow()
+    return module_home
+
+
+@pytest.fixture(scope="module")
+def first_night(airflow_home):
+    land_frame(synthetic.generate(4000, seed=1), "synthetic", "2026-02-01")
+    return run_dag_test("2026-02-01", SMALL_BUDGET, airflow_home / "logs")
+
+
+def test_first_night_promotes_the_first_champion(first_night):
+    code, report = first_night
+    assert code == 0, report.get("error")
+    assert report["completed"] and report["validation"]["success"]
+    assert report["gate"]["decision"] == "promote"
+    assert "first run" in report["gate"]["reasons"][0]
+    assert report["versions"]["promoted"] and report["versions"]["champion"] == "1"
+    assert set(report["candidate_metrics"]) >= {"accuracy", "precision", "recall", "f1", "roc_auc"}
+    assert report["data"]["fingerprint"] and report["best_params"]
+    state = registry_state(MODEL)
+    assert state == {"champion": "1", "challenger": "1", "versions": [1]}
+
+
+def test_registered_version_carries_lineage_tags(first_night):
+    from ml_tasks import tracking
+
+    version = tracking.client().get_model_version(MODEL, "1")
+    tags = version.tags
+    assert tags["ratchet.data_fingerprint"] == first_night[1]["data"]["fingerprint"]
+    assert tags["ratchet.airflow.dag_id"] == "nightly_retrain"
+    assert tags["ratchet.airflow.run_id"] == first_night[1]["airflow"]["run_id"]
+    assert tags["ratchet.gate.decision"] == "promote"
+    assert tags["ratchet.validation"].startswith("passed")
+    run = tracking.client().get_run(version.run_id)
+    trials = tracking.client().search_runs(
+        [run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{version.run_id}'")
+    assert len(trials) == SMALL_BUDGET["tuning_trials"]
+    artifacts = {a.path for a in tracking.client().list_artifacts(version.run_id, "reports")}
+    assert {"reports/run_report.json", "reports/blessing.json"} <= artifacts
+
+
+def test_champion_loads_through_pyfunc_and_scores_raw_rows(first_night):
+    import mlflow
+
+    from ml_tasks import tracking
+
+    tracking.configure()
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    rows = synthetic.generate(20, seed=99).drop(columns=[SYNTHETIC.target])
+    scores = model.predict(rows)
+    assert list(scores.columns) == ["probability", "prediction"] and len(scores) == 20
+    assert scores["probability"].between(0, 1).all()
+
+
+def test_rerun_of_a_finished_night_is_idempotent(first_night, airflow_home):
+    code, report = run_dag_test("2026-02-01", SMALL_BUDGET, airflow_home / "logs-rerun")
+    assert code == 0, report.get("error")
+    assert report["versions"]["version"] == "1"
+    assert registry_state(MODEL) == {"champion": "1", "challenger": "1", "versions": [1]}
+
+
+def test_worse_candidate_is_not_promoted(first_night, airflow_home):
+    # 40% of labels flipped: the model trained on it ranks the same held-out rows worse than the champion
+    land_frame(synthetic.generate(4000, seed=2, label_noise=0.4), "synthetic", "2026-02-02")
+    code, report = run_dag_test("2026-02-02", SMALL_BUDGET, airflow_home / "logs")
+    assert code == 0, report.get("error")
+    assert report["gate"]["decision"] == "keep_champion"
+    assert report["champion_version_compared"] == "1"
+    assert report["candidate_metrics"]["roc_auc"] < report["champion_metrics"]["roc_auc"]
+    assert any("worsens" in r or "needs at least" in r for r in report["gate"]["reasons"])
+    assert registry_state(MODEL) == {"champion": "1", "challenger": "2", "versions": [1, 2]}
+
+
+BAD_DROPS = {
+    "missing_column": "segment",
+    "wrong_type": "x0",
+    "nulls": "x0",
+    "out_of_range": "x0",
+}
+
+
+@pytest.mark.parametrize("day, kind", [(f"2026-03-0{i + 1}", k) for i, k in enumerate(BAD_DROPS)])
+def test_bad_drop_stops_before_registration(first_night, airflow_home, day, kind):
+    before = registry_state(MODEL)
+    land_frame(corrupt(synthetic.generate(4000, seed=3), SYNTHETIC, kind), "synthetic", day)
+    code, report = run_dag_test(day, SMALL_BUDGET, airflow_home / "logs")
+    assert code != 0
+    assert report["stopped_at"] == "validate" and not report["completed"]
+    message = report["error"]["message"]
+    assert "expectation(s) of suite 'synthetic' failed" in message and BAD_DROPS[kind] in message
+    assert report["versions"] is None and report["gate"] is None
+    assert registry_state(MODEL) == before
+
+
+@pytest.mark.parametrize("day, name, content, expected", [
+    ("2026-04-01", "part-000.parquet", b"PAR1\x00\x01truncated", "not readable as Parquet"),
+    ("2026-04-02", "part-000.csv", b"", "empty"),
+])
+def test_unreadable_drop_stops_before_registration(first_night, airflow_home, day, name, content, expected):
+    before = registry_state(MODEL)
+    folder = landing_dir("synthetic", day)
+    folder.mkdir(parents=True)
+    (folder / name).write_bytes(content)
+    code, report = run_dag_test(day, SMALL_BUDGET, airflow_home / "logs")
+    assert code != 0 and report["stopped_at"] == "validate"
+    assert expected in report["error"]["message"] and name in report["error"]["message"]
+    assert registry_state(MODEL) == before

@@ -1,0 +1,52 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from ml_tasks.config import GateConfig, RunConfig, RunContext, TuneConfig, run_key_for, safe_key
+from ml_tasks.errors import ConfigError, UnsafePathError
+
+
+def test_run_key_partitions_by_data_interval():
+    start = datetime(2026, 1, 2, 2, 0, tzinfo=UTC)
+    assert run_key_for(start, "manual__x") == "20260102T020000Z"
+    assert run_key_for(None, "manual__2026-01-02T02:00:00+00:00") == "manual__2026-01-02T02_00_00_00_00"
+
+
+def test_safe_key_never_escapes():
+    assert safe_key("../../etc/passwd") == "etc_passwd"
+    assert "/" not in safe_key("a/../b")
+    for raw in ("../", "../..", "", "///"):
+        with pytest.raises(UnsafePathError):
+            safe_key(raw)
+
+
+def test_run_context_refuses_unsafe_keys(ratchet_home):
+    with pytest.raises(UnsafePathError):
+        RunContext("synthetic", "../escape")
+    ctx = RunContext("synthetic", "20260101T020000Z")
+    assert ctx.staging_dir == ratchet_home / "staging" / "synthetic" / "20260101T020000Z"
+
+
+def test_params_build_typed_config():
+    config = RunConfig.from_params({
+        "dataset": "synthetic", "tuning_trials": 3, "absolute_thresholds": {"roc_auc": 0.8},
+        "change_thresholds": {},
+    })
+    assert config.tune.trials == 3
+    assert config.gate == GateConfig({"roc_auc": 0.8}, {})
+
+
+@pytest.mark.parametrize("params", [
+    {"dataset": "nope"},
+    {"dataset": "synthetic", "tuning_trials": 0},
+    {"dataset": "synthetic", "tuning_sampler": "grid-of-doom"},
+    {"dataset": "synthetic", "absolute_thresholds": {"made_up": 1.0}},
+])
+def test_invalid_params_are_refused(params):
+    with pytest.raises(ConfigError):
+        RunConfig.from_params(params)
+
+
+def test_tune_config_bounds():
+    with pytest.raises(ConfigError):
+        TuneConfig(trials=1000)

@@ -1,0 +1,21 @@
+import os
+
+import pytest
+
+from ml_tasks.errors import DataError, RatchetError
+from ml_tasks.isolation import run_isolated
+
+
+def test_runs_in_a_fresh_process_and_returns_json():
+    result = run_isolated("os:getpid", {})
+    assert result != os.getpid()
+
+
+def test_errors_raised_on_purpose_keep_their_type():
+    with pytest.raises(DataError, match="bad"):
+        run_isolated("tests.unit.isolated_targets:raise_data_error", {"message": "bad"})
+
+
+def test_a_killed_child_is_reported():
+    with pytest.raises(RatchetError, match="SIGKILL"):
+        run_isolated("tests.unit.isolated_targets:kill_self", {})
