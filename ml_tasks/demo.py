@@ -87,7 +87,7 @@ def task_durations(run_id: str) -> dict[str, float]:
     from datetime import datetime
 
     for row in rows:
-        if row.get("start_date") and row.get("end_date"):
+        if row.get("state") in ("success", "failed") and row.get("start_date") and row.get("end_date"):
             start = datetime.fromisoformat(row["start_date"])
             end = datetime.fromisoformat(row["end_date"])
             durations[row["task_id"]] = round((end - start).total_seconds(), 1)
@@ -130,7 +130,8 @@ def summary_table(results: list[dict[str, Any]], champions: list[str | None]) ->
         if validation.get("success"):
             valid = "passed"
         elif validation:
-            valid = f"FAILED ({len(validation.get('failures', []))} expectations)"
+            failed = sum(int(f.get("expectations_failed", 1)) for f in validation.get("failures", []))
+            valid = f"FAILED ({failed} expectations)"
         else:
             valid = f"stopped at {report.get('stopped_at')}"
         gate = report.get("gate") or {}

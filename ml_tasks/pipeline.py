@@ -157,15 +157,27 @@ def register(ctx: RunContext, prepared: dict[str, Any], validated: dict[str, Any
     return run_stage(ctx, "register", work)
 
 
+def _pick(record: dict[str, Any], *keys: str) -> dict[str, Any] | None:
+    return {k: record[k] for k in keys} if record else None
+
+
 def report(ctx: RunContext) -> dict[str, Any]:
     """Assemble `run_report.json` from the stage records and log it to the MLflow run."""
     stages = {stage: records.read_stage(ctx, stage) for stage in records.STAGES}
     stopped_at = next((s for s, r in stages.items() if r is None or not r.get("ok")), None)
-    error = stages[stopped_at].get("error") if stopped_at and stages[stopped_at] else None
-    sync_r, val_r, prep_r, tune_r = stages["sync"], stages["validate"], stages["prepare"], stages["tune"]
-    train_r, eval_r, gate_r, reg_r = stages["train"], stages["evaluate"], stages["gate"], stages["register"]
-    ok = lambda r: r is not None and r.get("ok")
-    run_report = {
+    stopped = stages[stopped_at] if stopped_at else None
+    error: dict[str, Any] | None = stopped.get("error") if stopped else None
+    done: dict[str, dict[str, Any]] = {s: r for s, r in stages.items() if r is not None and r.get("ok")}
+    sync_r, val_r, prep_r = done.get("sync", {}), done.get("validate", {}), done.get("prepare", {})
+    tune_r, train_r, eval_r = done.get("tune", {}), done.get("train", {}), done.get("evaluate", {})
+    gate_r, reg_r = done.get("gate", {}), done.get("register", {})
+    validation: dict[str, Any] | None = None
+    if val_r:
+        validation = {"success": True, "suite": val_r["suite"], "evaluated": val_r["evaluated"],
+                      "data_docs": val_r["data_docs_uri"]}
+    elif stopped_at == "validate" and error:
+        validation = {"success": False, **error}
+    run_report: dict[str, Any] = {
         "dataset": ctx.dataset,
         "run_key": ctx.run_key,
         "airflow": {"dag_id": ctx.dag_id, "run_id": ctx.run_id},
@@ -173,37 +185,33 @@ def report(ctx: RunContext) -> dict[str, Any]:
         "stopped_at": stopped_at,
         "error": error,
         "data": {
-            "source_uri": sync_r.get("source_uri") if ok(sync_r) else None,
-            "files": sync_r.get("files") if ok(sync_r) else None,
-            "rows": val_r.get("rows") if ok(val_r) else None,
-            "fingerprint": prep_r.get("fingerprint") if ok(prep_r) else None,
-            "rows_after_cleaning": prep_r.get("rows_out") if ok(prep_r) else None,
-            "splits": {k: prep_r.get(f"{k}_rows") for k in ("train", "val", "test")} if ok(prep_r) else None,
+            "source_uri": sync_r.get("source_uri"),
+            "files": sync_r.get("files"),
+            "rows": val_r.get("rows"),
+            "fingerprint": prep_r.get("fingerprint"),
+            "rows_after_cleaning": prep_r.get("rows_out"),
+            "splits": {k: prep_r.get(f"{k}_rows") for k in ("train", "val", "test")} if prep_r else None,
         },
-        "validation": (
-            {"success": True, "suite": val_r["suite"], "evaluated": val_r["evaluated"], "data_docs": val_r["data_docs_uri"]}
-            if ok(val_r) else ({"success": False, **(val_r or {}).get("error", {})} if val_r else None)
-        ),
-        "best_params": tune_r.get("best_params") if ok(tune_r) else None,
-        "tuning": {k: tune_r[k] for k in ("best_value", "trials_complete", "trials_pruned")} if ok(tune_r) else None,
-        "training": {k: train_r[k] for k in ("epochs_run", "best_epoch", "val_auc", "fit_diagnosis", "accelerators")}
-        if ok(train_r) else None,
-        "candidate_metrics": eval_r.get("candidate") if ok(eval_r) else None,
-        "champion_metrics": eval_r.get("champion") if ok(eval_r) else None,
-        "champion_version_compared": eval_r.get("champion_version") if ok(eval_r) else None,
-        "gate": {k: gate_r[k] for k in ("decision", "blessed", "reasons", "checks", "thresholds")} if ok(gate_r) else None,
-        "versions": {k: reg_r[k] for k in ("registered_model", "version", "previous_champion", "champion", "promoted")}
-        if ok(reg_r) else None,
-        "mlflow_run_id": prep_r.get("mlflow_run_id") if ok(prep_r) else None,
+        "validation": validation,
+        "best_params": tune_r.get("best_params"),
+        "tuning": _pick(tune_r, "best_value", "trials_complete", "trials_pruned"),
+        "training": _pick(train_r, "epochs_run", "best_epoch", "val_auc", "fit_diagnosis", "accelerators"),
+        "candidate_metrics": eval_r.get("candidate"),
+        "champion_metrics": eval_r.get("champion"),
+        "champion_version_compared": eval_r.get("champion_version"),
+        "gate": _pick(gate_r, "decision", "blessed", "reasons", "checks", "thresholds"),
+        "versions": _pick(reg_r, "registered_model", "version", "previous_champion", "champion", "promoted"),
+        "mlflow_run_id": prep_r.get("mlflow_run_id"),
     }
     path = write_json(ctx.report_dir / RUN_REPORT_FILE, run_report)
-    if run_report["mlflow_run_id"]:
+    mlflow_run_id = prep_r.get("mlflow_run_id")
+    if mlflow_run_id:
         import mlflow
 
         from ml_tasks import tracking
 
         tracking.configure()
-        with mlflow.start_run(run_id=run_report["mlflow_run_id"]):
+        with mlflow.start_run(run_id=str(mlflow_run_id)):
             mlflow.log_artifact(str(path), artifact_path=MLFLOW_REPORT_DIR)
     log.info("run report for %s: %s", ctx.tracking_key, path)
     return {"report_uri": path.as_uri(), "completed": run_report["completed"], "stopped_at": stopped_at,

@@ -154,7 +154,7 @@ def log_to_mlflow(run_id: str, ctx: RunContext, prepared: PreparedData) -> None:
     folder = local_path(prepared.prepared_uri)
     with mlflow.start_run(run_id=run_id):
         train = pd.read_parquet(folder / TRAIN_FILE)
-        dataset = mlflow.data.from_pandas(
+        dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
             train, source=prepared.prepared_uri, targets=spec.target, name=f"{ctx.dataset}-train", digest=prepared.fingerprint[:36]
         )
         mlflow.log_input(dataset, context="training", tags={"fingerprint": prepared.fingerprint})

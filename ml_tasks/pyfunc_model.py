@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
 
 KERAS_ARTIFACT = "keras_model"
 TRANSFORM_ARTIFACT = "transform"
 DECISION_THRESHOLD = 0.5
 
 
-class RatchetClassifier(mlflow.pyfunc.PythonModel):
+class RatchetClassifier(PythonModel):
     def load_context(self, context: Any) -> None:
         import json
 

@@ -132,11 +132,12 @@ def tune_in_process(ctx: dict[str, str], config: dict[str, Any], parent_run_id: 
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
     best = study.best_trial
+    best_value = float(best.value if best.value is not None else "nan")
     with mlflow.start_run(run_id=parent_run_id):
         mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
-        mlflow.log_metrics({"tuning.best_val_auc": float(best.value), "tuning.trials_complete": len(completed),
+        mlflow.log_metrics({"tuning.best_val_auc": best_value, "tuning.trials_complete": len(completed),
                             "tuning.trials_pruned": len(pruned)})
     return TuneResult(
-        best_params=dict(best.params), best_value=float(best.value), objective="val_auc",
+        best_params=dict(best.params), best_value=best_value, objective="val_auc",
         trials_complete=len(completed), trials_pruned=len(pruned), study_name=run_ctx.tracking_key,
     ).to_dict()

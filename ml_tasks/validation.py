@@ -89,8 +89,25 @@ def _describe_failure(result: Any) -> dict[str, Any]:
     return failure
 
 
+def _collapse_missing_columns(failures: list[dict[str, Any]], frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Every expectation on a column that is not there fails; report the absence once per column."""
+    present = {str(c) for c in frame.columns}
+    kept: list[dict[str, Any]] = []
+    missing: dict[str, int] = {}
+    for failure in failures:
+        column = failure.get("column")
+        if column is not None and column not in present:
+            missing[column] = missing.get(column, 0) + 1
+        else:
+            kept.append(failure)
+    for column, count in missing.items():
+        kept.insert(0, {"expectation": "column_missing", "column": column, "expectations_failed": count})
+    return kept
+
+
 def format_failures(suite: str, rows: int, failures: list[dict[str, Any]], docs: str) -> str:
-    lines = [f"{len(failures)} expectation(s) of suite {suite!r} failed on {rows} rows:"]
+    count = sum(int(f.get("expectations_failed", 1)) for f in failures)
+    lines = [f"{count} expectation(s) of suite {suite!r} failed on {rows} rows:"]
     for f in failures:
         where = f"column {f['column']!r}" if f.get("column") else "table"
         parts = [f"- {f['expectation']} on {where}"]
@@ -104,6 +121,8 @@ def format_failures(suite: str, rows: int, failures: list[dict[str, Any]], docs:
             parts.append(f"expected types {f['allowed_types']}")
         if "column_list" in f:
             parts.append(f"expected columns {f['column_list']}")
+        if f["expectation"] == "column_missing":
+            parts = [f"- column {f['column']!r} is missing ({f['expectations_failed']} expectations on it failed)"]
         if "examples" in f:
             parts.append(f"e.g. {f['examples']}")
         if "error" in f:
@@ -165,7 +184,7 @@ def validate_drop(staging_uri: str, dataset: str, run_key: str) -> ValidationOut
     docs_dir = settings.data_docs / dataset / run_key
     success, result, docs_uri = validate_frame(frame, spec.suite, docs_dir, run_key)
     evaluated = [r for run in result.run_results.values() for r in run.results]
-    failures = [_describe_failure(r) for r in evaluated if not r.success]
+    failures = _collapse_missing_columns([_describe_failure(r) for r in evaluated if not r.success], frame)
     result_path = settings.gx / "results" / dataset / run_key / VALIDATION_RESULT_FILE
     write_json(result_path, result.describe_dict())
     outcome = ValidationOutcome(

@@ -11,18 +11,18 @@ ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 HEAVY = ("tensorflow", "keras", "pandas", "numpy", "sklearn", "mlflow", "great_expectations", "optuna", "torch")
 
-PARSE_PROBE = """
+PARSE_PROBE = f"""
 import json, runpy, sys, time
 import airflow.sdk  # a DAG processor has Airflow loaded already
-out = {}
+out = {{}}
 for path in sys.argv[1:]:
     before = set(sys.modules)
     t = time.perf_counter()
     runpy.run_path(path)
-    out[path] = {"seconds": time.perf_counter() - t,
-                 "heavy": sorted({m.split(".")[0] for m in set(sys.modules) - before} & set(%r))}
+    out[path] = {{"seconds": time.perf_counter() - t,
+                 "heavy": sorted({{m.split(".")[0] for m in set(sys.modules) - before}} & set({HEAVY!r}))}}
 print(json.dumps(out))
-""" % (HEAVY,)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_nightly_retrain_shape(dagbag):
     assert {t.task_id for t in dag.tasks} == {
         "sync", "validate", "prepare", "tune", "train", "evaluate", "gate", "register", "report"}
     order = ["sync", "validate", "prepare", "tune", "train", "evaluate", "gate", "register", "report"]
-    for upstream, downstream in zip(order, order[1:]):
+    for upstream, downstream in zip(order, order[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids
     assert dag.get_task("report").trigger_rule == "all_done"
     assert dag.doc_md and "ratchet" in dag.tags
