@@ -95,11 +95,14 @@ def train(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], tuned: d
 
 def evaluate(ctx: RunContext, prepared: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
     from ml_tasks.evaluation import evaluate as run_evaluation
-    from ml_tasks.registry import current_champion
+    from ml_tasks.registry import comparison_baseline
 
     def work() -> dict[str, Any]:
-        champion = current_champion(get_dataset(ctx.dataset).registered_model)
-        return run_evaluation(ctx, trained["model_uri"], champion, prepared["mlflow_run_id"]).to_dict()
+        name = get_dataset(ctx.dataset).registered_model
+        baseline, champion_now = comparison_baseline(name, prepared["mlflow_run_id"])
+        result = run_evaluation(ctx, trained["model_uri"], baseline, prepared["mlflow_run_id"])
+        # The promotion's compare-and-set expects the alias where it stands now.
+        return {**result.to_dict(), "expected_champion": champion_now}
 
     return run_stage(ctx, "evaluate", work)
 
@@ -116,7 +119,8 @@ def gate(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], evaluated
             evaluated["champion_version"], evaluated.get("champion_error"),
         )
         record = {**decision.to_dict(), "thresholds": {"absolute": config.gate.absolute, "change": config.gate.change},
-                  "candidate": evaluated["candidate"], "champion": evaluated["champion"]}
+                  "candidate": evaluated["candidate"], "champion": evaluated["champion"],
+                  "expected_champion": evaluated["expected_champion"]}
         blessing_path = write_json(ctx.report_dir / BLESSING_FILE, record)
         tracking.configure()
         with mlflow.start_run(run_id=prepared["mlflow_run_id"]):
@@ -147,7 +151,7 @@ def register(ctx: RunContext, prepared: dict[str, Any], validated: dict[str, Any
         version = registry.register_candidate(name, trained["model_uri"], prepared["mlflow_run_id"], tags)
         registry.set_challenger(name, version, f"candidate of {ctx.tracking_key}")
         if gated["blessed"]:
-            promotion = registry.promote(name, version, gated["champion_version"],
+            promotion = registry.promote(name, version, gated["expected_champion"],
                                          f"gate passed for {ctx.tracking_key}")
         else:
             champion = registry.current_champion(name)

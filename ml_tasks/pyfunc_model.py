@@ -29,7 +29,8 @@ class RatchetClassifier(PythonModel):
             self.transform = FittedTransform.from_dict(json.load(handle))
         self.network = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    # No type hints here: MLflow would build a schema from them; the logged signature is the schema.
+    def predict(self, context, model_input, params=None):
         import numpy as np
         import pandas as pd
 

@@ -115,6 +115,8 @@ def alias_history(name: str) -> list[dict[str, Any]]:
 def _move_alias(name: str, alias: str, version: str, reason: str) -> None:
     client = tracking.client()
     previous = alias_version(name, alias)
+    if previous == version:
+        return  # a rerun: the alias already points there, and the history stays as it was
     client.set_registered_model_alias(name, alias, version)
     history = alias_history(name) + [{
         "alias": alias, "version": version, "previous": previous, "reason": reason[:300],
@@ -147,6 +149,22 @@ def promote(name: str, version: str, expected_champion: str | None, reason: str)
             tracking.client().set_model_version_tag(name, version, TAG_PREVIOUS_CHAMPION, current)
     log.info("%s: champion moved from v%s to v%s", name, current, version)
     return PromotionResult(name, version, current, version, promoted=True)
+
+
+def comparison_baseline(name: str, run_id: str) -> tuple[str | None, str | None]:
+    """(baseline to compare against, champion now) for a candidate from MLflow run `run_id`.
+
+    Normally both are the current champion. When the champion already is this
+    run's own version (a rerun after it was promoted), the baseline is the
+    champion it replaced, so the rerun reaches the same decision as the run did.
+    """
+    current = current_champion(name)
+    if current is None:
+        return None, None
+    version = tracking.client().get_model_version(name, current)
+    if version.run_id != run_id:
+        return current, current
+    return version.tags.get(TAG_PREVIOUS_CHAMPION) or None, current
 
 
 def rollback(name: str, to_version: str | None = None) -> PromotionResult:

@@ -81,7 +81,15 @@ def test_rerun_of_a_finished_night_is_idempotent(first_night, airflow_home):
     code, report = run_dag_test("2026-02-01", SMALL_BUDGET, airflow_home / "logs-rerun")
     assert code == 0, report.get("error")
     assert report["versions"]["version"] == "1"
+    # the rerun compares against what the run compared against (no champion), not against itself
+    assert report["champion_version_compared"] is None
+    assert report["gate"]["decision"] == first_night[1]["gate"]["decision"] == "promote"
+    assert report["versions"]["promoted"] is False  # already champion: nothing moved
+    assert report["data"]["fingerprint"] == first_night[1]["data"]["fingerprint"]
     assert registry_state(MODEL) == {"champion": "1", "challenger": "1", "versions": [1]}
+    from ml_tasks.registry import alias_history
+
+    assert [(h["alias"], h["version"]) for h in alias_history(MODEL)] == [("challenger", "1"), ("champion", "1")]
 
 
 def test_worse_candidate_is_not_promoted(first_night, airflow_home):
