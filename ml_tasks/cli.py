@@ -135,7 +135,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         ),
         subprocess.Popen(
             [str(bin_dir / "airflow"), "standalone"],
-            env={**env, "AIRFLOW__API__PORT": str(args.airflow_port)},
+            env={**env, "AIRFLOW__API__PORT": str(args.airflow_port),
+                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{airflow_url}/execution/"},
             stdout=(logs / "airflow.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         ),
     ]

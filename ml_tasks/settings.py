@@ -93,7 +93,6 @@ def environment_exports(settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "MLFLOW_TRACKING_URI": s.mlflow_tracking_uri,
         "MLFLOW_REGISTRY_URI": s.mlflow_tracking_uri,
         "RATCHET_MLFLOW_ARTIFACT_ROOT": s.mlflow_artifact_root,

@@ -43,6 +43,7 @@ def airflow_api(module_home):
     init_airflow()
     port = _free_port()
     env = {**airflow_env(), "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__HOST": "127.0.0.1",
+           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5", "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5"}
     log_path = module_home / "standalone.log"
     proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"], env=env,
@@ -92,7 +93,7 @@ def test_invalid_conf_is_refused_before_any_task_runs(airflow_api):
     response = session.post(f"{base}/api/v2/dags/{DAG_ID}/dagRuns",
                             json={"logical_date": None, "conf": {"dataset": "synthetic", "tuning_trials": 0}}, timeout=30)
     assert response.status_code in (400, 422), response.text
-    runs = session.get(f"{base}/api/v2/dags/{DAG_ID}/dagRuns", timeout=30).json()
+    runs = session.get(f"{base}/api/v2/dags/{DAG_ID}/dagRuns", params={"run_type": "manual"}, timeout=30).json()
     assert runs["total_entries"] == 0
 
 
