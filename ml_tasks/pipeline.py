@@ -30,6 +30,7 @@ from ml_tasks.constants import (
 from ml_tasks.datasets import get_dataset
 from ml_tasks.io import write_json
 from ml_tasks.settings import get_settings
+from ml_tasks.storage.options import StorageOptions
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,12 @@ def default_source(ctx: RunContext, drop_date: str) -> str:
     return (get_settings().landing / ctx.dataset / drop_date).as_uri()
 
 
-def sync(ctx: RunContext, config: RunConfig, drop_date: str) -> dict[str, Any]:
+def sync(ctx: RunContext, config: RunConfig, drop_date: str, options: StorageOptions | None = None) -> dict[str, Any]:
+    """Mirror the drop (file://, s3:// or hdfs://) into the run's staging area."""
     from ml_tasks.storage import sync_drop
 
     source = config.source_uri or default_source(ctx, drop_date)
-    return run_stage(ctx, "sync", lambda: sync_drop(source, ctx.staging_dir).to_dict())
+    return run_stage(ctx, "sync", lambda: sync_drop(source, ctx.staging_dir, options))
 
 
 def validate(ctx: RunContext, synced: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,162 @@
+"""A local folder as a store, with content hashes cached by (path, size, mtime).
+
+The cache makes a no-change re-sync cost a `stat` per file, while still
+comparing content: a file whose size or modification time changed is hashed
+again. One read computes both the SHA-256 and the S3-style ETag (MD5, or MD5 of
+8 MiB part MD5s), so a local file compares directly with an S3 object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from ml_tasks.io import atomic_path
+from ml_tasks.storage.base import ObjectInfo, Store, safe_relative
+
+CHUNK = 1 << 20
+S3_PART_SIZE = 8 * 1024 * 1024
+
+
+def s3_style_etag(part_md5s: list[bytes], whole_md5: str) -> str:
+    if len(part_md5s) <= 1:
+        return whole_md5
+    return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
+
+
+class _Hasher:
+    """SHA-256 and the S3 ETag of a byte stream, fed in order."""
+
+    def __init__(self) -> None:
+        self.sha = hashlib.sha256()
+        self.whole = hashlib.md5()
+        self.part = hashlib.md5()
+        self.part_fill = 0
+        self.parts: list[bytes] = []
+
+    def update(self, data: bytes) -> None:
+        self.sha.update(data)
+        self.whole.update(data)
+        view = memoryview(data)
+        while view:
+            take = min(len(view), S3_PART_SIZE - self.part_fill)
+            self.part.update(view[:take])
+            self.part_fill += take
+            view = view[take:]
+            if self.part_fill == S3_PART_SIZE:
+                self.parts.append(self.part.digest())
+                self.part, self.part_fill = hashlib.md5(), 0
+
+    def result(self) -> tuple[str, str]:
+        parts = self.parts + ([self.part.digest()] if self.part_fill or not self.parts else [])
+        return self.sha.hexdigest(), s3_style_etag(parts, self.whole.hexdigest())
+
+
+class HashCache:
+    """(path, size, mtime_ns) → (sha256, s3 etag), in SQLite, shared by threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
+            "sha256 TEXT, etag TEXT)"
+        )
+
+    def get(self, path: Path, stat: os.stat_result) -> tuple[str, str] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sha256, etag FROM hashes WHERE path=? AND size=? AND mtime_ns=?",
+                (str(path), stat.st_size, stat.st_mtime_ns),
+            ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def put(self, path: Path, stat: os.stat_result, sha256: str, etag: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)",
+                (str(path), stat.st_size, stat.st_mtime_ns, sha256, etag),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class LocalStore(Store):
+    def __init__(self, root: Path, cache: HashCache | None = None) -> None:
+        self.root = root
+        self.uri = root.as_uri() if root.is_absolute() else str(root)
+        self.cache = cache
+
+    def _path(self, key: str) -> Path:
+        return self.root / safe_relative(key)
+
+    def list(self) -> Iterator[ObjectInfo]:
+        if not self.root.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue  # temporary files of writes in progress
+                path = Path(dirpath) / name
+                yield ObjectInfo(path.relative_to(self.root).as_posix(), path.stat().st_size)
+
+    def hashes(self, key: str) -> tuple[str, str]:
+        """(sha256, S3-style ETag) of a file, from the cache when size and mtime still match."""
+        path = self._path(key)
+        stat = path.stat()
+        if self.cache is not None and (cached := self.cache.get(path, stat)):
+            return cached
+        hasher = _Hasher()
+        with path.open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                hasher.update(chunk)
+        result = hasher.result()
+        if self.cache is not None:
+            self.cache.put(path, stat, *result)
+        return result
+
+    def checksum(self, key: str) -> str:
+        return f"sha256:{self.hashes(key)[0]}"
+
+    def s3_etag(self, key: str) -> str:
+        return self.hashes(key)[1]
+
+    def open_read(self, key: str) -> BinaryIO:
+        return self._path(key).open("rb")
+
+    def local_file(self, key: str) -> Path:
+        return self._path(key)
+
+    def write(self, key: str, reader: BinaryIO, size: int) -> str:
+        target = self._path(key)
+        hasher = _Hasher()
+        with atomic_path(target) as tmp:
+            with tmp.open("wb") as writer:
+                while chunk := reader.read(CHUNK):
+                    hasher.update(chunk)
+                    writer.write(chunk)
+        sha, etag = hasher.result()
+        if self.cache is not None:
+            self.cache.put(target, target.stat(), sha, etag)
+        return f"sha256:{sha}"
+
+    def write_file(self, key: str, source: Path) -> str:
+        with source.open("rb") as reader:
+            return self.write(key, reader, source.stat().st_size)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def remove_tree(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)

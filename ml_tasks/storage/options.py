@@ -1,0 +1,49 @@
+"""Typed storage options: endpoints and credentials, from Airflow Connections or the environment.
+
+Secrets are `repr=False`, so an options object can be logged without leaking
+them. Empty fields fall back to the standard chains: the AWS environment and
+profiles for S3, `HADOOP_USER_NAME` and `RATCHET_WEBHDFS_URL` for HDFS.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class S3Options:
+    endpoint_url: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    region: str | None = None
+    max_attempts: int = 8
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class HdfsOptions:
+    # WebHDFS base URL of the NameNode, e.g. http://namenode:9870; default: from the hdfs:// URI.
+    url: str | None = None
+    user: str | None = None
+    max_attempts: int = 5
+
+    def resolved_url(self, authority: str) -> str:
+        if self.url:
+            return self.url.rstrip("/")
+        if os.environ.get("RATCHET_WEBHDFS_URL"):
+            return os.environ["RATCHET_WEBHDFS_URL"].rstrip("/")
+        host = authority if ":" in authority else f"{authority}:9870"
+        return f"http://{host}"
+
+    def resolved_user(self) -> str | None:
+        return self.user or os.environ.get("HADOOP_USER_NAME") or None
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    s3: S3Options = field(default_factory=S3Options)
+    hdfs: HdfsOptions = field(default_factory=HdfsOptions)
+    # Concurrent object transfers (a bounded thread pool).
+    workers: int = 16

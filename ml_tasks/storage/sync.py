@@ -1,0 +1,303 @@
+"""`sync(src, dst)`: mirror one store into another, incrementally by content.
+
+An object is copied unless the destination provably holds the same content:
+the journal or previous manifest recorded this very pair of checksums, or the
+two stores' checksums are of one kind and equal (or a local file's S3-style
+ETag equals the object's). Copies run in a bounded thread pool and stream;
+each finished copy is journaled, so an interrupted sync resumes without
+recopying. The manifest (sizes and checksums of the whole set) is written
+last: a consumer that sees it knows the set is whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ml_tasks.errors import DataError, RatchetError
+from ml_tasks.io import atomic_path
+from ml_tasks.settings import get_settings
+from ml_tasks.storage.base import ObjectInfo, Store, split_uri
+from ml_tasks.storage.local import HashCache, LocalStore
+from ml_tasks.storage.options import StorageOptions
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "_ratchet_manifest.json"
+OBJECT_ATTEMPTS = 3
+
+
+class StorageError(RatchetError):
+    """A sync could not finish; what was copied is journaled and a rerun resumes."""
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    source_uri: str
+    destination_uri: str
+    manifest_uri: str
+    files: int
+    bytes: int
+    copied: int
+    copied_bytes: int
+    reused: int
+    deleted: int
+    dry_run: bool
+    seconds: float
+    to_copy: list[str]
+    to_delete: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["to_copy"] = out["to_copy"][:50]  # small enough for XCom
+        out["to_delete"] = out["to_delete"][:50]
+        return out
+
+
+def open_store(uri: str, options: StorageOptions, cache: HashCache | None = None) -> Store:
+    scheme, authority, path = split_uri(uri)
+    if scheme == "file":
+        return LocalStore(Path(path), cache)
+    if scheme == "s3":
+        from ml_tasks.storage.s3 import S3Store
+
+        bucket_prefix = path
+        return S3Store(authority, bucket_prefix, options.s3, pool_size=options.workers + 4)
+    from ml_tasks.storage.hdfs import HdfsStore
+
+    return HdfsStore(authority, path, options.hdfs)
+
+
+def _same_content(src: Store, src_token: str, dst: Store, dst_token: str, key: str) -> bool:
+    if src_token.split(":", 1)[0] == dst_token.split(":", 1)[0]:
+        return src_token == dst_token
+    for local, remote_token, store in ((src, dst_token, src), (dst, src_token, dst)):
+        if isinstance(local, LocalStore) and remote_token.startswith("etag:"):
+            return f"etag:{store.s3_etag(key)}" == remote_token  # type: ignore[attr-defined]
+    return False
+
+
+def _copy(src: Store, dst: Store, info: ObjectInfo) -> str:
+    """Stream one object across; the fastest path the pair allows."""
+    from ml_tasks.storage.s3 import S3Store
+
+    if isinstance(src, LocalStore) and isinstance(dst, S3Store):
+        return dst.write_file(info.key, src.local_file(info.key))
+    if isinstance(src, S3Store) and isinstance(dst, S3Store) and src.client.meta.endpoint_url == dst.client.meta.endpoint_url:
+        return dst.copy_within(src, info.key)
+    if isinstance(src, S3Store) and isinstance(dst, LocalStore) and info.size >= 64 * 1024 * 1024:
+        target = dst.local_file(info.key)
+        with atomic_path(target) as tmp:
+            src.download_to(info.key, tmp)
+        return dst.checksum(info.key)
+    with src.open_read(info.key) as reader:
+        return dst.write(info.key, reader, info.size)
+
+
+class _Journal:
+    """Finished copies, one JSON line each, kept until the manifest is written."""
+
+    def __init__(self, src_uri: str, dst_uri: str) -> None:
+        digest = hashlib.sha256(f"{src_uri}\n{dst_uri}".encode()).hexdigest()[:24]
+        self.path = get_settings().home / "sync-journals" / f"{digest}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def load(self) -> dict[str, tuple[str, str]]:
+        known: dict[str, tuple[str, str]] = {}
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a crash
+                known[entry["key"]] = (entry["source"], entry["destination"])
+        return known
+
+    def add(self, key: str, source: str, destination: str) -> None:
+        with self._lock, self.path.open("a") as handle:
+            handle.write(json.dumps({"key": key, "source": source, "destination": destination}) + "\n")
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _read_manifest(dst: Store, manifest_key: str, manifest_path: Path | None) -> dict[str, Any]:
+    if manifest_path is not None:
+        raw = manifest_path.read_bytes() if manifest_path.is_file() else None
+    else:
+        raw = dst.get_bytes(manifest_key)
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+
+
+def _write_manifest(dst: Store, manifest_key: str, manifest_path: Path | None, payload: dict[str, Any]) -> str:
+    data = (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
+    if manifest_path is not None:
+        with atomic_path(manifest_path) as tmp:
+            tmp.write_bytes(data)
+        return manifest_path.as_uri()
+    dst.put_bytes(manifest_key, data)
+    return f"{dst.uri.rstrip('/')}/{manifest_key}"
+
+
+def _remove_manifest(dst: Store, manifest_key: str, manifest_path: Path | None) -> None:
+    if manifest_path is not None:
+        manifest_path.unlink(missing_ok=True)
+        return
+    try:
+        dst.delete(manifest_key)
+    except Exception:  # absent is fine
+        log.debug("no previous manifest at %s", dst.uri)
+
+
+def sync(
+    source_uri: str,
+    destination_uri: str,
+    *,
+    delete: bool = False,
+    dry_run: bool = False,
+    options: StorageOptions | None = None,
+    include: Callable[[str], bool] | None = None,
+    manifest_path: Path | None = None,
+    progress: bool = False,
+    min_files: int = 0,
+) -> SyncResult:
+    """Mirror `source_uri` into `destination_uri`; see the module docstring for the rules."""
+    started = time.monotonic()
+    options = options or StorageOptions()
+    cache = HashCache(get_settings().home / "cache" / "hashes.sqlite")
+    src = open_store(source_uri, options, cache)
+    dst = open_store(destination_uri, options, cache)
+    try:
+        return _sync(src, dst, source_uri, destination_uri, delete, dry_run, options, include, manifest_path,
+                     progress, started, min_files)
+    finally:
+        src.close()
+        dst.close()
+        cache.close()
+
+
+def _sync(src: Store, dst: Store, source_uri: str, destination_uri: str, delete: bool, dry_run: bool,
+          options: StorageOptions, include: Callable[[str], bool] | None, manifest_path: Path | None,
+          progress: bool, started: float, min_files: int) -> SyncResult:
+    wanted = (lambda key: key != MANIFEST_NAME and (include is None or include(key)))
+    try:
+        sources = {info.key: info for info in src.list() if wanted(info.key)}
+    except RatchetError:
+        raise
+    except Exception as exc:
+        raise StorageError(f"cannot list {source_uri}: {type(exc).__name__}: {exc}") from exc
+    if len(sources) < min_files:
+        raise DataError(f"{source_uri}: {len(sources)} matching files, expected at least {min_files} "
+                        "(is the folder there, and does it hold CSV or Parquet files?)")
+    try:
+        existing = {info.key: info for info in dst.list() if info.key != MANIFEST_NAME}
+    except RatchetError:
+        raise
+    except Exception as exc:
+        raise StorageError(f"cannot list {destination_uri}: {type(exc).__name__}: {exc}") from exc
+
+    journal = _Journal(source_uri, destination_uri)
+    previous = _read_manifest(dst, MANIFEST_NAME, manifest_path)
+    known = {k: (v.get("source_checksum", ""), v.get("checksum", "")) for k, v in previous.get("files", {}).items()}
+    known.update(journal.load())
+
+    def plan(info: ObjectInfo) -> tuple[ObjectInfo, str, str | None]:
+        """(info, source checksum, destination checksum when it already matches)."""
+        src_token = info.checksum or src.checksum(info.key)
+        there = existing.get(info.key)
+        if there is None or there.size != info.size:
+            return info, src_token, None
+        dst_token = there.checksum or dst.checksum(info.key)
+        if known.get(info.key) == (src_token, dst_token) or _same_content(src, src_token, dst, dst_token, info.key):
+            return info, src_token, dst_token
+        return info, src_token, None
+
+    entries: dict[str, dict[str, Any]] = {}
+    to_copy: list[tuple[ObjectInfo, str]] = []
+    with ThreadPoolExecutor(max_workers=options.workers) as pool:
+        for info, src_token, dst_token in pool.map(plan, sources.values()):
+            if dst_token is None:
+                to_copy.append((info, src_token))
+            else:
+                entries[info.key] = {"size": info.size, "checksum": dst_token, "source_checksum": src_token}
+    to_delete = sorted(set(existing) - set(sources)) if delete else []
+    if dry_run:
+        return SyncResult(source_uri, destination_uri, "", len(sources), sum(i.size for i in sources.values()),
+                          0, 0, len(entries), 0, True, round(time.monotonic() - started, 3),
+                          sorted(i.key for i, _ in to_copy), to_delete)
+
+    _remove_manifest(dst, MANIFEST_NAME, manifest_path)  # from here until the end the set is not whole
+    bar = _progress_bar(sum(i.size for i, _ in to_copy), progress)
+    failures: list[str] = []
+
+    def transfer(info: ObjectInfo, src_token: str) -> tuple[ObjectInfo, str, str]:
+        for attempt in range(1, OBJECT_ATTEMPTS + 1):
+            try:
+                dst_token = _copy(src, dst, info)
+                journal.add(info.key, src_token, dst_token)
+                return info, src_token, dst_token
+            except RatchetError:
+                raise
+            except Exception as exc:
+                if attempt == OBJECT_ATTEMPTS:
+                    raise
+                log.warning("copy of %s failed (%s); attempt %s of %s", info.key, exc, attempt + 1, OBJECT_ATTEMPTS)
+                time.sleep(0.5 * attempt)
+        raise AssertionError("unreachable")
+
+    copied_bytes = 0
+    with ThreadPoolExecutor(max_workers=options.workers) as pool:
+        futures = {pool.submit(transfer, info, token): info for info, token in to_copy}
+        for future in as_completed(futures):
+            info = futures[future]
+            try:
+                done, src_token, dst_token = future.result()
+            except Exception as exc:
+                failures.append(f"{info.key}: {type(exc).__name__}: {exc}")
+                continue
+            entries[done.key] = {"size": done.size, "checksum": dst_token, "source_checksum": src_token}
+            copied_bytes += done.size
+            if bar is not None:
+                bar.update(done.size)
+    if bar is not None:
+        bar.close()
+    if failures:
+        raise StorageError(
+            f"sync {source_uri} -> {destination_uri}: {len(failures)} of {len(to_copy)} objects failed "
+            f"({len(to_copy) - len(failures)} copied and journaled; rerun to resume). First: {failures[0]}"
+        )
+    for key in to_delete:
+        dst.delete(key)
+
+    total = sum(e["size"] for e in entries.values())
+    manifest = {"source": source_uri, "destination": destination_uri, "files": entries, "total_bytes": total,
+                "file_count": len(entries)}
+    manifest_uri = _write_manifest(dst, MANIFEST_NAME, manifest_path, manifest)
+    journal.remove()
+    result = SyncResult(source_uri, destination_uri, manifest_uri, len(entries), total, len(to_copy), copied_bytes,
+                        len(entries) - len(to_copy), len(to_delete), False, round(time.monotonic() - started, 3),
+                        sorted(i.key for i, _ in to_copy), to_delete)
+    log.info("synced %s -> %s: %s objects (%s copied, %s unchanged, %s deleted), %s bytes in %.2fs",
+             source_uri, destination_uri, result.files, result.copied, result.reused, result.deleted, total,
+             result.seconds)
+    return result
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="sync")
