@@ -23,7 +23,8 @@ to the `champion` alias in the MLflow registry **only** when the drop passed its
 Great Expectations suite and the candidate clears the gate's thresholds against
 the current champion on the same held-out rows.
 
-* **sync** copies the drop (default `RATCHET_HOME/landing/<dataset>/<date>/`) into staging, with a manifest.
+* **sync** copies the drop (file://, s3:// or hdfs://; default `RATCHET_HOME/landing/<dataset>/<date>/`)
+  into staging, incrementally, with a manifest written last.
 * **validate** runs the suite from `expectations/suites/`; a failure stops the run and links Data Docs.
 * **prepare** cleans, splits (stratified, seeded) and fits the transform on the training split.
 * **tune** runs an Optuna study; every trial is a nested MLflow run.
@@ -69,7 +70,11 @@ def _stage(name: str, *args: Any) -> Any:
     function = getattr(pipeline, name)
     try:
         if name == "sync":
-            return function(run_ctx, config, day)
+            from airflow.sdk import get_current_context
+            from ratchet_airflow.connections import storage_options
+
+            params = get_current_context()["params"]
+            return function(run_ctx, config, day, storage_options(params["s3_conn_id"], params["hdfs_conn_id"]))
         if name in ("tune", "train", "gate"):
             return function(run_ctx, config, *args)
         return function(run_ctx, *args)
@@ -92,9 +97,14 @@ def _stage(name: str, *args: Any) -> Any:
             description="A declared data set (ml_tasks/datasets): its suite, features and registered model.",
         ),
         "source_uri": Param(
-            "", type="string", title="Source folder", maxLength=1024,
-            description="Folder of CSV/Parquet files (file://...). Empty: RATCHET_HOME/landing/<dataset>/<date>/.",
+            "", type="string", title="Source folder", maxLength=2048, pattern=r"^$|^(file|s3|hdfs)://.+",
+            description="Folder of CSV/Parquet files: file://, s3://bucket/prefix or hdfs://namenode:port/path. "
+                        "Empty: RATCHET_HOME/landing/<dataset>/<date>/.",
         ),
+        "s3_conn_id": Param("ratchet_s3", type="string", title="S3 Connection id",
+                            description="Airflow Connection of the S3 endpoint (missing: the AWS environment)."),
+        "hdfs_conn_id": Param("ratchet_hdfs", type="string", title="HDFS Connection id",
+                              description="Airflow Connection of the WebHDFS endpoint (missing: the environment)."),
         "tuning_trials": Param(TuneConfig.trials, type="integer", minimum=1, maximum=500, title="Tuning trials",
                                description="Optuna trials (budget) for this run."),
         "tuning_epochs": Param(TuneConfig.epochs, type="integer", minimum=1, maximum=200, title="Epochs per trial"),

@@ -68,6 +68,26 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    """`ratchet sync SRC DST`: endpoints and credentials from the standard AWS / Hadoop environment."""
+    from ml_tasks.storage import HdfsOptions, StorageOptions, sync
+
+    options = StorageOptions(hdfs=HdfsOptions(url=args.webhdfs_url), workers=args.workers)
+    result = sync(args.src, args.dst, delete=args.delete, dry_run=args.dry_run, options=options,
+                  progress=not args.quiet)
+    if args.dry_run:
+        for key in result.to_copy:
+            print(f"would copy   {key}")
+        for key in result.to_delete:
+            print(f"would delete {key}")
+        print(f"dry run: {len(result.to_copy)} to copy, {result.reused} unchanged, {len(result.to_delete)} to delete")
+    elif not args.quiet:
+        print(f"{result.files} objects, {result.bytes} bytes: {result.copied} copied ({result.copied_bytes} bytes), "
+              f"{result.reused} unchanged, {result.deleted} deleted in {result.seconds:.2f}s; "
+              f"manifest {result.manifest_uri}")
+    return 0
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from ml_tasks.registry import rollback
 
@@ -195,6 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrap.add_argument("--from", dest="source", required=True, help="folder of the reference drop")
     bootstrap.add_argument("--force", action="store_true")
     bootstrap.set_defaults(func=cmd_bootstrap)
+
+    sync = sub.add_parser("sync", help="mirror SRC into DST (file://, s3://, hdfs://), incrementally by content")
+    sync.add_argument("src")
+    sync.add_argument("dst")
+    sync.add_argument("--delete", action="store_true", help="delete objects at DST that SRC does not have")
+    sync.add_argument("--dry-run", action="store_true", help="report what would change; change nothing")
+    sync.add_argument("--workers", type=int, default=16, help="concurrent transfers")
+    sync.add_argument("--webhdfs-url", help="WebHDFS base URL (default: from the hdfs:// URI, port 9870)")
+    sync.add_argument("--quiet", action="store_true", help="no progress bar or summary (for tasks)")
+    sync.set_defaults(func=cmd_sync)
 
     rollback = sub.add_parser("rollback", help="move champion back to the previous (or a given) version")
     rollback.add_argument("model")

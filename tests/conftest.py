@@ -12,6 +12,13 @@ from ml_tasks.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Airflow imported by the tests themselves (DagBag) keeps its state inside the repo's ignored .ratchet/,
+# never in ~/airflow, and sees the project's DAGs and plugins.
+os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".ratchet" / "test-airflow"))
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
 
 @pytest.fixture
 def ratchet_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

@@ -78,3 +78,23 @@ def test_invalid_param_values_are_refused(dagbag, name, value):
     with pytest.raises(Exception, match="(?i)invalid|valid|not"):
         params[name] = value
         params.validate()
+
+
+def test_every_dag_is_documented_owned_and_tagged(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.doc_md and "ratchet" in dag.tags, dag_id
+        assert all(t.owner == "ratchet" for t in dag.tasks), dag_id
+        for name in dag.params:
+            assert dag.params.get_param(name).schema.get("title"), f"{dag_id}.{name} has no title"
+
+
+@pytest.mark.parametrize("name, value", [
+    ("src", "ftp://host/x"), ("dst", "relative/path"), ("workers", 0), ("delete", "yes please"),
+])
+def test_storage_sync_refuses_bad_params(dagbag, name, value):
+    from airflow.sdk.definitions.param import ParamsDict
+
+    params = ParamsDict(dagbag.dags["storage_sync"].params)
+    with pytest.raises(Exception, match="(?i)invalid|valid|not"):
+        params[name] = value
+        params.validate()

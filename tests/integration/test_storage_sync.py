@@ -289,3 +289,29 @@ def test_nightly_drop_from_s3(ratchet_home, tmp_path, s3, monkeypatch):
     assert json.loads((staging / "manifest.json").read_text())["files"].keys() == {"part-000.csv"}
     with pytest.raises(DataError, match="0 matching files"):
         sync_drop(f"s3://{bucket}/drops/2026-01-09", tmp_path / "s2", options(url))
+
+
+def test_storage_sync_dag_uses_an_airflow_connection_and_masks_its_secret(module_home, tmp_path, s3):
+    """storage_sync as a real DagRun; the endpoint and credentials come from an Airflow Connection."""
+    from ml_tasks.demo import airflow, init_airflow
+
+    url, bucket, client = s3
+    init_airflow()
+    files = make_tree(tmp_path / "src", count=3)
+    secret = "ratchet-secret-key-that-must-not-leak"
+    connection = {"conn_type": "aws", "login": "test", "password": secret,
+                  "extra": {"endpoint_url": url, "region_name": "us-east-1"}}
+    os.environ["AIRFLOW_CONN_RATCHET_S3"] = json.dumps(connection)
+    try:
+        conf = {"src": (tmp_path / "src").as_uri(), "dst": f"s3://{bucket}/via-dag", "s3_conn_id": "ratchet_s3"}
+        log = tmp_path / "dag.log"
+        done = airflow("dags", "test", "storage_sync", "-c", json.dumps(conf), log_path=log, check=False)
+    finally:
+        del os.environ["AIRFLOW_CONN_RATCHET_S3"]
+    text = log.read_text()
+    assert done.returncode == 0, text[-3000:]
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="via-dag/")["Contents"]}
+    assert keys == {f"via-dag/{k}" for k in files} | {"via-dag/_ratchet_manifest.json"}
+    assert secret not in text
+    for path in (module_home / "airflow" / "logs").rglob("*.log"):
+        assert secret not in path.read_text(errors="replace")

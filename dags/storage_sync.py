@@ -1,0 +1,77 @@
+"""storage_sync: mirror one storage location into another (file://, s3://, hdfs://), on demand.
+
+Wiring only: the task is one call into `ml_tasks.storage.sync`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+URI_PATTERN = r"^(file|s3|hdfs)://.+"
+
+DOC = """
+### Storage sync
+Copies every object under **src** to **dst**, incrementally by content: an object
+is copied only when the destination does not already hold the same bytes
+(S3 ETags, HDFS file checksums, local SHA-256 cached by size and time). Writes are
+atomic (temporary name then rename, or a completed multipart upload), transfers
+run concurrently and stream, throttling and transient errors are retried, and an
+interrupted sync resumes without recopying. A manifest (`_ratchet_manifest.json`)
+listing every object with its size and checksum is written **last**, so a
+consumer that sees it knows the set is whole.
+
+* **delete** removes objects at dst that src no longer has.
+* **dry_run** only reports what would be copied and deleted.
+* **s3_conn_id** / **hdfs_conn_id** name the Airflow Connections of the endpoints
+  (an `aws` Connection: login = access key id, password = secret, extra
+  `endpoint_url`, `region_name`; an HDFS Connection: WebHDFS host, port, user).
+  A missing Connection falls back to the standard AWS / Hadoop environment.
+"""
+
+
+@dag(
+    dag_id="storage_sync",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    doc_md=DOC,
+    tags=["ratchet", "storage"],
+    default_args={"owner": "ratchet", "retries": 2},
+    params={
+        "src": Param("file:///", type="string", pattern=URI_PATTERN, maxLength=2048, title="Source",
+                     description="file:///path, s3://bucket/prefix or hdfs://namenode:port/path"),
+        "dst": Param("file:///", type="string", pattern=URI_PATTERN, maxLength=2048, title="Destination",
+                     description="file:///path, s3://bucket/prefix or hdfs://namenode:port/path"),
+        "delete": Param(False, type="boolean", title="Delete extra objects at the destination"),
+        "dry_run": Param(False, type="boolean", title="Dry run", description="Report only; change nothing."),
+        "workers": Param(16, type="integer", minimum=1, maximum=64, title="Concurrent transfers"),
+        "s3_conn_id": Param("ratchet_s3", type="string", title="S3 Connection id"),
+        "hdfs_conn_id": Param("ratchet_hdfs", type="string", title="HDFS Connection id"),
+    },
+)
+def storage_sync() -> None:
+    @task
+    def sync() -> dict[str, Any]:
+        from airflow.sdk import get_current_context
+        from airflow.sdk.exceptions import AirflowFailException
+        from ratchet_airflow.connections import storage_options
+
+        from ml_tasks.errors import ConfigError, DataError, UnsafePathError
+        from ml_tasks.storage import sync as run_sync
+
+        params = get_current_context()["params"]
+        options = storage_options(params["s3_conn_id"], params["hdfs_conn_id"], int(params["workers"]))
+        try:
+            result = run_sync(params["src"], params["dst"], delete=bool(params["delete"]),
+                              dry_run=bool(params["dry_run"]), options=options)
+        except (ConfigError, DataError, UnsafePathError) as exc:
+            raise AirflowFailException(str(exc)) from exc  # the same input fails the same way: no retry
+        return result.to_dict()
+
+    sync()
+
+
+storage_sync()
