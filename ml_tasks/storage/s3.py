@@ -21,14 +21,14 @@ from ml_tasks.storage.options import S3Options
 
 
 def make_client(options: S3Options, pool_size: int) -> Any:
-    import boto3
+    """A botocore S3 client. (boto3 itself is not imported: it costs ~0.15 s per process,
+    which is most of a no-change re-sync; its transfer manager is loaded for large objects only.)"""
+    import botocore.session
     from botocore.config import Config
 
-    session = boto3.session.Session(
-        aws_access_key_id=options.access_key_id or None,
-        aws_secret_access_key=options.secret_access_key or None,
-        region_name=options.region or None,
-    )
+    session = botocore.session.get_session()
+    if options.access_key_id and options.secret_access_key:
+        session.set_credentials(options.access_key_id, options.secret_access_key)
     config = Config(
         retries={"max_attempts": options.max_attempts, "mode": "standard"},
         max_pool_connections=pool_size,
@@ -38,14 +38,17 @@ def make_client(options: S3Options, pool_size: int) -> Any:
         response_checksum_validation="when_required",
         s3={"addressing_style": "path"} if options.endpoint_url else None,
     )
-    return session.client("s3", endpoint_url=options.endpoint_url or None, config=config)
+    return session.create_client("s3", region_name=options.region or None, endpoint_url=options.endpoint_url or None,
+                                 config=config)
 
 
-def transfer_config(max_concurrency: int) -> Any:
-    from boto3.s3.transfer import TransferConfig
+def transfer(client: Any, max_concurrency: int) -> Any:
+    """s3transfer's manager (multipart uploads, ranged downloads, copies) over our client."""
+    from s3transfer.manager import TransferConfig, TransferManager
 
-    return TransferConfig(multipart_threshold=S3_PART_SIZE, multipart_chunksize=S3_PART_SIZE,
-                          max_concurrency=max_concurrency, use_threads=max_concurrency > 1)
+    config = TransferConfig(multipart_threshold=S3_PART_SIZE, multipart_chunksize=S3_PART_SIZE,
+                            max_request_concurrency=max_concurrency)
+    return TransferManager(client, config)
 
 
 class S3Store(Store):
@@ -55,7 +58,14 @@ class S3Store(Store):
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.client = make_client(options, pool_size)
-        self.transfer = transfer_config(part_concurrency)
+        self.part_concurrency = part_concurrency
+        self._transfer: Any = None
+
+    @property
+    def transfer(self) -> Any:
+        if self._transfer is None:
+            self._transfer = transfer(self.client, self.part_concurrency)
+        return self._transfer
 
     def _key(self, key: str) -> str:
         relative = safe_relative(key).as_posix()
@@ -84,7 +94,8 @@ class S3Store(Store):
         if size < S3_PART_SIZE:
             reply = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=reader.read(), ContentLength=size)
             return f"etag:{reply['ETag'].strip(chr(34))}"
-        self.client.upload_fileobj(reader, self.bucket, self._key(key), Config=self.transfer)
+        # a stream of unknown provenance (HDFS, another S3): multipart from the stream
+        self.transfer.upload(reader, self.bucket, self._key(key)).result()
         return self.checksum(key)
 
     def write_file(self, key: str, source: Path) -> str:
@@ -92,17 +103,18 @@ class S3Store(Store):
         if size < S3_PART_SIZE:
             with source.open("rb") as handle:
                 return self.write(key, handle, size)
-        self.client.upload_file(str(source), self.bucket, self._key(key), Config=self.transfer)
+        self.transfer.upload(str(source), self.bucket, self._key(key)).result()
         return self.checksum(key)
 
     def download_to(self, key: str, target: Path) -> None:
         """Ranged, parallel download of a large object into a local file."""
-        self.client.download_file(self.bucket, self._key(key), str(target), Config=self.transfer)
+        with target.open("wb") as handle:
+            self.transfer.download(self.bucket, self._key(key), handle).result()
 
     def copy_within(self, source: S3Store, key: str) -> str:
         """Server-side copy from another prefix on the same endpoint."""
-        self.client.copy({"Bucket": source.bucket, "Key": source._key(key)}, self.bucket, self._key(key),
-                         Config=self.transfer)
+        copy_source = {"Bucket": source.bucket, "Key": source._key(key)}
+        self.transfer.copy(copy_source, self.bucket, self._key(key)).result()
         return self.checksum(key)
 
     def put_bytes(self, key: str, data: bytes) -> None:
@@ -111,7 +123,7 @@ class S3Store(Store):
     def get_bytes(self, key: str) -> bytes | None:
         try:
             body: IO[bytes] = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-        except self.client.exceptions.NoSuchKey:
+        except self.client.exceptions.NoSuchKey:  # botocore's modeled error
             return None
         return body.read()
 
@@ -119,4 +131,6 @@ class S3Store(Store):
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def close(self) -> None:
+        if self._transfer is not None:
+            self._transfer.shutdown()
         self.client.close()

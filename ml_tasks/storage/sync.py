@@ -141,14 +141,18 @@ def _read_manifest(dst: Store, manifest_key: str, manifest_path: Path | None) ->
         return {}
 
 
+def _manifest_uri(dst: Store, manifest_key: str, manifest_path: Path | None) -> str:
+    return manifest_path.as_uri() if manifest_path is not None else f"{dst.uri.rstrip('/')}/{manifest_key}"
+
+
 def _write_manifest(dst: Store, manifest_key: str, manifest_path: Path | None, payload: dict[str, Any]) -> str:
     data = (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
     if manifest_path is not None:
         with atomic_path(manifest_path) as tmp:
             tmp.write_bytes(data)
-        return manifest_path.as_uri()
-    dst.put_bytes(manifest_key, data)
-    return f"{dst.uri.rstrip('/')}/{manifest_key}"
+    else:
+        dst.put_bytes(manifest_key, data)
+    return _manifest_uri(dst, manifest_key, manifest_path)
 
 
 def _remove_manifest(dst: Store, manifest_key: str, manifest_path: Path | None) -> None:
@@ -238,6 +242,12 @@ def _sync(src: Store, dst: Store, source_uri: str, destination_uri: str, delete:
                           0, 0, len(entries), 0, True, round(time.monotonic() - started, 3),
                           sorted(i.key for i, _ in to_copy), to_delete)
 
+    if not to_copy and not to_delete and previous.get("files") == entries:
+        # nothing to do, and the manifest there already describes exactly this set
+        journal.remove()
+        return SyncResult(source_uri, destination_uri, _manifest_uri(dst, MANIFEST_NAME, manifest_path), len(entries),
+                          sum(e["size"] for e in entries.values()), 0, 0, len(entries), 0, False,
+                          round(time.monotonic() - started, 3), [], [])
     _remove_manifest(dst, MANIFEST_NAME, manifest_path)  # from here until the end the set is not whole
     bar = _progress_bar(sum(i.size for i, _ in to_copy), progress)
     failures: list[str] = []

@@ -1,0 +1,164 @@
+"""Sync: ours against the S3 server's own ceiling and against `aws s3 sync`, one local S3 server.
+
+The S3 server is moto's (`moto_server`, a separate process on 127.0.0.1); on a
+2-core machine it is the bottleneck, so the honest reference for a full sync
+is the server's ceiling: raw concurrent boto3 PUTs of the same files with as
+many threads as help. `aws s3 sync` (awscli from the registry, in its own
+environment via `uv tool run`) is timed as the command a user types, and so
+is ours (`ratchet sync`). Peak memory is the sync process's maximum RSS.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _bench import bench_line
+
+AWSCLI = "awscli==1.46.2"
+SMALL_FILES = int(os.environ.get("BENCH_SYNC_SMALL_FILES", "1000"))
+SMALL_SIZE = 100 * 1024
+LARGE_FILES = int(os.environ.get("BENCH_SYNC_LARGE_FILES", "4"))
+LARGE_SIZE = int(os.environ.get("BENCH_SYNC_LARGE_MB", "256")) * 1024 * 1024
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_moto(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("moto_server did not start")
+
+
+def write_files(root: Path, count: int, size: int) -> None:
+    root.mkdir(parents=True)
+    for i in range(count):
+        with (root / f"f{i:05d}.bin").open("wb") as handle:
+            remaining = size
+            while remaining:
+                chunk = os.urandom(min(remaining, 8 * 1024 * 1024))
+                handle.write(chunk)
+                remaining -= len(chunk)
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Wall seconds and the child's peak RSS in MB."""
+    start = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{command[:3]} failed: {done.stderr[-2000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return seconds, max(peak, before) // 1024
+
+
+def aws_command(uv: str, *args: str, endpoint: str) -> list[str]:
+    return [uv, "tool", "run", "--quiet", "--from", AWSCLI, "aws", *args, "--endpoint-url", endpoint]
+
+
+def ours_command(src: str, dst: str) -> list[str]:
+    return [str(BIN / "ratchet"), "sync", src, dst, "--quiet"]
+
+
+def raw_put_ceiling(client: object, bucket: str, root: Path) -> float:
+    """The fastest of several thread counts for plain concurrent PUTs of the same files."""
+    files = sorted(root.iterdir())
+    best = float("inf")
+    for threads in (8, 16, 32, 64):
+        prefix = f"ceiling-{threads}"
+
+        def put(path: Path, prefix: str = prefix) -> None:
+            with path.open("rb") as handle:
+                client.put_object(Bucket=bucket, Key=f"{prefix}/{path.name}", Body=handle)  # type: ignore[attr-defined]
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(put, files))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    import boto3
+    from botocore.config import Config
+
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if not uv:
+        raise SystemExit("uv is needed to run awscli in its own environment")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {**os.environ, **CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+    os.environ.update(CREDENTIALS)
+    server = start_moto(port)
+    work = Path(tempfile.mkdtemp(prefix="bench-sync-"))
+    env["RATCHET_HOME"] = str(work / "home")
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              config=Config(max_pool_connections=64))
+        bucket = "bench"
+        client.create_bucket(Bucket=bucket)
+        subprocess.run(aws_command(uv, "--version", endpoint=endpoint), env=env, capture_output=True)  # warm uv
+
+        small = work / "small"
+        write_files(small, SMALL_FILES, SMALL_SIZE)
+        ceiling = raw_put_ceiling(client, bucket, small)
+        ours_full, _ = timed(ours_command(small.as_uri(), f"s3://{bucket}/ours-small"), env)
+        aws_full, _ = timed(aws_command(uv, "s3", "sync", str(small), f"s3://{bucket}/aws-small", endpoint=endpoint), env)
+        label = f"{SMALL_FILES}x100KB"
+        bench_line(f"sync.full_{label}_vs_raw_put_ceiling", ours_full, ceiling, target=0.9)
+        bench_line(f"sync.full_{label}_vs_aws_s3_sync", ours_full, aws_full, target=1.2)
+
+        ours_again, _ = timed(ours_command(small.as_uri(), f"s3://{bucket}/ours-small"), env)
+        aws_again, _ = timed(aws_command(uv, "s3", "sync", str(small), f"s3://{bucket}/aws-small", endpoint=endpoint), env)
+        bench_line(f"sync.nochange_{label}_vs_aws_s3_sync", ours_again, aws_again, target=2.5)
+
+        os.environ.update(RATCHET_HOME=env["RATCHET_HOME"], AWS_ENDPOINT_URL=endpoint)
+        from ml_tasks.storage import sync
+
+        start = time.perf_counter()
+        result = sync(small.as_uri(), f"s3://{bucket}/ours-small")
+        in_process = time.perf_counter() - start
+        assert result.copied == 0
+        bench_line(f"sync.nochange_{label}_in_task_vs_aws_s3_sync", in_process, aws_again, target=2.5)
+
+        shutil.rmtree(small)
+        large = work / "large"
+        write_files(large, LARGE_FILES, LARGE_SIZE)
+        ours_large, peak = timed(ours_command(large.as_uri(), f"s3://{bucket}/ours-large"), env)
+        aws_large, aws_peak = timed(aws_command(uv, "s3", "sync", str(large), f"s3://{bucket}/aws-large",
+                                                endpoint=endpoint), env)
+        label = f"{LARGE_FILES}x{LARGE_SIZE // 2**20}MB"
+        bench_line(f"sync.full_{label}_vs_aws_s3_sync", ours_large, aws_large, target=1.0)
+        bench_line(f"sync.peak_rss_{label}_vs_200MB_budget", float(peak), 200.0, target=1.0, unit="MB")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
