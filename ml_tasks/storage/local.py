@@ -2,8 +2,8 @@
 
 The cache makes a no-change re-sync cost a `stat` per file, while still
 comparing content: a file whose size or modification time changed is hashed
-again. One read computes both the SHA-256 and the S3-style ETag (MD5, or MD5 of
-8 MiB part MD5s), so a local file compares directly with an S3 object.
+again. The S3-style ETag (MD5, or MD5 of 8 MiB part MD5s) is computed only when
+a local file must be compared with an S3 object that has no sync history.
 """
 
 from __future__ import annotations
@@ -24,25 +24,15 @@ CHUNK = 1 << 20
 S3_PART_SIZE = 8 * 1024 * 1024
 
 
-def s3_style_etag(part_md5s: list[bytes], whole_md5: str) -> str:
-    if len(part_md5s) <= 1:
-        return whole_md5
-    return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
-
-
-class _Hasher:
-    """SHA-256 and the S3 ETag of a byte stream, fed in order."""
+class _S3EtagHasher:
+    """The S3 ETag of a byte stream fed in order: MD5, or MD5 of the 8 MiB parts' MD5s and "-N"."""
 
     def __init__(self) -> None:
-        self.sha = hashlib.sha256()
-        self.whole = hashlib.md5()
         self.part = hashlib.md5()
         self.part_fill = 0
         self.parts: list[bytes] = []
 
     def update(self, data: bytes) -> None:
-        self.sha.update(data)
-        self.whole.update(data)
         view = memoryview(data)
         while view:
             take = min(len(view), S3_PART_SIZE - self.part_fill)
@@ -53,25 +43,39 @@ class _Hasher:
                 self.parts.append(self.part.digest())
                 self.part, self.part_fill = hashlib.md5(), 0
 
-    def result(self) -> tuple[str, str]:
+    def result(self) -> str:
         parts = self.parts + ([self.part.digest()] if self.part_fill or not self.parts else [])
-        return self.sha.hexdigest(), s3_style_etag(parts, self.whole.hexdigest())
+        if len(parts) == 1:
+            return parts[0].hex()
+        return f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"
+
+
+def _digest_file(path: Path, with_etag: bool) -> tuple[str, str | None]:
+    sha = hashlib.sha256()
+    etag = _S3EtagHasher() if with_etag else None
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            sha.update(chunk)
+            if etag is not None:
+                etag.update(chunk)
+    return sha.hexdigest(), etag.result() if etag is not None else None
 
 
 class HashCache:
-    """(path, size, mtime_ns) → (sha256, s3 etag), in SQLite, shared by threads."""
+    """(path, size, mtime_ns) → SHA-256 and, once asked for, the S3 ETag; in SQLite, shared by threads."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last entries on power loss is fine
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
             "sha256 TEXT, etag TEXT)"
         )
 
-    def get(self, path: Path, stat: os.stat_result) -> tuple[str, str] | None:
+    def get(self, path: Path, stat: os.stat_result) -> tuple[str, str | None] | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT sha256, etag FROM hashes WHERE path=? AND size=? AND mtime_ns=?",
@@ -79,7 +83,7 @@ class HashCache:
             ).fetchone()
         return (row[0], row[1]) if row else None
 
-    def put(self, path: Path, stat: os.stat_result, sha256: str, etag: str) -> None:
+    def put(self, path: Path, stat: os.stat_result, sha256: str, etag: str | None) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)",
@@ -111,26 +115,26 @@ class LocalStore(Store):
                 path = Path(dirpath) / name
                 yield ObjectInfo(path.relative_to(self.root).as_posix(), path.stat().st_size)
 
-    def hashes(self, key: str) -> tuple[str, str]:
-        """(sha256, S3-style ETag) of a file, from the cache when size and mtime still match."""
+    def _hashes(self, key: str, with_etag: bool) -> tuple[str, str | None]:
+        """(SHA-256, S3-style ETag or None), from the cache while size and mtime still match."""
         path = self._path(key)
         stat = path.stat()
-        if self.cache is not None and (cached := self.cache.get(path, stat)):
+        cached = self.cache.get(path, stat) if self.cache is not None else None
+        if cached is not None and (cached[1] is not None or not with_etag):
             return cached
-        hasher = _Hasher()
-        with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
-                hasher.update(chunk)
-        result = hasher.result()
+        sha, etag = _digest_file(path, with_etag)
         if self.cache is not None:
-            self.cache.put(path, stat, *result)
-        return result
+            self.cache.put(path, stat, sha, etag)
+        return sha, etag
 
     def checksum(self, key: str) -> str:
-        return f"sha256:{self.hashes(key)[0]}"
+        return f"sha256:{self._hashes(key, with_etag=False)[0]}"
 
     def s3_etag(self, key: str) -> str:
-        return self.hashes(key)[1]
+        """The ETag S3 gives this file uploaded in 8 MiB parts: to compare with an object without history."""
+        etag = self._hashes(key, with_etag=True)[1]
+        assert etag is not None
+        return etag
 
     def open_read(self, key: str) -> BinaryIO:
         return self._path(key).open("rb")
@@ -140,16 +144,15 @@ class LocalStore(Store):
 
     def write(self, key: str, reader: BinaryIO, size: int) -> str:
         target = self._path(key)
-        hasher = _Hasher()
+        sha = hashlib.sha256()
         with atomic_path(target) as tmp:
             with tmp.open("wb") as writer:
                 while chunk := reader.read(CHUNK):
-                    hasher.update(chunk)
+                    sha.update(chunk)
                     writer.write(chunk)
-        sha, etag = hasher.result()
         if self.cache is not None:
-            self.cache.put(target, target.stat(), sha, etag)
-        return f"sha256:{sha}"
+            self.cache.put(target, target.stat(), sha.hexdigest(), None)
+        return f"sha256:{sha.hexdigest()}"
 
     def write_file(self, key: str, source: Path) -> str:
         with source.open("rb") as reader:

@@ -53,7 +53,7 @@ def transfer(client: Any, max_concurrency: int) -> Any:
 
 class S3Store(Store):
     def __init__(self, bucket: str, prefix: str, options: S3Options, pool_size: int = 32,
-                 part_concurrency: int = 3) -> None:
+                 part_concurrency: int = 4) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"

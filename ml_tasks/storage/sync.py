@@ -110,6 +110,7 @@ class _Journal:
         self.path = get_settings().home / "sync-journals" / f"{digest}.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._handle: Any = None
 
     def load(self) -> dict[str, tuple[str, str]]:
         known: dict[str, tuple[str, str]] = {}
@@ -123,10 +124,21 @@ class _Journal:
         return known
 
     def add(self, key: str, source: str, destination: str) -> None:
-        with self._lock, self.path.open("a") as handle:
-            handle.write(json.dumps({"key": key, "source": source, "destination": destination}) + "\n")
+        line = json.dumps({"key": key, "source": source, "destination": destination}) + "\n"
+        with self._lock:
+            if self._handle is None:
+                self._handle = self.path.open("a")
+            self._handle.write(line)
+            self._handle.flush()  # in the OS's hands: survives the process being killed
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
 
     def remove(self) -> None:
+        self.close()
         self.path.unlink(missing_ok=True)
 
 
@@ -216,48 +228,23 @@ def _sync(src: Store, dst: Store, source_uri: str, destination_uri: str, delete:
     previous = _read_manifest(dst, MANIFEST_NAME, manifest_path)
     known = {k: (v.get("source_checksum", ""), v.get("checksum", "")) for k, v in previous.get("files", {}).items()}
     known.update(journal.load())
-
-    def plan(info: ObjectInfo) -> tuple[ObjectInfo, str, str | None]:
-        """(info, source checksum, destination checksum when it already matches)."""
-        src_token = info.checksum or src.checksum(info.key)
-        there = existing.get(info.key)
-        if there is None or there.size != info.size:
-            return info, src_token, None
-        dst_token = there.checksum or dst.checksum(info.key)
-        if known.get(info.key) == (src_token, dst_token) or _same_content(src, src_token, dst, dst_token, info.key):
-            return info, src_token, dst_token
-        return info, src_token, None
-
-    entries: dict[str, dict[str, Any]] = {}
-    to_copy: list[tuple[ObjectInfo, str]] = []
-    with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        for info, src_token, dst_token in pool.map(plan, sources.values()):
-            if dst_token is None:
-                to_copy.append((info, src_token))
-            else:
-                entries[info.key] = {"size": info.size, "checksum": dst_token, "source_checksum": src_token}
     to_delete = sorted(set(existing) - set(sources)) if delete else []
-    if dry_run:
-        return SyncResult(source_uri, destination_uri, "", len(sources), sum(i.size for i in sources.values()),
-                          0, 0, len(entries), 0, True, round(time.monotonic() - started, 3),
-                          sorted(i.key for i, _ in to_copy), to_delete)
+    bar = _progress_bar(sum(i.size for i in sources.values()), progress and not dry_run)
+    lock = threading.Lock()
+    manifest_removed = False
 
-    if not to_copy and not to_delete and previous.get("files") == entries:
-        # nothing to do, and the manifest there already describes exactly this set
-        journal.remove()
-        return SyncResult(source_uri, destination_uri, _manifest_uri(dst, MANIFEST_NAME, manifest_path), len(entries),
-                          sum(e["size"] for e in entries.values()), 0, 0, len(entries), 0, False,
-                          round(time.monotonic() - started, 3), [], [])
-    _remove_manifest(dst, MANIFEST_NAME, manifest_path)  # from here until the end the set is not whole
-    bar = _progress_bar(sum(i.size for i, _ in to_copy), progress)
-    failures: list[str] = []
+    def set_in_flux() -> None:
+        """Before the first change, remove the manifest: until the new one is written the set is not whole."""
+        nonlocal manifest_removed
+        with lock:
+            if not manifest_removed:
+                _remove_manifest(dst, MANIFEST_NAME, manifest_path)
+                manifest_removed = True
 
-    def transfer(info: ObjectInfo, src_token: str) -> tuple[ObjectInfo, str, str]:
+    def copy(info: ObjectInfo) -> str:
         for attempt in range(1, OBJECT_ATTEMPTS + 1):
             try:
-                dst_token = _copy(src, dst, info)
-                journal.add(info.key, src_token, dst_token)
-                return info, src_token, dst_token
+                return _copy(src, dst, info)
             except RatchetError:
                 raise
             except Exception as exc:
@@ -267,38 +254,72 @@ def _sync(src: Store, dst: Store, source_uri: str, destination_uri: str, delete:
                 time.sleep(0.5 * attempt)
         raise AssertionError("unreachable")
 
+    def handle(info: ObjectInfo) -> tuple[bool, str, str]:
+        """Decide, and copy when the destination does not hold the same content: (copied, source, dest checksum).
+
+        One task per object, so hashing and comparing overlap with the transfers of other objects."""
+        src_token = info.checksum or src.checksum(info.key)
+        there = existing.get(info.key)
+        if there is not None and there.size == info.size:
+            dst_token = there.checksum or dst.checksum(info.key)
+            if known.get(info.key) == (src_token, dst_token) or _same_content(src, src_token, dst, dst_token, info.key):
+                return False, src_token, dst_token
+        if dry_run:
+            return True, src_token, ""
+        set_in_flux()
+        dst_token = copy(info)
+        journal.add(info.key, src_token, dst_token)
+        return True, src_token, dst_token
+
+    entries: dict[str, dict[str, Any]] = {}
+    copied: list[str] = []
     copied_bytes = 0
+    failures: list[str] = []
     with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        futures = {pool.submit(transfer, info, token): info for info, token in to_copy}
+        futures = {pool.submit(handle, info): info for info in sources.values()}
         for future in as_completed(futures):
             info = futures[future]
             try:
-                done, src_token, dst_token = future.result()
+                was_copied, src_token, dst_token = future.result()
+            except RatchetError:
+                raise
             except Exception as exc:
                 failures.append(f"{info.key}: {type(exc).__name__}: {exc}")
                 continue
-            entries[done.key] = {"size": done.size, "checksum": dst_token, "source_checksum": src_token}
-            copied_bytes += done.size
+            if was_copied:
+                copied.append(info.key)
+                copied_bytes += info.size
+            if not dry_run:
+                entries[info.key] = {"size": info.size, "checksum": dst_token, "source_checksum": src_token}
             if bar is not None:
-                bar.update(done.size)
+                bar.update(info.size)
+    journal.close()
     if bar is not None:
         bar.close()
+    total = sum(i.size for i in sources.values())
+    copied.sort()
+    if dry_run:
+        return SyncResult(source_uri, destination_uri, "", len(sources), total, 0, 0, len(sources) - len(copied), 0,
+                          True, round(time.monotonic() - started, 3), copied, to_delete)
     if failures:
         raise StorageError(
-            f"sync {source_uri} -> {destination_uri}: {len(failures)} of {len(to_copy)} objects failed "
-            f"({len(to_copy) - len(failures)} copied and journaled; rerun to resume). First: {failures[0]}"
+            f"sync {source_uri} -> {destination_uri}: {len(failures)} of {len(copied) + len(failures)} transfers "
+            f"failed ({len(copied)} copied and journaled; rerun to resume). First: {failures[0]}"
         )
-    for key in to_delete:
-        dst.delete(key)
-
-    total = sum(e["size"] for e in entries.values())
-    manifest = {"source": source_uri, "destination": destination_uri, "files": entries, "total_bytes": total,
-                "file_count": len(entries)}
-    manifest_uri = _write_manifest(dst, MANIFEST_NAME, manifest_path, manifest)
+    if to_delete:
+        set_in_flux()
+        for key in to_delete:
+            dst.delete(key)
+    if manifest_removed or previous.get("files") != entries:
+        manifest = {"source": source_uri, "destination": destination_uri, "files": entries, "total_bytes": total,
+                    "file_count": len(entries)}
+        manifest_uri = _write_manifest(dst, MANIFEST_NAME, manifest_path, manifest)
+    else:  # nothing changed, and the manifest there already describes exactly this set
+        manifest_uri = _manifest_uri(dst, MANIFEST_NAME, manifest_path)
     journal.remove()
-    result = SyncResult(source_uri, destination_uri, manifest_uri, len(entries), total, len(to_copy), copied_bytes,
-                        len(entries) - len(to_copy), len(to_delete), False, round(time.monotonic() - started, 3),
-                        sorted(i.key for i, _ in to_copy), to_delete)
+    result = SyncResult(source_uri, destination_uri, manifest_uri, len(entries), total, len(copied), copied_bytes,
+                        len(entries) - len(copied), len(to_delete), False, round(time.monotonic() - started, 3),
+                        copied, to_delete)
     log.info("synced %s -> %s: %s objects (%s copied, %s unchanged, %s deleted), %s bytes in %.2fs",
              source_uri, destination_uri, result.files, result.copied, result.reused, result.deleted, total,
              result.seconds)
