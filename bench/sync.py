@@ -123,7 +123,14 @@ def main() -> None:
         client.create_bucket(Bucket=bucket)
         subprocess.run(aws_command(uv, "--version", endpoint=endpoint), env=env, capture_output=True)  # warm uv
 
-        def best_pair(files: Path, name: str) -> tuple[float, float, int]:
+        def clean(prefix: str) -> None:
+            """Free the server's memory between runs (moto keeps objects in RAM): later runs must not pay for it."""
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:
+                    client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+
+        def best_pair(files: Path, name: str, keep_first: bool) -> tuple[float, float, int]:
             """Best of two runs each, alternating, into fresh prefixes: (ours, aws, our peak RSS MB)."""
             ours_times, aws_times, peak = [], [], 0
             for attempt in range(2):
@@ -132,13 +139,18 @@ def main() -> None:
                 peak = max(peak, rss)
                 aws_times.append(timed(aws_command(uv, "s3", "sync", str(files), f"s3://{bucket}/aws-{name}-{attempt}",
                                                    endpoint=endpoint), env)[0])
+                if attempt or not keep_first:
+                    clean(f"ours-{name}-{attempt}/")
+                    clean(f"aws-{name}-{attempt}/")
             return min(ours_times), min(aws_times), peak
 
         small = work / "small"
         write_files(small, SMALL_FILES, SMALL_SIZE)
         os.sync()  # no write-back of the fresh files competing with the first contender
         ceiling = raw_put_ceiling(client, bucket, small)
-        ours_full, aws_full, _ = best_pair(small, "small")
+        for threads in (8, 16, 32, 64):
+            clean(f"ceiling-{threads}/")
+        ours_full, aws_full, _ = best_pair(small, "small", keep_first=True)
         label = f"{SMALL_FILES}x100KB"
 
         # against the ceiling, like for like: both in an already running process (as in an Airflow task)
@@ -150,6 +162,7 @@ def main() -> None:
             start = time.perf_counter()
             assert sync(small.as_uri(), f"s3://{bucket}/in-task-{attempt}").copied == SMALL_FILES
             in_task_full.append(time.perf_counter() - start)
+            clean(f"in-task-{attempt}/")
         bench_line(f"sync.full_{label}_in_task_vs_raw_put_ceiling", min(in_task_full), ceiling, target=0.9)
         bench_line(f"sync.full_{label}_cli_vs_aws_s3_sync", ours_full, aws_full, target=1.2)
 
@@ -169,7 +182,8 @@ def main() -> None:
         large = work / "large"
         write_files(large, LARGE_FILES, LARGE_SIZE)
         os.sync()
-        ours_large, aws_large, peak = best_pair(large, "large")
+        clean("")
+        ours_large, aws_large, peak = best_pair(large, "large", keep_first=False)
         label = f"{LARGE_FILES}x{LARGE_SIZE // 2**20}MB"
         bench_line(f"sync.full_{label}_cli_vs_aws_s3_sync", ours_large, aws_large, target=1.0)
         bench_line(f"sync.peak_rss_{label}_vs_200MB_budget", float(peak), 200.0, target=1.0, unit="MB")

@@ -72,6 +72,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """`ratchet sync SRC DST`: endpoints and credentials from the standard AWS / Hadoop environment."""
     from ml_tasks.storage import HdfsOptions, StorageOptions, sync
 
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # "found credentials in ..." is not news
     options = StorageOptions(hdfs=HdfsOptions(url=args.webhdfs_url), workers=args.workers)
     result = sync(args.src, args.dst, delete=args.delete, dry_run=args.dry_run, options=options,
                   progress=not args.quiet)
