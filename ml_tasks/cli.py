@@ -110,6 +110,15 @@ def _wait_http(url: str, seconds: float) -> bool:
     return False
 
 
+def _private_secret(path: Path) -> str:
+    """A generated secret kept in a 0600 file under RATCHET_HOME, created once."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
 def mlflow_auth_config() -> tuple[Path, str]:
     """MLflow's basic-auth config with a generated admin password, kept under RATCHET_HOME."""
     import configparser
@@ -138,6 +147,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from ml_tasks.demo import airflow_env, init_airflow
 
     settings = get_settings()
+    # SIGTERM (a service manager, `kill`) stops the children too, like Ctrl-C
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     init_airflow()
     env = airflow_env()
     auth_path, mlflow_password = mlflow_auth_config()
@@ -151,7 +162,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             [str(bin_dir / "mlflow"), "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
              "--port", str(args.mlflow_port), "--backend-store-uri", settings.mlflow_tracking_uri,
              "--default-artifact-root", settings.mlflow_artifact_root],
-            env={**env, "MLFLOW_AUTH_CONFIG_PATH": str(auth_path)},
+            env={**env, "MLFLOW_AUTH_CONFIG_PATH": str(auth_path),
+                 "MLFLOW_FLASK_SERVER_SECRET_KEY": _private_secret(auth_path.parent / "flask_secret_key")},
             stdout=(logs / "mlflow.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         ),
         subprocess.Popen(
@@ -164,9 +176,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         up = _wait_http(f"{airflow_url}/api/v2/monitor/health", 180) and _wait_http(f"{mlflow_url}/health", 60)
         password_file = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
-        airflow_login = password_file.read_text().strip() if password_file.is_file() else "(see logs/airflow.log)"
+        airflow_login = "(see logs/airflow.log)"
+        if password_file.is_file():
+            import json
+
+            airflow_login = ", ".join(f"{user} / {pw}" for user, pw in json.loads(password_file.read_text()).items())
         print(f"""{'services are up' if up else 'services did not answer in time; see ' + str(logs)}
-  Airflow UI   {airflow_url}   login (user: password) {airflow_login}
+  Airflow UI   {airflow_url}   login {airflow_login}
   MLflow UI    {mlflow_url}   login admin / {mlflow_password}   (kept in {auth_path})
   logs         {logs}
 Ctrl-C stops both.""", flush=True)
