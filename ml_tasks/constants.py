@@ -16,7 +16,6 @@ TAG_GATE_DECISION = "ratchet.gate.decision"
 TAG_GATE_REASONS = "ratchet.gate.reasons"
 TAG_PREVIOUS_CHAMPION = "ratchet.previous_champion_version"
 TAG_ALIAS_HISTORY = "ratchet.alias_history"
-TAG_STAGE = "ratchet.stage"
 
 # Files inside a run's folders.
 MANIFEST_FILE = "manifest.json"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ml_tasks import records
-from ml_tasks.config import GateConfig, RunConfig, RunContext
+from ml_tasks.config import RunConfig, RunContext
 from ml_tasks.constants import (
     BLESSING_FILE,
     MLFLOW_REPORT_DIR,
@@ -117,7 +117,7 @@ def gate(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], evaluated
 
     def work() -> dict[str, Any]:
         decision = decide(
-            GateConfig(**config.gate.__dict__), evaluated["candidate"], evaluated["champion"],
+            config.gate, evaluated["candidate"], evaluated["champion"],
             evaluated["champion_version"], evaluated.get("champion_error"),
         )
         record = {**decision.to_dict(), "thresholds": {"absolute": config.gate.absolute, "change": config.gate.change},

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -160,6 +159,3 @@ class LocalStore(Store):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
-
-    def remove_tree(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)

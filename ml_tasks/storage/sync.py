@@ -69,19 +69,19 @@ def open_store(uri: str, options: StorageOptions, cache: HashCache | None = None
     if scheme == "s3":
         from ml_tasks.storage.s3 import S3Store
 
-        bucket_prefix = path
-        return S3Store(authority, bucket_prefix, options.s3, pool_size=options.workers + 4)
+        return S3Store(authority, path, options.s3, pool_size=options.workers + 4)
     from ml_tasks.storage.hdfs import HdfsStore
 
     return HdfsStore(authority, path, options.hdfs)
 
 
 def _same_content(src: Store, src_token: str, dst: Store, dst_token: str, key: str) -> bool:
+    """Equal checksums of one kind, or a local file whose S3-style ETag is the object's."""
     if src_token.split(":", 1)[0] == dst_token.split(":", 1)[0]:
         return src_token == dst_token
-    for local, remote_token, store in ((src, dst_token, src), (dst, src_token, dst)):
+    for local, remote_token in ((src, dst_token), (dst, src_token)):
         if isinstance(local, LocalStore) and remote_token.startswith("etag:"):
-            return f"etag:{store.s3_etag(key)}" == remote_token  # type: ignore[attr-defined]
+            return f"etag:{local.s3_etag(key)}" == remote_token
     return False
 
 
