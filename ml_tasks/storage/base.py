@@ -88,7 +88,7 @@ class Store(abc.ABC):
             with self.open_read(key) as reader:
                 data: bytes = reader.read()
                 return data
-        except Exception:
+        except FileNotFoundError:
             return None
 
     def close(self) -> None:  # noqa: B027 (optional hook)

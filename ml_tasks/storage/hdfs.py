@@ -98,5 +98,12 @@ class HdfsStore(Store):
             raise
         return self.checksum(key)
 
+    def get_bytes(self, key: str) -> bytes | None:
+        if self._status(self._path(key)) is None:
+            return None
+        with self.client.read(self._path(key)) as reader:
+            data: bytes = reader.read()
+            return data
+
     def delete(self, key: str) -> None:
         self._retry("delete", lambda: self.client.delete(self._path(key)))

@@ -168,13 +168,11 @@ def _write_manifest(dst: Store, manifest_key: str, manifest_path: Path | None, p
 
 
 def _remove_manifest(dst: Store, manifest_key: str, manifest_path: Path | None) -> None:
+    """Absent is fine (every store deletes a missing object quietly); any other failure stops the sync."""
     if manifest_path is not None:
         manifest_path.unlink(missing_ok=True)
-        return
-    try:
+    else:
         dst.delete(manifest_key)
-    except Exception:  # absent is fine
-        log.debug("no previous manifest at %s", dst.uri)
 
 
 def sync(
@@ -225,7 +223,10 @@ def _sync(src: Store, dst: Store, source_uri: str, destination_uri: str, delete:
         raise StorageError(f"cannot list {destination_uri}: {type(exc).__name__}: {exc}") from exc
 
     journal = _Journal(source_uri, destination_uri)
-    previous = _read_manifest(dst, MANIFEST_NAME, manifest_path)
+    try:
+        previous = _read_manifest(dst, MANIFEST_NAME, manifest_path)
+    except Exception as exc:
+        raise StorageError(f"cannot read the manifest at {destination_uri}: {type(exc).__name__}: {exc}") from exc
     known = {k: (v.get("source_checksum", ""), v.get("checksum", "")) for k, v in previous.get("files", {}).items()}
     known.update(journal.load())
     to_delete = sorted(set(existing) - set(sources)) if delete else []

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -211,7 +212,17 @@ def test_s3_endpoint_stopped_mid_sync_then_back(ratchet_home, tmp_path, s3, moto
         (src / f"f{i:03d}.bin").write_bytes(data)
         files[f"f{i:03d}.bin"] = data
     target = f"s3://{bucket}/interrupted"
-    stopper = threading.Timer(0.4, proxy.stop)
+
+    def stop_once_some_objects_landed() -> None:
+        """Cut the endpoint mid-sync: once a few objects are whole on the server (asked directly, not via the proxy)."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if client.list_objects_v2(Bucket=bucket, Prefix="interrupted/").get("KeyCount", 0) >= 5:
+                break
+            time.sleep(0.02)
+        proxy.stop()
+
+    stopper = threading.Thread(target=stop_once_some_objects_landed)
     stopper.start()
     with pytest.raises(StorageError, match="rerun to resume"):
         sync(src.as_uri(), target, options=options(proxy.url, max_attempts=2, connect_timeout=1, read_timeout=3))
