@@ -20,6 +20,10 @@ class S3Options:
     max_attempts: int = 8
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    # "when_supported": every upload carries a CRC32 the server verifies (end-to-end integrity, and S3 then
+    # stores per-part checksums instead of computing a full-object one). "when_required" for S3-compatible
+    # servers that reject checksum headers.
+    request_checksums: str = "when_supported"
 
 
 @dataclass(frozen=True)

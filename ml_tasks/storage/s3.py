@@ -34,8 +34,8 @@ def make_client(options: S3Options, pool_size: int) -> Any:
         max_pool_connections=pool_size,
         connect_timeout=options.connect_timeout,
         read_timeout=options.read_timeout,
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
+        request_checksum_calculation=options.request_checksums,
+        response_checksum_validation=options.request_checksums,
         s3={"addressing_style": "path"} if options.endpoint_url else None,
     )
     return session.create_client("s3", region_name=options.region or None, endpoint_url=options.endpoint_url or None,
