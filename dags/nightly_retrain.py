@@ -60,11 +60,11 @@ def _run() -> tuple[Any, Any, str]:
 
 
 def _stage(name: str, *args: Any) -> Any:
-    """Call `ml_tasks.pipeline.<name>`; errors raised on purpose fail the task without retries."""
+    """Call `ml_tasks.pipeline.<name>`; permanent errors (bad data, bad config) fail the task without retries."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from ml_tasks import pipeline
-    from ml_tasks.errors import RatchetError
+    from ml_tasks.errors import PERMANENT_ERRORS
 
     run_ctx, config, day = _run()
     function = getattr(pipeline, name)
@@ -78,7 +78,7 @@ def _stage(name: str, *args: Any) -> Any:
         if name in ("tune", "train", "gate"):
             return function(run_ctx, config, *args)
         return function(run_ctx, *args)
-    except RatchetError as exc:
+    except PERMANENT_ERRORS as exc:
         raise AirflowFailException(f"{name}: {exc}") from exc
 
 

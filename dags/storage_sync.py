@@ -59,7 +59,7 @@ def storage_sync() -> None:
         from airflow.sdk.exceptions import AirflowFailException
         from ratchet_airflow.connections import storage_options
 
-        from ml_tasks.errors import ConfigError, DataError, UnsafePathError
+        from ml_tasks.errors import PERMANENT_ERRORS
         from ml_tasks.storage import sync as run_sync
 
         params = get_current_context()["params"]
@@ -67,7 +67,7 @@ def storage_sync() -> None:
         try:
             result = run_sync(params["src"], params["dst"], delete=bool(params["delete"]),
                               dry_run=bool(params["dry_run"]), options=options)
-        except (ConfigError, DataError, UnsafePathError) as exc:
+        except PERMANENT_ERRORS as exc:
             raise AirflowFailException(str(exc)) from exc  # the same input fails the same way: no retry
         return result.to_dict()
 

@@ -1,7 +1,9 @@
 """Errors that stop a nightly run on purpose, each naming what is wrong.
 
-`DataError` and its subclasses are not worth retrying: the same input gives
-the same answer. The Airflow glue turns them into non-retried failures.
+Errors in `PERMANENT_ERRORS` are not worth retrying: the same input gives the
+same answer, and the Airflow glue turns them into non-retried failures. Others
+(`StorageError`, a training process that was killed) are retried: a rerun
+resumes from the journal or the last checkpoint.
 """
 
 from __future__ import annotations
@@ -37,3 +39,10 @@ class ConfigError(RatchetError):
 
 class PromotionConflictError(RatchetError):
     """The champion alias moved between the gate and the promotion."""
+
+
+class StorageError(RatchetError):
+    """A sync could not finish; what was copied is journaled and a rerun resumes."""
+
+
+PERMANENT_ERRORS: tuple[type[RatchetError], ...] = (DataError, ConfigError, UnsafePathError, PromotionConflictError)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ml_tasks.errors import DataError, RatchetError
+from ml_tasks.errors import DataError, RatchetError, StorageError
 from ml_tasks.io import atomic_path
 from ml_tasks.settings import get_settings
 from ml_tasks.storage.base import ObjectInfo, Store, split_uri
@@ -33,10 +33,6 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "_ratchet_manifest.json"
 OBJECT_ATTEMPTS = 3
-
-
-class StorageError(RatchetError):
-    """A sync could not finish; what was copied is journaled and a rerun resumes."""
 
 
 @dataclass(frozen=True)

@@ -12,3 +12,9 @@ def raise_data_error(message: str) -> None:
 
 def kill_self() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def raise_storage_error() -> None:
+    from ml_tasks.errors import StorageError
+
+    raise StorageError("endpoint gone")

@@ -19,3 +19,12 @@ def test_errors_raised_on_purpose_keep_their_type():
 def test_a_killed_child_is_reported():
     with pytest.raises(RatchetError, match="SIGKILL"):
         run_isolated("tests.unit.isolated_targets:kill_self", {})
+
+
+def test_transient_errors_stay_retryable_across_the_process_boundary():
+    from ml_tasks.errors import PERMANENT_ERRORS, StorageError
+
+    with pytest.raises(StorageError, match="endpoint gone") as caught:
+        run_isolated("tests.unit.isolated_targets:raise_storage_error", {})
+    assert not isinstance(caught.value, PERMANENT_ERRORS)  # Airflow retries it; a rerun resumes
+    assert issubclass(DataError, PERMANENT_ERRORS)
