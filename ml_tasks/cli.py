@@ -144,7 +144,7 @@ def mlflow_auth_config() -> tuple[Path, str]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Airflow (scheduler, DAG processor, triggerer, API server) and the MLflow UI, with auth on."""
-    from ml_tasks.demo import airflow_env, init_airflow
+    from ml_tasks.airflow_cli import airflow_env, init_airflow
 
     settings = get_settings()
     # SIGTERM (a service manager, `kill`) stops the children too, like Ctrl-C

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ml_tasks.settings import environment_exports, get_settings
+from ml_tasks.airflow_cli import airflow, init_airflow
+from ml_tasks.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -41,27 +39,6 @@ NIGHTS = (
     Night("2026-01-03", 2017, ("unit_change", "missing_column")),
 )
 DEMO_CONF = {"dataset": DATASET, "tuning_trials": 6, "tuning_epochs": 4, "max_epochs": 15}
-
-
-def airflow_env() -> dict[str, str]:
-    env = {**os.environ, **environment_exports()}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def airflow(*args: str, log_path: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the `airflow` CLI of this environment on Ratchet's state."""
-    command = [str(Path(sys.executable).parent / "airflow"), *args]
-    if log_path is None:
-        return subprocess.run(command, env=airflow_env(), check=check, capture_output=True, text=True)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as handle:
-        return subprocess.run(command, env=airflow_env(), check=check, stdout=handle, stderr=subprocess.STDOUT, text=True)
-
-
-def init_airflow() -> None:
-    get_settings().airflow_home.mkdir(parents=True, exist_ok=True)
-    airflow("db", "migrate")
 
 
 def land_night(night: Night) -> int:

@@ -19,8 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def configure() -> str:
-    """Point MLflow at our tracking store and return the experiment id."""
+def _set_uris() -> None:
     import mlflow
 
     settings = get_settings()
@@ -30,6 +29,14 @@ def configure() -> str:
         Path(settings.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+
+
+def configure() -> str:
+    """Point MLflow at our tracking store and return the experiment id."""
+    import mlflow
+
+    settings = get_settings()
+    _set_uris()
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(settings.mlflow_experiment)
     if experiment is not None:
@@ -44,9 +51,10 @@ def configure() -> str:
 
 
 def client() -> MlflowClient:
+    """A client on our tracking store and registry (registry calls need no experiment)."""
     import mlflow
 
-    configure()
+    _set_uris()
     return mlflow.MlflowClient()
 
 

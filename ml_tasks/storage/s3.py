@@ -117,9 +117,6 @@ class S3Store(Store):
         self.transfer.copy(copy_source, self.bucket, self._key(key)).result()
         return self.checksum(key)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
-
     def get_bytes(self, key: str) -> bytes | None:
         try:
             body: IO[bytes] = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]

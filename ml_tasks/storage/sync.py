@@ -138,37 +138,12 @@ class _Journal:
         self.path.unlink(missing_ok=True)
 
 
-def _read_manifest(dst: Store, manifest_key: str, manifest_path: Path | None) -> dict[str, Any]:
-    if manifest_path is not None:
-        raw = manifest_path.read_bytes() if manifest_path.is_file() else None
-    else:
-        raw = dst.get_bytes(manifest_key)
+def _read_manifest(store: Store, key: str) -> dict[str, Any]:
+    raw = store.get_bytes(key)
     try:
         return json.loads(raw) if raw else {}
     except ValueError:
         return {}
-
-
-def _manifest_uri(dst: Store, manifest_key: str, manifest_path: Path | None) -> str:
-    return manifest_path.as_uri() if manifest_path is not None else f"{dst.uri.rstrip('/')}/{manifest_key}"
-
-
-def _write_manifest(dst: Store, manifest_key: str, manifest_path: Path | None, payload: dict[str, Any]) -> str:
-    data = (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
-    if manifest_path is not None:
-        with atomic_path(manifest_path) as tmp:
-            tmp.write_bytes(data)
-    else:
-        dst.put_bytes(manifest_key, data)
-    return _manifest_uri(dst, manifest_key, manifest_path)
-
-
-def _remove_manifest(dst: Store, manifest_key: str, manifest_path: Path | None) -> None:
-    """Absent is fine (every store deletes a missing object quietly); any other failure stops the sync."""
-    if manifest_path is not None:
-        manifest_path.unlink(missing_ok=True)
-    else:
-        dst.delete(manifest_key)
 
 
 def sync(
@@ -218,9 +193,13 @@ def _sync(src: Store, dst: Store, source_uri: str, destination_uri: str, delete:
     except Exception as exc:
         raise StorageError(f"cannot list {destination_uri}: {type(exc).__name__}: {exc}") from exc
 
+    # The manifest lives in the destination, or at `manifest_path` (the nightly keeps it beside raw/).
+    manifest_store: Store = LocalStore(manifest_path.parent) if manifest_path is not None else dst
+    manifest_key = manifest_path.name if manifest_path is not None else MANIFEST_NAME
+    manifest_uri = f"{manifest_store.uri.rstrip('/')}/{manifest_key}"
     journal = _Journal(source_uri, destination_uri)
     try:
-        previous = _read_manifest(dst, MANIFEST_NAME, manifest_path)
+        previous = _read_manifest(manifest_store, manifest_key)
     except Exception as exc:
         raise StorageError(f"cannot read the manifest at {destination_uri}: {type(exc).__name__}: {exc}") from exc
     known = {k: (v.get("source_checksum", ""), v.get("checksum", "")) for k, v in previous.get("files", {}).items()}
@@ -235,7 +214,7 @@ def _sync(src: Store, dst: Store, source_uri: str, destination_uri: str, delete:
         nonlocal manifest_removed
         with lock:
             if not manifest_removed:
-                _remove_manifest(dst, MANIFEST_NAME, manifest_path)
+                manifest_store.delete(manifest_key)  # absent is fine; any other failure stops the sync
                 manifest_removed = True
 
     def copy(info: ObjectInfo) -> str:
@@ -310,9 +289,8 @@ def _sync(src: Store, dst: Store, source_uri: str, destination_uri: str, delete:
     if manifest_removed or previous.get("files") != entries:
         manifest = {"source": source_uri, "destination": destination_uri, "files": entries, "total_bytes": total,
                     "file_count": len(entries)}
-        manifest_uri = _write_manifest(dst, MANIFEST_NAME, manifest_path, manifest)
-    else:  # nothing changed, and the manifest there already describes exactly this set
-        manifest_uri = _manifest_uri(dst, MANIFEST_NAME, manifest_path)
+        manifest_store.put_bytes(manifest_key, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    # else: nothing changed, and the manifest there already describes exactly this set
     journal.remove()
     result = SyncResult(source_uri, destination_uri, manifest_uri, len(entries), total, len(copied), copied_bytes,
                         len(entries) - len(copied), len(to_delete), False, round(time.monotonic() - started, 3),

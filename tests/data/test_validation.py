@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from ml_tasks.config import RunContext
 from ml_tasks.datasets import ACS_EMPLOYMENT, SYNTHETIC, acs_employment, synthetic
 from ml_tasks.datasets.corruption import CORRUPTIONS, corrupt
 from ml_tasks.errors import DataError, DataValidationError, UnreadableDataError
@@ -97,4 +96,3 @@ def test_bootstrap_writes_a_suite_that_accepts_its_reference(ratchet_home, tmp_p
 
     get_settings.cache_clear()
     assert validate_drop(_land(tmp_path / "ref", reference), "synthetic", "ref").success
-    RunContext("synthetic", "ref")  # the key used above is a valid partition

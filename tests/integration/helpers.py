@@ -15,7 +15,7 @@ SMALL_BUDGET = {"dataset": "synthetic", "tuning_trials": 2, "tuning_epochs": 2, 
 
 def run_dag_test(date: str, conf: dict[str, Any], log_dir: Path) -> tuple[int, dict[str, Any]]:
     """`airflow dags test` for one night: a real DagRun in Airflow's database. Returns exit code and report."""
-    from ml_tasks.demo import airflow
+    from ml_tasks.airflow_cli import airflow
 
     logical = f"{date}T02:00:00+00:00"
     done = airflow("dags", "test", "nightly_retrain", logical, "-c", json.dumps(conf),

@@ -21,7 +21,7 @@ MODEL = SYNTHETIC.registered_model
 
 @pytest.fixture(scope="module")
 def airflow_home(module_home):
-    from ml_tasks.demo import init_airflow
+    from ml_tasks.airflow_cli import init_airflow
 
     init_airflow()
     return module_home

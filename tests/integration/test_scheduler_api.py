@@ -37,7 +37,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def airflow_api(module_home):
-    from ml_tasks.demo import airflow_env, init_airflow
+    from ml_tasks.airflow_cli import airflow_env, init_airflow
     from ml_tasks.settings import get_settings
 
     init_airflow()

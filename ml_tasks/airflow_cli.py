@@ -1,0 +1,35 @@
+"""The `airflow` CLI of this environment, run as a subprocess on Ratchet's state.
+
+Used by the demo, `ratchet up` and the tests. ml_tasks never imports Airflow;
+it only runs the CLI with the environment `ratchet env` prints.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ml_tasks.settings import environment_exports, get_settings
+
+
+def airflow_env() -> dict[str, str]:
+    env = {**os.environ, **environment_exports()}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def airflow(*args: str, log_path: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the `airflow` CLI of this environment on Ratchet's state."""
+    command = [str(Path(sys.executable).parent / "airflow"), *args]
+    if log_path is None:
+        return subprocess.run(command, env=airflow_env(), check=check, capture_output=True, text=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as handle:
+        return subprocess.run(command, env=airflow_env(), check=check, stdout=handle, stderr=subprocess.STDOUT, text=True)
+
+
+def init_airflow() -> None:
+    get_settings().airflow_home.mkdir(parents=True, exist_ok=True)
+    airflow("db", "migrate")
