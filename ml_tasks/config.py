@@ -17,6 +17,7 @@ from ml_tasks.errors import ConfigError, UnsafePathError
 from ml_tasks.settings import get_settings
 
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,119}")
 
 DEFAULT_ABSOLUTE_THRESHOLDS: dict[str, float] = {"roc_auc": 0.70, "accuracy": 0.65}
 DEFAULT_CHANGE_THRESHOLDS: dict[str, float] = {"roc_auc": 0.001}
@@ -28,6 +29,13 @@ def safe_key(raw: str) -> str:
     if not key:
         raise UnsafePathError(f"{raw!r} gives an empty partition name")
     return key[:120]
+
+
+def checked_name(raw: str, what: str) -> str:
+    """A name from outside (a suite, a run key) that becomes a path segment: refused, not rewritten."""
+    if not isinstance(raw, str) or not _PLAIN_NAME.fullmatch(raw) or ".." in raw:
+        raise UnsafePathError(f"{what} {raw!r} is not a plain name (letters, digits, '_', '-', '.'; no '..')")
+    return raw
 
 
 def run_key_for(data_interval_start: Any | None, run_id: str | None) -> str:
