@@ -1,4 +1,4 @@
-"""nightly_retrain: sync → validate → prepare → tune → train → evaluate → gate → register.
+"""nightly_retrain: sync → validate → drift → prepare → tune → train → evaluate → gate → register.
 
 Wiring only: every task is one call into `ml_tasks.pipeline`, imported inside
 the task so that parsing this file stays fast.
@@ -26,6 +26,9 @@ the current champion on the same held-out rows.
 * **sync** copies the drop (file://, s3:// or hdfs://; default `RATCHET_HOME/landing/<dataset>/<date>/`)
   into staging, incrementally, with a manifest written last.
 * **validate** runs the suite from `expectations/suites/`; a failure stops the run and links Data Docs.
+* **drift** compares the drop with the statistics stored with the champion's training data (PSI, KS,
+  Jensen-Shannon per feature, label shift); every distance is recorded in MLflow; drift above the thresholds
+  warns, or stops the run when `drift_action` is `stop`.
 * **prepare** cleans, splits (stratified, seeded) and fits the transform on the training split.
 * **tune** runs an Optuna study; every trial is a nested MLflow run.
 * **train** trains the best configuration in a fresh process (checkpointed, early stopping).
@@ -75,7 +78,7 @@ def _stage(name: str, *args: Any) -> Any:
 
             params = get_current_context()["params"]
             return function(run_ctx, config, day, storage_options(params["s3_conn_id"], params["hdfs_conn_id"]))
-        if name in ("tune", "train", "gate"):
+        if name in ("check_drift", "tune", "train", "gate"):
             return function(run_ctx, config, *args)
         return function(run_ctx, *args)
     except PERMANENT_ERRORS as exc:
@@ -120,6 +123,19 @@ def _stage(name: str, *args: Any) -> Any:
             DEFAULT_CHANGE_THRESHOLDS, title="Change thresholds", **METRIC_THRESHOLDS_SCHEMA,
             description="Metric → least improvement over the champion on the same rows. Both empty: never promote.",
         ),
+        "drift_action": Param(
+            "warn", type="string", enum=["warn", "stop"], title="On drift",
+            description="What drift above the thresholds does: warn (log, record, continue) or stop the run.",
+        ),
+        "drift_thresholds": Param(
+            {"psi": 0.2, "ks": 0.1, "js": 0.1}, type="object", title="Drift thresholds",
+            properties={"psi": {"type": "number", "exclusiveMinimum": 0, "maximum": 10},
+                        "ks": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                        "js": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}},
+            additionalProperties=False,
+            description="Per-feature limits: population stability index, Kolmogorov-Smirnov (numeric), "
+                        "Jensen-Shannon distance (categorical).",
+        ),
     },
 )
 def nightly_retrain() -> None:
@@ -132,7 +148,11 @@ def nightly_retrain() -> None:
         return _stage("validate", synced)
 
     @task
-    def prepare(synced: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
+    def drift(synced: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
+        return _stage("check_drift", synced)
+
+    @task
+    def prepare(synced: dict[str, Any], drifted: dict[str, Any]) -> dict[str, Any]:
         return _stage("prepare", synced)
 
     @task
@@ -170,7 +190,7 @@ def nightly_retrain() -> None:
 
     synced = sync()
     validated = validate(synced)
-    prepared = prepare(synced, validated)
+    prepared = prepare(synced, drift(synced, validated))
     trained = train(prepared, tune(prepared))
     gated = gate(prepared, evaluate(prepared, trained))
     register(prepared, validated, trained, gated) >> report()

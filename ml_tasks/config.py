@@ -99,6 +99,40 @@ class GateConfig:
                     raise ConfigError(f"{kind} threshold for {metric} must be a number, got {value!r}")
 
 
+DRIFT_ACTIONS = ("warn", "stop")
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Drift of a drop from the champion's training data: thresholds, and whether it stops the run."""
+
+    action: str = "warn"
+    psi: float = 0.2
+    ks: float = 0.1
+    js: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.action not in DRIFT_ACTIONS:
+            raise ConfigError(f"drift action must be one of {DRIFT_ACTIONS}, got {self.action!r}")
+        for name in ("psi", "ks", "js"):
+            value = getattr(self, name)
+            upper = 10 if name == "psi" else 1
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= upper:
+                raise ConfigError(f"drift threshold {name} must be a number in (0, {upper}], got {value!r}")
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {"psi": float(self.psi), "ks": float(self.ks), "js": float(self.js)}
+
+    @classmethod
+    def from_params(cls, action: Any, thresholds: Any) -> DriftConfig:
+        given = dict(thresholds or {})
+        unknown = sorted(set(given) - {"psi", "ks", "js"})
+        if unknown:
+            raise ConfigError(f"unknown drift thresholds {unknown}; known: psi, ks, js")
+        return cls(action=str(action or cls.action), **given)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     dataset: str
@@ -108,6 +142,7 @@ class RunConfig:
     gate: GateConfig = field(
         default_factory=lambda: GateConfig(dict(DEFAULT_ABSOLUTE_THRESHOLDS), dict(DEFAULT_CHANGE_THRESHOLDS))
     )
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
     def __post_init__(self) -> None:
         get_dataset(self.dataset)
@@ -128,6 +163,7 @@ class RunConfig:
                 absolute={k: float(v) for k, v in dict(params.get("absolute_thresholds") or {}).items()},
                 change={k: float(v) for k, v in dict(params.get("change_thresholds") or {}).items()},
             ),
+            drift=DriftConfig.from_params(params.get("drift_action"), params.get("drift_thresholds")),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ TAG_GATE_DECISION = "ratchet.gate.decision"
 TAG_GATE_REASONS = "ratchet.gate.reasons"
 TAG_PREVIOUS_CHAMPION = "ratchet.previous_champion_version"
 TAG_ALIAS_HISTORY = "ratchet.alias_history"
+TAG_DRIFT = "ratchet.drift"
 
 # Files inside a run's folders.
 MANIFEST_FILE = "manifest.json"
@@ -30,11 +31,15 @@ MODEL_FILE = "model.keras"
 RUN_REPORT_FILE = "run_report.json"
 BLESSING_FILE = "blessing.json"
 VALIDATION_RESULT_FILE = "validation_result.json"
+# Statistics of the training split, stored with the model; what later drops are compared with.
+DRIFT_REFERENCE_FILE = "drift_reference.json"
+DRIFT_REPORT_FILE = "drift_report.json"
 STAGE_RECORD_DIR = "stages"
 
 # MLflow artifact paths and names.
 MLFLOW_MODEL_NAME = "model"
 MLFLOW_REPORT_DIR = "reports"
+MLFLOW_DATA_DIR = "data"
 LEARNING_CURVE_FILE = "learning_curve.png"
 
 DATA_FILE_SUFFIXES = (".csv", ".parquet", ".pq")

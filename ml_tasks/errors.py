@@ -29,6 +29,10 @@ class DataValidationError(DataError):
         self.failures = failures or []
 
 
+class DataDriftError(DataError):
+    """The drop drifted from the champion's training data beyond thresholds, and the run says stop."""
+
+
 class UnsafePathError(RatchetError):
     """A path or object key from outside would land outside its root."""
 

@@ -16,11 +16,15 @@ from ml_tasks import records
 from ml_tasks.config import RunConfig, RunContext
 from ml_tasks.constants import (
     BLESSING_FILE,
+    DRIFT_REFERENCE_FILE,
+    DRIFT_REPORT_FILE,
+    MLFLOW_DATA_DIR,
     MLFLOW_REPORT_DIR,
     RUN_REPORT_FILE,
     TAG_AIRFLOW_DAG_ID,
     TAG_AIRFLOW_RUN_ID,
     TAG_DATASET,
+    TAG_DRIFT,
     TAG_FINGERPRINT,
     TAG_GATE_DECISION,
     TAG_GATE_REASONS,
@@ -66,6 +70,80 @@ def validate(ctx: RunContext, synced: dict[str, Any]) -> dict[str, Any]:
     from ml_tasks.validation import validate_drop
 
     return run_stage(ctx, "validate", lambda: validate_drop(synced["staging_uri"], ctx.dataset, ctx.run_key).to_dict())
+
+
+def champion_drift_reference(name: str) -> tuple[str | None, dict[str, Any] | None, str]:
+    """The drift reference stored with the current champion: (version, reference, why not)."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    from ml_tasks import registry, tracking
+    from ml_tasks.io import read_json
+
+    version = registry.current_champion(name)
+    if version is None:
+        return None, None, f"{name} has no champion yet: nothing to compare with"
+    client = tracking.client()
+    run_id = str(client.get_model_version(name, version).run_id)
+    stored = {Path(a.path).name for a in client.list_artifacts(run_id, MLFLOW_DATA_DIR)}
+    if DRIFT_REFERENCE_FILE not in stored:
+        return version, None, f"champion version {version} was trained before drift references were stored"
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=f"{MLFLOW_DATA_DIR}/{DRIFT_REFERENCE_FILE}", dst_path=tmp,
+            tracking_uri=get_settings().mlflow_tracking_uri,
+        )
+        return version, read_json(Path(local)), ""
+
+
+def check_drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any]) -> dict[str, Any]:
+    """Compare the drop with the champion's training data: every distance recorded, stop only if asked."""
+    import mlflow
+
+    from ml_tasks import drift, tracking
+    from ml_tasks.errors import DataDriftError
+    from ml_tasks.io import read_drop
+    from ml_tasks.storage import local_path
+
+    def work() -> dict[str, Any]:
+        spec = get_dataset(ctx.dataset)
+        version, reference, why_not = champion_drift_reference(spec.registered_model)
+        if reference is None:
+            log.info("drift not checked for %s: %s", ctx.tracking_key, why_not)
+            return {"checked": False, "reason": why_not, "champion_version": version, "action": config.drift.action}
+        frame = read_drop(local_path(synced["staging_uri"]))
+        thresholds = drift.DriftThresholds.from_dict(config.drift.thresholds)
+        found = drift.compare(reference, frame, spec, thresholds)
+        report_path = write_json(ctx.report_dir / DRIFT_REPORT_FILE, {"champion_version": version, **found.to_dict()})
+        largest = {
+            test: max((f[test] for f in found.features.values() if f.get(test) is not None), default=None)
+            for test in ("psi", "ks", "js")
+        }
+        run_id = tracking.ensure_parent_run(ctx)
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics({f"drift.{feature}.{test}": float(values[test])
+                                for feature, values in found.features.items()
+                                for test in ("psi", "ks", "js") if values.get(test) is not None})
+            mlflow.set_tag(TAG_DRIFT, ", ".join(found.drifted_features) or "none")
+            mlflow.log_artifact(str(report_path), artifact_path=MLFLOW_REPORT_DIR)
+        summary = found.summary()
+        result = {"checked": True, "champion_version": version, "action": config.drift.action,
+                  "drifted": found.drifted, "drifted_features": found.drifted_features,
+                  "label_drifted": bool(found.label and found.label.get("drifted")),
+                  "largest": largest, "thresholds": thresholds.to_dict(), "report_uri": report_path.as_uri(),
+                  "summary": summary}
+        if found.drifted and config.drift.action == "stop":
+            raise DataDriftError(f"the drop drifted from champion version {version}'s training data "
+                                 f"and drift_action is 'stop':\n{summary}")
+        if found.drifted:
+            log.warning("drift from champion version %s (continuing: drift_action is 'warn'):\n%s", version, summary)
+        else:
+            log.info("no drift above thresholds from champion version %s:\n%s", version, summary)
+        return result
+
+    return run_stage(ctx, "drift", work)
 
 
 def prepare(ctx: RunContext, synced: dict[str, Any]) -> dict[str, Any]:
@@ -175,6 +253,7 @@ def report(ctx: RunContext) -> dict[str, Any]:
     error: dict[str, Any] | None = stopped.get("error") if stopped else None
     done: dict[str, dict[str, Any]] = {s: r for s, r in stages.items() if r is not None and r.get("ok")}
     sync_r, val_r, prep_r = done.get("sync", {}), done.get("validate", {}), done.get("prepare", {})
+    drift_r = done.get("drift") or (stages.get("drift") or {}).get("error")
     tune_r, train_r, eval_r = done.get("tune", {}), done.get("train", {}), done.get("evaluate", {})
     gate_r, reg_r = done.get("gate", {}), done.get("register", {})
     validation: dict[str, Any] | None = None
@@ -199,6 +278,7 @@ def report(ctx: RunContext) -> dict[str, Any]:
             "splits": {k: prep_r.get(f"{k}_rows") for k in ("train", "val", "test")} if prep_r else None,
         },
         "validation": validation,
+        "drift": drift_r or None,
         "best_params": tune_r.get("best_params"),
         "tuning": _pick(tune_r, "best_value", "trials_complete", "trials_pruned"),
         "training": _pick(train_r, "epochs_run", "best_epoch", "val_auc", "fit_diagnosis", "accelerators"),

@@ -25,6 +25,8 @@ from ml_tasks.settings import get_settings
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ml_tasks.storage.options import StorageOptions
+
 log = logging.getLogger(__name__)
 
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "Int64", "float32", "float64", "Float64"]
@@ -291,11 +293,38 @@ def validate_drop(staging_uri: str, dataset: str | None, run_key: str, suite: st
     return outcome
 
 
+def validate_uri(source_uri: str, suite: str, run_key: str, options: StorageOptions | None = None,
+                 data_docs: str | None = None) -> ValidationOutcome:
+    """Validate any drop (file://, s3://, hdfs://) against any committed suite, on demand.
+
+    Local drops are read in place; remote ones are first mirrored (incrementally)
+    into `RATCHET_HOME/staging/_validation/<suite>/<run_key>/`.
+    """
+    from ml_tasks.storage import split_uri, sync_drop
+
+    checked_name(suite, "suite")
+    checked_name(run_key, "run key")
+    load_suite_payload(suite)  # an unknown suite fails before anything is copied
+    scheme, _, _ = split_uri(source_uri)
+    staging_uri = source_uri
+    if scheme != "file":
+        staged = sync_drop(source_uri, get_settings().staging / "_validation" / suite / run_key, options)
+        staging_uri = staged["staging_uri"]
+    return validate_drop(staging_uri, None, run_key, suite=suite, data_docs=data_docs)
+
+
+def committed_suites(expectations_dir: Path | None = None) -> list[str]:
+    folder = (expectations_dir or get_settings().expectations_dir) / "suites"
+    return sorted(p.stem for p in folder.glob("*.json"))
+
+
 def bootstrap_suite(spec: DatasetSpec, reference: pd.DataFrame, row_band: tuple[float, float] = (0.5, 2.0)) -> dict[str, Any]:
     """A first suite from a reference drop; GX 1.x has no profiler, so we write one.
 
     Schema and order, types, null fractions, numeric ranges with a 10% margin,
-    means within a standard deviation, allowed categories, and a row-count band.
+    means within a standard deviation, allowed categories, a row-count band,
+    uniqueness of non-float columns that are unique, and a bound on duplicate
+    rows (some data sets have legitimate ones) that catches duplicate floods.
     A human reviews and commits the result.
     """
     import pandas as pd
@@ -307,10 +336,13 @@ def bootstrap_suite(spec: DatasetSpec, reference: pd.DataFrame, row_band: tuple[
     if missing:
         raise ConfigError(f"reference drop lacks declared columns {missing}")
     rows = len(reference)
+    duplicated = float(reference[list(spec.columns)].duplicated(keep=False).mean())
     out = [
         expectation("expect_table_columns_to_match_ordered_list", column_list=list(spec.columns)),
         expectation("expect_table_row_count_to_be_between",
                     min_value=int(rows * row_band[0]), max_value=int(rows * row_band[1])),
+        expectation("expect_compound_columns_to_be_unique", column_list=list(spec.columns),
+                    mostly=round(max(0.0, 1.0 - duplicated - max(0.01, 0.25 * duplicated)), 4)),
     ]
     for column in spec.columns:
         series = reference[column]
@@ -319,6 +351,8 @@ def bootstrap_suite(spec: DatasetSpec, reference: pd.DataFrame, row_band: tuple[
         mostly = 1.0 if strict else round(max(0.0, 1.0 - max(0.01, 2 * null_fraction)), 4)
         out.append(expectation("expect_column_values_to_not_be_null", column=column, mostly=mostly))
         numeric = pd.api.types.is_numeric_dtype(series)
+        if not pd.api.types.is_float_dtype(series) and rows > 1 and null_fraction == 0 and series.is_unique:
+            out.append(expectation("expect_column_values_to_be_unique", column=column))
         if numeric:
             out.append(expectation("expect_column_values_to_be_in_type_list", column=column, type_list=NUMERIC_TYPES))
         else:

@@ -11,12 +11,16 @@ if TYPE_CHECKING:
 
     from ml_tasks.datasets import DatasetSpec
 
-CORRUPTIONS = ("missing_column", "wrong_type", "nulls", "out_of_range", "unit_change", "unseen_category")
+CORRUPTIONS = (
+    "missing_column", "extra_column", "reordered_columns", "wrong_type", "nulls", "out_of_range", "unit_change",
+    "unseen_category", "unseen_label", "duplicate_flood",
+)
 
 
 def corrupt(frame: pd.DataFrame, spec: DatasetSpec, kind: str, seed: int = 0) -> pd.DataFrame:
     """A copy of `frame` damaged in one named way."""
     import numpy as np
+    import pandas as pd
 
     rng = np.random.default_rng(seed)
     out = frame.copy()
@@ -24,6 +28,19 @@ def corrupt(frame: pd.DataFrame, spec: DatasetSpec, kind: str, seed: int = 0) ->
     categorical = spec.categorical_features[0]
     if kind == "missing_column":
         return out.drop(columns=[categorical])
+    if kind == "extra_column":
+        out["comment"] = "free text nobody declared"
+        return out
+    if kind == "reordered_columns":
+        return out[list(reversed(out.columns))]
+    if kind == "unseen_label":
+        rows = rng.random(len(out)) < 0.01
+        out[spec.target] = out[spec.target].where(~rows, 2)
+        return out
+    if kind == "duplicate_flood":
+        # a loader that replays half of the rows: every replayed row now has a twin
+        replayed = out.sample(frac=0.5, random_state=seed)
+        return pd.concat([out, replayed], ignore_index=True)
     if kind == "wrong_type":
         out[numeric] = out[numeric].map(lambda v: f"{v:.1f} units")
         return out

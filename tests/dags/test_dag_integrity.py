@@ -48,9 +48,8 @@ def test_dag_files_parse_fast_and_light():
 def test_nightly_retrain_shape(dagbag):
     dag = dagbag.dags["nightly_retrain"]
     assert dag.catchup is False and dag.max_active_runs == 1
-    assert {t.task_id for t in dag.tasks} == {
-        "sync", "validate", "prepare", "tune", "train", "evaluate", "gate", "register", "report"}
-    order = ["sync", "validate", "prepare", "tune", "train", "evaluate", "gate", "register", "report"]
+    order = ["sync", "validate", "drift", "prepare", "tune", "train", "evaluate", "gate", "register", "report"]
+    assert {t.task_id for t in dag.tasks} == set(order)
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids
     assert dag.get_task("report").trigger_rule == "all_done"
@@ -69,7 +68,8 @@ def test_params_are_typed_and_documented(dagbag):
 @pytest.mark.parametrize("name, value", [
     ("dataset", "not_declared"), ("tuning_trials", 0), ("tuning_trials", "many"),
     ("absolute_thresholds", {"roc_auc": "high"}), ("absolute_thresholds", {"bogus_metric": 0.5}),
-    ("tuning_sampler", "grid-of-doom"),
+    ("tuning_sampler", "grid-of-doom"), ("drift_action", "panic"), ("drift_thresholds", {"psi": -1}),
+    ("drift_thresholds", {"wasserstein": 0.1}), ("drift_thresholds", {"ks": 2}),
 ])
 def test_invalid_param_values_are_refused(dagbag, name, value):
     from airflow.sdk.definitions.param import ParamsDict
@@ -100,3 +100,22 @@ def test_storage_sync_refuses_bad_params(dagbag, name, value):
     with pytest.raises(ParamValidationError):
         params[name] = value
         params.validate()
+
+
+@pytest.mark.parametrize("name, value", [
+    ("source_uri", "ftp://host/x"), ("source_uri", ""), ("suite", "../../etc/passwd"), ("suite", "no_such_suite"),
+    ("data_docs", "sometimes"),
+])
+def test_data_validation_refuses_bad_params(dagbag, name, value):
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = ParamsDict(dagbag.dags["data_validation"].params)
+    with pytest.raises(ParamValidationError):
+        params[name] = value
+        params.validate()
+
+
+def test_data_validation_offers_every_committed_suite(dagbag):
+    suites = dagbag.dags["data_validation"].params.get_param("suite").schema["enum"]
+    assert sorted(p.stem for p in (ROOT / "expectations" / "suites").glob("*.json")) == suites

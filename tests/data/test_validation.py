@@ -6,10 +6,10 @@ import pytest
 
 from ml_tasks.datasets import ACS_EMPLOYMENT, SYNTHETIC, acs_employment, synthetic
 from ml_tasks.datasets.corruption import CORRUPTIONS, corrupt
-from ml_tasks.errors import DataError, DataValidationError, UnreadableDataError
+from ml_tasks.errors import ConfigError, DataError, DataValidationError, UnreadableDataError, UnsafePathError
 from ml_tasks.io import read_drop
 from ml_tasks.settings import EXPECTATIONS_DIR
-from ml_tasks.validation import bootstrap_suite, validate_drop
+from ml_tasks.validation import bootstrap_suite, validate_drop, validate_uri
 
 
 def _land(folder, frame, name="part-000.parquet"):
@@ -43,8 +43,10 @@ def test_each_corruption_is_stopped_with_the_column_named(ratchet_home, tmp_path
         validate_drop(uri, "synthetic", kind)
     message = str(caught.value)
     assert "expect_" in message and "Data Docs:" in message
-    column = SYNTHETIC.categorical_features[0] if kind in ("missing_column", "unseen_category") else "x0"
-    assert column in message
+    named = {"missing_column": SYNTHETIC.categorical_features[0], "unseen_category": SYNTHETIC.categorical_features[0],
+             "extra_column": "comment", "reordered_columns": "expect_table_columns_to_match_ordered_list",
+             "unseen_label": "'label'", "duplicate_flood": "expect_compound_columns_to_be_unique"}
+    assert named.get(kind, "'x0'") in message
     assert caught.value.failures
 
 
@@ -52,6 +54,51 @@ def test_real_acs_years_pass_their_suite(ratchet_home, tmp_path):
     frame = acs_employment.load_year(2018)
     outcome = validate_drop(_land(tmp_path / "2018", frame), "acs_employment", "acs2018")
     assert outcome.success and outcome.rows == len(frame) > 50_000
+
+
+def test_volume_explosion_and_duplicate_flood_of_real_data_are_stopped(ratchet_home, tmp_path):
+    import pandas as pd
+
+    year = acs_employment.load_year(2018)
+    uri = _land(tmp_path / "x3", pd.concat([year, year, year], ignore_index=True))
+    with pytest.raises(DataValidationError) as caught:
+        validate_drop(uri, "acs_employment", "x3")
+    kinds = {f["expectation"] for f in caught.value.failures}
+    assert {"expect_table_row_count_to_be_between", "expect_compound_columns_to_be_unique"} <= kinds
+
+
+def test_messages_name_counts_and_examples_never_rows(ratchet_home, tmp_path):
+    frame = corrupt(synthetic.generate(3000, seed=2), SYNTHETIC, "out_of_range")
+    with pytest.raises(DataValidationError) as caught:
+        validate_drop(_land(tmp_path / "bad", frame), "synthetic", "bad")
+    (failure,) = [f for f in caught.value.failures if f["expectation"] == "expect_column_values_to_be_between"]
+    assert failure["column"] == "x0" and failure["unexpected_count"] > 0 and len(failure["examples"]) <= 5
+    assert "channel" not in str(caught.value).split("Data Docs:")[0].split("x0")[1]  # no other column of the rows
+
+
+def test_data_docs_policy_builds_them_only_when_asked(ratchet_home, tmp_path):
+    good = _land(tmp_path / "good", synthetic.generate(1000, seed=3))
+    outcome = validate_drop(good, "synthetic", "quiet", data_docs="on_failure")
+    assert outcome.success and outcome.data_docs_uri == ""
+    assert not (ratchet_home / "gx" / "data_docs" / "synthetic" / "quiet").exists()
+    bad = _land(tmp_path / "bad", corrupt(synthetic.generate(1000, seed=3), SYNTHETIC, "nulls"))
+    with pytest.raises(DataValidationError, match="Data Docs: file://"):
+        validate_drop(bad, "synthetic", "loud", data_docs="on_failure")
+    assert (ratchet_home / "gx" / "data_docs" / "synthetic" / "loud" / "index.html").is_file()
+
+
+def test_validate_uri_checks_any_drop_against_any_suite(ratchet_home, tmp_path):
+    uri = _land(tmp_path / "drop", synthetic.generate(1000, seed=4))
+    outcome = validate_uri(uri, "synthetic", "manual__1")
+    assert outcome.success and outcome.suite == "synthetic"
+    with pytest.raises(ConfigError, match="not found"):
+        validate_uri(uri, "no_such_suite", "manual__2")
+
+
+@pytest.mark.parametrize("suite", ["../synthetic", "/etc/passwd", "a/b", "..", ""])
+def test_suite_names_from_outside_are_refused(ratchet_home, tmp_path, suite):
+    with pytest.raises(UnsafePathError):
+        validate_uri((tmp_path).as_uri(), suite, "run")
 
 
 def test_volume_collapse_is_stopped(ratchet_home, tmp_path):

@@ -1,0 +1,76 @@
+"""data_validation: validate any drop against any committed Great Expectations suite, on demand.
+
+Wiring only: the task is one call into `ml_tasks.validation.validate_uri`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+# The suites committed beside this repo's DAGs, read from the folder (no GX import) so the form lists them.
+SUITES = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "expectations" / "suites").glob("*.json"))
+
+DOC = """
+### Data validation
+Runs a committed expectation suite (`expectations/suites/<suite>.json`, with its
+checkpoint in `expectations/checkpoints/`) on a folder of CSV/Parquet files, the
+same way `nightly_retrain`'s **validate** task does, so a data engineer can check
+a drop before the nightly run sees it.
+
+* **source_uri**: `file:///path`, `s3://bucket/prefix` or `hdfs://namenode:port/path`;
+  remote drops are mirrored into `RATCHET_HOME/staging/_validation/` first.
+* A failure fails the task with every failed expectation, its column, counts and a
+  few example values (never whole rows), and the link to this run's Data Docs.
+* **data_docs**: `always`, `on_failure` or `never` (the suite's checkpoint decides by default).
+"""
+
+
+@dag(
+    dag_id="data_validation",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    doc_md=DOC,
+    tags=["ratchet", "data-quality"],
+    default_args={"owner": "ratchet", "retries": 1},
+    params={
+        "source_uri": Param("file:///", type="string", pattern=r"^(file|s3|hdfs)://.+", maxLength=2048,
+                            title="Drop to validate",
+                            description="Folder of CSV/Parquet files: file://, s3://bucket/prefix or hdfs://..."),
+        "suite": Param(SUITES[0] if SUITES else "", type="string", enum=SUITES, title="Expectation suite",
+                       description="A suite committed in expectations/suites/."),
+        "data_docs": Param("checkpoint", type="string", enum=["checkpoint", "always", "on_failure", "never"],
+                           title="Build Data Docs", description="checkpoint: as the suite's committed checkpoint says."),
+        "s3_conn_id": Param("ratchet_s3", type="string", title="S3 Connection id"),
+        "hdfs_conn_id": Param("ratchet_hdfs", type="string", title="HDFS Connection id"),
+    },
+)
+def data_validation() -> None:
+    @task
+    def validate() -> dict[str, Any]:
+        from airflow.sdk import get_current_context
+        from airflow.sdk.exceptions import AirflowFailException
+        from ratchet_airflow.connections import storage_options
+
+        from ml_tasks.config import run_key_for
+        from ml_tasks.errors import PERMANENT_ERRORS
+        from ml_tasks.validation import validate_uri
+
+        context = get_current_context()
+        params = context["params"]
+        run_key = run_key_for(None, context["dag_run"].run_id)
+        options = storage_options(params["s3_conn_id"], params["hdfs_conn_id"])
+        docs = None if params["data_docs"] == "checkpoint" else params["data_docs"]
+        try:
+            return validate_uri(params["source_uri"], params["suite"], run_key, options, data_docs=docs).to_dict()
+        except PERMANENT_ERRORS as exc:
+            raise AirflowFailException(str(exc)) from exc  # the same drop fails the same way: no retry
+
+    validate()
+
+
+data_validation()
