@@ -25,33 +25,47 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import bench_line, best_of
 
 ROWS = int(os.environ.get("BENCH_VALIDATION_ROWS", "5000000"))
+SCALE_COLUMNS = 30
+SCALE_PROBE = """
+import os, resource, sys, time
+from ml_tasks.validation import validate_drop
+start = time.perf_counter()
+outcome = validate_drop(sys.argv[1], None, "scale", suite="bench_scale")
+assert outcome.success, outcome.failures
+print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
 TARGET = 1 / 3  # GE at most 3x the hand-written checks
 
 
-def wide_frame(rows: int) -> Any:
+def wide_frame(rows: int, numeric: int = 14, categorical: int = 5) -> Any:
     import numpy as np
     import pandas as pd
 
     rng = np.random.default_rng(1)
-    columns: dict[str, Any] = {f"n{i:02d}": rng.normal(loc=i, scale=1.0 + i / 10, size=rows) for i in range(14)}
-    for i in range(5):
+    columns: dict[str, Any] = {f"n{i:02d}": rng.normal(loc=i, scale=1.0 + i / 10, size=rows) for i in range(numeric)}
+    for i in range(categorical):
         levels = np.asarray([f"level_{i}_{k}" for k in range(4 + i)], dtype=object)
         columns[f"c{i}"] = pd.array(levels[rng.integers(0, len(levels), rows)], dtype="str")
     columns["label"] = rng.integers(0, 2, rows)
     return pd.DataFrame(columns)
 
 
-def twenty_expectations(frame: Any) -> dict[str, Any]:
+def full_suite(frame: Any, name: str) -> dict[str, Any]:
+    """What `ratchet expectations bootstrap` writes for this frame."""
     from ml_tasks.datasets import DatasetSpec
     from ml_tasks.validation import bootstrap_suite
 
     spec = DatasetSpec(
-        name="bench_wide", description="bench", target="label",
+        name=name, description="bench", target="label",
         numeric_features=tuple(c for c in frame.columns if c.startswith("n")),
         categorical_features=tuple(c for c in frame.columns if c.startswith("c")),
-        suite="bench_wide", registered_model="bench_wide",
+        suite=name, registered_model=name,
     )
-    full = bootstrap_suite(spec, frame)["expectations"]
+    return bootstrap_suite(spec, frame)
+
+
+def twenty_expectations(frame: Any) -> dict[str, Any]:
+    full = full_suite(frame, "bench_wide")["expectations"]
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for e in full:
         by_kind.setdefault(e["type"], []).append(e)
@@ -152,6 +166,30 @@ def main() -> None:
                           "basic_no_docs": verdicts_s, "ours": ours_s, "ours_with_failure": ours_broken_s}))
         bench_line(f"validation.ge_suite_{ROWS}x20_20_expectations", ours_s, hand_s, target=TARGET)
         bench_line(f"validation.ge_suite_{ROWS}x20_with_failures", ours_broken_s, hand_broken_s, target=TARGET)
+        frame = broken = None  # free 1.5 GB before the scale run
+        scale(Path(tmp))
+
+
+def scale(tmp: Path) -> None:
+    """Scale: a 5M x 30 Parquet drop through `validate_drop` with its whole bootstrapped suite, in a fresh process."""
+    import subprocess
+
+    from ml_tasks.validation import write_suite
+
+    frame = wide_frame(ROWS, numeric=SCALE_COLUMNS - 8, categorical=7)
+    data_bytes = int(frame.memory_usage(deep=True).sum())
+    suite = full_suite(frame, "bench_scale")
+    write_suite(suite)
+    drop = tmp / "scale_drop"
+    drop.mkdir()
+    frame.to_parquet(drop / "part-000.parquet", index=False)
+    del frame
+    out = subprocess.run([sys.executable, "-c", SCALE_PROBE, drop.as_uri()], capture_output=True, text=True, check=True)
+    seconds, peak = (float(v) for v in out.stdout.strip().splitlines()[-1].split())
+    print(f"# scale: {ROWS} rows x {SCALE_COLUMNS} columns ({data_bytes / 2**30:.2f} GiB in memory), "
+          f"{len(suite['expectations'])} expectations, read + validate in {seconds:.1f}s, peak RSS {peak / 2**30:.2f} GiB")
+    bench_line(f"validation.memory_{ROWS}x{SCALE_COLUMNS}_3x_data_over_peak_rss", 3 * data_bytes / 2**20, peak / 2**20,
+               target=1.0, unit="MiB", higher_is_better=True)
 
 
 if __name__ == "__main__":
