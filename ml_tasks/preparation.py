@@ -1,16 +1,32 @@
 """Clean, split and transform a validated drop into train/val/test sets.
 
 The split is stratified and seeded, so the same drop always gives the same
-rows; the transform is fitted on the training split only. The test split is
-also kept raw, so the candidate and the champion (each with its own
-transform) are scored on exactly the same held-out rows.
+rows; the transform (imputed values, clip bounds, scaling, vocabularies) is
+fitted on the training split only and saved beside the sets, so serving
+applies the same transform. The test split is also kept raw, so the candidate
+and the champion (each with its own transform) are scored on exactly the same
+held-out rows. Cleaning follows the policies the data set declares, and every
+row dropped, value imputed and value clipped is counted in the report.
+
+Augmentation (noise copies, SMOTE-style oversampling) touches the training
+split only, after the split, so validation and test stay real rows.
+
+Scale: a drop of millions of rows is read one declared column at a time
+(Parquet is columnar), held as one float64 array per numeric and int32 codes
+per categorical, cleaned with boolean masks, split with index arrays, and each
+split transformed column by column into one preallocated float32 matrix that
+goes to Parquet without a pandas copy. Peak memory stays within a small
+multiple of the data's own size.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_tasks.config import RunContext
@@ -24,17 +40,32 @@ from ml_tasks.constants import (
     VALIDATION_SPLIT_FILE,
 )
 from ml_tasks.datasets import DatasetSpec, get_dataset
-from ml_tasks.errors import DataError
-from ml_tasks.io import atomic_dir, read_drop, write_json
-from ml_tasks.transform import FittedTransform
+from ml_tasks.errors import ConfigError, DataError, UnreadableDataError
+from ml_tasks.io import atomic_dir, data_files, read_table, write_json
+from ml_tasks.transform import FittedTransform, category_text, fit_categorical, fit_numeric, outlier_bounds, standardise_into
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 MIN_ROWS_PER_SPLIT = 20
+# One row per row of train.parquet: its cross-validation fold, and whether augmentation made it.
+FOLDS_FILE = "folds.parquet"
+FOLD_COLUMN = "fold"
+AUGMENTED_COLUMN = "augmented"
+# Augmentation parameters, each group off unless named in `prepare(augment=...)`.
+# noise: `copies` noisy copies of a `fraction` of the training rows, Gaussian noise of `scale` train std.
+# smote: every class below `ratio` x the largest class gets rows interpolated between one of its rows and one
+# of its `k` nearest same-class neighbours, searched among at most `sample` rows (so it scales).
+AUGMENT_DEFAULTS: dict[str, dict[str, float]] = {
+    "noise": {"copies": 1, "fraction": 1.0, "scale": 0.05},
+    "smote": {"ratio": 1.0, "k": 5, "sample": 20_000},
+}
+_MISSING_LABEL_HASH_KEY = "\x00missing"
 
 
 @dataclass(frozen=True)
@@ -51,13 +82,275 @@ class PreparedData:
     test_rows: int
     n_features: int
     positive_rate: float
+    # Rows dropped because a feature was missing (policy "drop_row"), and training rows dropped as outliers.
+    missing_rows_dropped: int = 0
+    outlier_rows_dropped: int = 0
+    imputed_per_column: dict[str, int] = field(default_factory=dict)
+    clipped_per_column: dict[str, int] = field(default_factory=dict)
+    # Training values beyond the outlier bounds (policies "clip" and "drop_row").
+    outliers_per_column: dict[str, int] = field(default_factory=dict)
+    # Rows augmentation added to train.parquet (included in train_rows), per method.
+    augmented_rows: dict[str, int] = field(default_factory=dict)
+    cv_folds: int = 0
+    # A content hash of each prepared set as written (features and labels).
+    split_fingerprints: dict[str, str] = field(default_factory=dict)
+    policies: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+@dataclass
+class _Category:
+    codes: np.ndarray  # int32 per row, -1 where missing
+    labels: list[str]  # the category text of each code
+    dictionary: pa.Array  # the raw value of each code, to write the raw test rows with their own types
+    raw_type: pa.DataType
+
+
+@dataclass
+class _Columns:
+    """The declared columns of a drop: one array each, no frame."""
+
+    n_rows: int
+    numeric: dict[str, np.ndarray]  # float64, NaN where missing
+    numeric_types: dict[str, pa.DataType]
+    categorical: dict[str, _Category]
+    target: np.ndarray  # float64, NaN where missing
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _open_sources(folder: Path, spec: DatasetSpec) -> list[Any]:
+    """Each data file as a Parquet reader (columns read on demand) or, for CSV, a table of the declared columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = data_files(folder)
+    if not files:
+        raise DataError(f"{folder}: no CSV or Parquet files in the drop")
+    sources: list[Any] = []
+    first_columns: list[str] | None = None
+    for path in files:
+        source: Any
+        if path.suffix.lower() == ".csv":
+            frame = read_table(path)
+            columns = [str(c) for c in frame.columns]
+            _require_columns(columns, spec)
+            try:
+                source = pa.Table.from_pandas(frame[list(spec.columns)], preserve_index=False)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise DataError(f"{path.name}: columns of mixed types: {exc}") from exc
+        else:
+            try:
+                schema = pq.read_schema(path)
+                # String categoricals come as dictionaries: int32 codes, not one string per row.
+                strings = [c for c in spec.categorical_features if c in schema.names
+                           and (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type))]
+                source = pq.ParquetFile(path, read_dictionary=strings)
+                rows = source.metadata.num_rows
+            except Exception:  # read_table names the file and the cause
+                read_table(path)
+                raise
+            if rows == 0:
+                read_table(path)  # raises "has a header but no rows"
+                raise UnreadableDataError(f"{path.name}: has a header but no rows")
+            columns = [n for n in source.schema_arrow.names if not n.startswith("__index_level_")]
+        if first_columns is None:
+            first_columns = columns
+            _require_columns(columns, spec)
+        elif columns != first_columns:
+            missing = sorted(set(first_columns) - set(columns))
+            extra = sorted(set(columns) - set(first_columns))
+            raise DataError(f"{path.name}: columns differ from {files[0].name} (missing {missing}, extra {extra}, or reordered)")
+        sources.append((path, source))
+    return sources
+
+
+def _require_columns(columns: list[str], spec: DatasetSpec) -> None:
+    missing = [c for c in spec.columns if c not in columns]
+    if missing:
+        raise DataError(f"drop lacks declared columns {missing} of dataset {spec.name!r}")
+
+
+def _read_column(sources: list[Any], name: str) -> pa.ChunkedArray:
+    """One column of every file, as one chunked array (no copy across files)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    parts: list[pa.ChunkedArray] = []
+    for path, source in sources:
+        if isinstance(source, pa.Table):
+            parts.append(source.column(name))
+            continue
+        try:
+            table = source.read(columns=[name])
+        except Exception as exc:
+            raise UnreadableDataError(f"{path.name}: column {name!r} not readable as Parquet: {type(exc).__name__}: {exc}") from exc
+        parts.append(table.column(0))
+    try:
+        return pa.chunked_array([chunk for part in parts for chunk in part.chunks], type=parts[0].type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        # Files disagree on the column's type (int in one, float in another): unify as pandas' concat would.
+        series = pd.concat([part.to_pandas() for part in parts], ignore_index=True)
+        return pa.chunked_array([pa.array(series, from_pandas=True)])
+
+
+def _as_float64(column: pa.ChunkedArray, name: str) -> np.ndarray:
+    import numpy as np
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    try:
+        floats = column.cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise DataError(f"numeric column {name!r} holds non-numeric values: {exc}") from exc
+    return np.asarray(floats.to_numpy(), dtype="float64")
+
+
+def _categories(column: pa.ChunkedArray) -> _Category:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    raw_type = column.type
+    if pa.types.is_dictionary(raw_type):
+        raw_type = raw_type.value_type
+    elif pa.types.is_boolean(raw_type):
+        column = column.cast(pa.int8())
+    combined = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    del column
+    encoded = combined if pa.types.is_dictionary(combined.type) else pc.dictionary_encode(combined)
+    del combined
+    codes = np.asarray(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int32)
+    labels = [category_text(v) for v in encoded.dictionary.to_pylist()]
+    return _Category(codes=codes, labels=labels, dictionary=encoded.dictionary, raw_type=raw_type)
+
+
+def read_columns(folder: Path, spec: DatasetSpec) -> _Columns:
+    """The declared columns of a drop, one column read at a time; unreadable files raise naming the file."""
+    import pyarrow as pa
+
+    sources = _open_sources(folder, spec)
+    numeric: dict[str, np.ndarray] = {}
+    numeric_types: dict[str, pa.DataType] = {}
+    for name in spec.numeric_features:
+        column = _read_column(sources, name)
+        numeric_types[name] = column.type
+        numeric[name] = _as_float64(column, name)
+        del column
+        pa.default_memory_pool().release_unused()
+    categorical = {name: _categories(_read_column(sources, name)) for name in spec.categorical_features}
+    target_column = _read_column(sources, spec.target)
+    try:
+        target = _as_float64(target_column, spec.target)
+    except DataError as exc:
+        raise DataError(f"target {spec.target!r} is not a 0/1 label: {exc}") from exc
+    pa.default_memory_pool().release_unused()
+    n_rows = len(target)
+    log.info("read %s rows of %s declared columns from %s files in %s", n_rows, len(spec.columns), len(sources), folder)
+    return _Columns(n_rows=n_rows, numeric=numeric, numeric_types=numeric_types, categorical=categorical, target=target)
+
+
+# ---------------------------------------------------------------- cleaning
+
+
+def _row_hashes(columns: _Columns) -> np.ndarray:
+    """A 64-bit hash per row over every declared column: equal rows, equal hashes."""
+    import numpy as np
+    from pandas.util import hash_array
+
+    hashes = np.zeros(columns.n_rows, dtype=np.uint64)
+
+    def mix(values: np.ndarray, position: int) -> None:
+        np.bitwise_xor(hashes, values, out=hashes)
+        np.multiply(hashes, np.uint64(1099511628211 + 2 * position), out=hashes)
+
+    position = 0
+    for values in columns.numeric.values():
+        mix(hash_array(values), position)
+        position += 1
+    for category in columns.categorical.values():
+        label_hashes = hash_array(np.asarray([*category.labels, _MISSING_LABEL_HASH_KEY], dtype=object))
+        mix(label_hashes[category.codes], position)  # code -1 takes the last: missing
+        position += 1
+    mix(hash_array(columns.target), position)
+    return hashes
+
+
+def _duplicate_rows(columns: _Columns, hashes: np.ndarray) -> np.ndarray:
+    """Positions of rows equal to an earlier row; hash matches are confirmed on the values, so collisions cannot drop rows."""
+    import numpy as np
+    import pandas as pd
+
+    candidates = np.flatnonzero(pd.Series(hashes, copy=False).duplicated(keep=False).to_numpy())
+    if candidates.size == 0:
+        return candidates
+    values: dict[str, Any] = {f"n{i}": v[candidates] for i, v in enumerate(columns.numeric.values())}
+    values |= {f"c{i}": c.codes[candidates] for i, c in enumerate(columns.categorical.values())}
+    values["target"] = columns.target[candidates]
+    return candidates[pd.DataFrame(values).duplicated(keep="first").to_numpy()]
+
+
+def _clean_rows(columns: _Columns, spec: DatasetSpec, hashes: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    """Positions of the rows kept, in drop order, and what was dropped: duplicates, missing targets, then missing features."""
+    import numpy as np
+
+    keep = np.ones(columns.n_rows, dtype=bool)
+    counts = {"duplicates_dropped": 0, "missing_target_dropped": 0, "missing_rows_dropped": 0}
+    if spec.drop_duplicates:
+        duplicates = _duplicate_rows(columns, hashes)
+        keep[duplicates] = False
+        counts["duplicates_dropped"] = int(duplicates.size)
+    missing_target = np.isnan(columns.target) & keep
+    counts["missing_target_dropped"] = int(np.count_nonzero(missing_target))
+    keep &= ~missing_target
+    del missing_target
+    groups = (
+        (spec.numeric_missing, lambda: ((n, np.isnan(v)) for n, v in columns.numeric.items())),
+        (spec.categorical_missing, lambda: ((n, c.codes < 0) for n, c in columns.categorical.items())),
+    )
+    for policy, masks in groups:
+        if policy == "fail":
+            found = {name: int(np.count_nonzero(mask & keep)) for name, mask in masks()}
+            found = {name: n for name, n in found.items() if n}
+            if found:
+                raise DataError(f"dataset {spec.name!r} declares missing values a failure; found {found}")
+        elif policy == "drop_row":
+            for _, mask in masks():
+                dropped = mask & keep
+                counts["missing_rows_dropped"] += int(np.count_nonzero(dropped))
+                keep &= ~dropped
+    return np.flatnonzero(keep), counts
+
+
+def split_positions(labels: np.ndarray, target: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified, seeded train/val/test positions (70/15/15) into `labels`."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2:
+        raise DataError(f"target {target!r} has a single class ({labels[0]!r}); nothing to learn")
+    if counts.min() < MIN_ROWS_PER_SPLIT:
+        raise DataError(f"target {target!r}: the rarest class has fewer than {MIN_ROWS_PER_SPLIT} rows")
+    positions = np.arange(len(labels))
+    train, rest = train_test_split(positions, test_size=1 - SPLIT_FRACTIONS[0], stratify=labels, random_state=seed)
+    val, test = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=seed)
+    return train, val, test
+
+
+def split(frame: pd.DataFrame, target: str, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Stratified, seeded train/val/test split (70/15/15) of a frame."""
+    train, val, test = split_positions(frame[target].to_numpy(), target, seed)
+    return (frame.iloc[train].reset_index(drop=True), frame.iloc[val].reset_index(drop=True),
+            frame.iloc[test].reset_index(drop=True))
+
+
 def fingerprint(frame: pd.DataFrame) -> str:
-    """A content hash of the cleaned data: same rows, columns and types, same hash."""
+    """A content hash of a frame: same rows, columns and types, same hash."""
     import pandas as pd
 
     digest = hashlib.sha256()
@@ -66,106 +359,410 @@ def fingerprint(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def clean(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, dict[str, int]]:
-    missing = [c for c in spec.columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"drop lacks declared columns {missing} of dataset {spec.name!r}")
-    out = frame[list(spec.columns)]
-    counts = {"duplicates_dropped": 0, "missing_target_dropped": 0, "missing_values_imputed": 0}
-    if spec.drop_duplicates:
-        before = len(out)
-        out = out.drop_duplicates()
-        counts["duplicates_dropped"] = before - len(out)
-    before = len(out)
-    out = out[out[spec.target].notna()]
-    counts["missing_target_dropped"] = before - len(out)
-    counts["missing_values_imputed"] = int(out[list(spec.features)].isna().sum().sum())
-    out = out.reset_index(drop=True)
-    out[spec.target] = out[spec.target].astype("int64")
-    return out, counts
+def _data_fingerprint(spec: DatasetSpec, hashes: np.ndarray, rows: np.ndarray) -> str:
+    """The content hash of the cleaned rows: the declared columns by kind, then every kept row's hash in order."""
+    digest = hashlib.sha256()
+    digest.update(repr([spec.numeric_features, spec.categorical_features, spec.target]).encode())
+    digest.update(hashes[rows].tobytes())
+    return digest.hexdigest()
 
 
-def split(frame: pd.DataFrame, target: str, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Stratified, seeded train/val/test split (70/15/15)."""
-    from sklearn.model_selection import train_test_split
+def _outliers(columns: _Columns, spec: DatasetSpec,
+              train: np.ndarray) -> tuple[dict[str, tuple[float, float]], dict[str, int], np.ndarray]:
+    """Bounds per numeric from the training rows, the training values beyond them, and the training rows to drop."""
+    import numpy as np
 
-    labels = frame[target]
-    if labels.nunique() < 2:
-        raise DataError(f"target {target!r} has a single class ({labels.iloc[0]!r}); nothing to learn")
-    if labels.value_counts().min() < MIN_ROWS_PER_SPLIT:
-        raise DataError(f"target {target!r}: the rarest class has fewer than {MIN_ROWS_PER_SPLIT} rows")
-    train, rest = train_test_split(frame, test_size=1 - SPLIT_FRACTIONS[0], stratify=labels, random_state=seed)
-    val, test = train_test_split(rest, test_size=0.5, stratify=rest[target], random_state=seed)
-    return train.reset_index(drop=True), val.reset_index(drop=True), test.reset_index(drop=True)
-
-
-def _matrix_frame(transform: FittedTransform, part: pd.DataFrame, target: str) -> pd.DataFrame:
-    import pandas as pd
-
-    matrix = pd.DataFrame(transform.apply(part), columns=transform.feature_names)
-    matrix[target] = part[target].to_numpy()
-    return matrix
+    bounds: dict[str, tuple[float, float]] = {}
+    beyond: dict[str, int] = {}
+    drop = np.zeros(len(train), dtype=bool)
+    for name, values in columns.numeric.items():
+        train_values = values[train]
+        low, high = outlier_bounds(train_values, spec.outlier_method, spec.outlier_quantiles, spec.outlier_iqr_factor)
+        bounds[name] = (low, high)
+        outside = (train_values < low) | (train_values > high)
+        beyond[name] = int(np.count_nonzero(outside))
+        if spec.outliers == "drop_row":
+            drop |= outside
+    return bounds, beyond, drop
 
 
-def prepare(ctx: RunContext, staging_uri: str, seed: int = 0) -> PreparedData:
-    """Read the staged drop, clean, split, fit the transform, write the prepared sets."""
+# ---------------------------------------------------------------- transforming and writing
+
+
+def _transform_into(transform: FittedTransform, columns: _Columns, rows: np.ndarray, out: np.ndarray,
+                    imputed: dict[str, int], clipped: dict[str, int], numeric: bool = True) -> None:
+    """The transform of the given rows, column by column, into the float32 matrix `out` (categoricals only if not `numeric`)."""
+    import numpy as np
+
+    for j, name in enumerate(transform.numeric if numeric else ()):
+        values = np.take(columns.numeric[name], rows)
+        imputed[name] += int(np.count_nonzero(np.isnan(values)))
+        clipped[name] += transform.numeric_into(j, values, out[:, j])
+    offset = len(transform.numeric)
+    for k, (name, vocab) in enumerate(transform.categorical):
+        category = columns.categorical[name]
+        codes = np.take(category.codes, rows)
+        imputed[name] += int(np.count_nonzero(codes < 0))
+        transform.one_hot_into(k, codes, category.labels, out[:, offset:offset + len(vocab)])
+        offset += len(vocab)
+
+
+def _write_matrix(path: Path, names: list[str], n_numeric: int, matrix: np.ndarray, labels: np.ndarray, target: str) -> str:
+    """Write features and labels to Parquet straight from numpy; returns their content hash."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    digest = hashlib.sha256()
+    digest.update(repr(names).encode())
+    digest.update(matrix.T.data if matrix.flags.f_contiguous else matrix.T.tobytes())
+    digest.update(labels.data)
+    table = pa.Table.from_arrays([*(pa.array(matrix[:, j]) for j in range(matrix.shape[1])), pa.array(labels)],
+                                 names=[*names, target])
+    # Dictionary encoding only pays for one-hot columns (a few distinct values); standardised floats hardly
+    # compress, so they go uncompressed: half the write time, a smaller file than snappy on everything.
+    pq.write_table(table, path, use_dictionary=names[n_numeric:], compression="none")
+    del table
+    pa.default_memory_pool().release_unused()
+    return digest.hexdigest()
+
+
+def _write_raw(path: Path, columns: _Columns, spec: DatasetSpec, rows: np.ndarray, labels: np.ndarray) -> None:
+    """The given rows of the declared columns with their drop's types, as test_raw for evaluation."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays: list[pa.Array] = []
+    for name in spec.numeric_features:
+        values = np.take(columns.numeric[name], rows)
+        array = pa.array(values, mask=np.isnan(values))
+        raw_type = columns.numeric_types[name]
+        if raw_type != pa.float64() and (pa.types.is_integer(raw_type) or pa.types.is_floating(raw_type)):
+            array = array.cast(raw_type)
+        arrays.append(array)
+    for name in spec.categorical_features:
+        category = columns.categorical[name]
+        codes = np.take(category.codes, rows)
+        array = pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), category.dictionary).dictionary_decode()
+        arrays.append(array.cast(category.raw_type) if array.type != category.raw_type else array)
+    arrays.append(pa.array(labels))
+    pq.write_table(pa.Table.from_arrays(arrays, names=list(spec.columns)), path)
+
+
+# ---------------------------------------------------------------- augmentation and folds
+
+
+def _augment_plan(augment: dict[str, Any] | None) -> dict[str, dict[str, float]]:
+    plan: dict[str, dict[str, float]] = {}
+    for method, params in (augment or {}).items():
+        if method not in AUGMENT_DEFAULTS:
+            raise ConfigError(f"unknown augmentation {method!r}; known: {', '.join(AUGMENT_DEFAULTS)}")
+        params = dict(params or {})
+        unknown = sorted(set(params) - set(AUGMENT_DEFAULTS[method]))
+        if unknown:
+            raise ConfigError(f"augmentation {method!r}: unknown parameters {unknown}; known: {sorted(AUGMENT_DEFAULTS[method])}")
+        plan[method] = {**AUGMENT_DEFAULTS[method], **{k: float(v) for k, v in params.items()}}
+    noise, smote = plan.get("noise"), plan.get("smote")
+    if noise and not (noise["copies"] >= 0 and 0 < noise["fraction"] <= 1 and noise["scale"] >= 0):
+        raise ConfigError(f"augmentation noise: copies >= 0, 0 < fraction <= 1, scale >= 0; got {noise}")
+    if smote and not (0 < smote["ratio"] <= 1 and smote["k"] >= 1 and smote["sample"] >= 2):
+        raise ConfigError(f"augmentation smote: 0 < ratio <= 1, k >= 1, sample >= 2; got {smote}")
+    return plan
+
+
+def _smote_counts(labels: np.ndarray, ratio: float) -> dict[int, int]:
+    """Rows to add per class so every class reaches `ratio` x the largest one."""
+    import numpy as np
+
+    classes, counts = np.unique(labels, return_counts=True)
+    goal = math.ceil(ratio * int(counts.max()))
+    return {int(c): goal - int(n) for c, n in zip(classes, counts, strict=True) if n < goal}
+
+
+def _noise_into(matrix: np.ndarray, labels: np.ndarray, n_real: int, start: int, plan: dict[str, float], n_numeric: int,
+                rng: np.random.Generator, base: np.ndarray) -> int:
+    """Noisy copies of real training rows into rows start.. of `matrix`; numerics are standardised, so noise of
+    `scale` is `scale` x each feature's train std."""
+    import numpy as np
+
+    per_copy = math.ceil(plan["fraction"] * n_real)
+    at = start
+    for _ in range(int(plan["copies"])):
+        rows = np.sort(rng.permutation(n_real)[:per_copy]) if per_copy < n_real else np.arange(n_real)
+        block = slice(at, at + len(rows))
+        for j in range(matrix.shape[1]):
+            matrix[block, j] = matrix[rows, j]
+            if j < n_numeric and plan["scale"] > 0:
+                matrix[block, j] += rng.normal(0.0, plan["scale"], size=len(rows)).astype("float32")
+        labels[block] = labels[rows]
+        base[block] = rows
+        at += len(rows)
+    return at - start
+
+
+def _smote_into(matrix: np.ndarray, labels: np.ndarray, n_real: int, start: int, plan: dict[str, float], n_numeric: int,
+                rng: np.random.Generator, base: np.ndarray) -> int:
+    """SMOTE-style rows into rows start.. of `matrix`: numerics interpolated between a row of the class and one of
+    its k nearest same-class neighbours (in standardised units), categoricals copied from that row."""
+    import numpy as np
+    from sklearn.neighbors import NearestNeighbors
+
+    at = start
+    for cls, n_new in sorted(_smote_counts(labels[:n_real], plan["ratio"]).items()):
+        pool = np.flatnonzero(labels[:n_real] == cls)
+        if len(pool) > plan["sample"]:
+            pool = np.sort(rng.choice(pool, size=int(plan["sample"]), replace=False))
+        picks = rng.integers(len(pool), size=n_new)
+        k = min(int(plan["k"]), len(pool) - 1)
+        if n_numeric and k >= 1:
+            features = np.ascontiguousarray(matrix[pool, :n_numeric])
+            _, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(features).kneighbors(features)
+            partner = neighbours[picks, rng.integers(1, k + 1, size=n_new)]
+            gap = rng.random(n_new).astype("float32")
+        else:
+            partner, gap = picks, np.zeros(n_new, dtype="float32")
+        block = slice(at, at + n_new)
+        for j in range(matrix.shape[1]):
+            own = matrix[pool[picks], j]
+            matrix[block, j] = own + gap * (matrix[pool[partner], j] - own) if j < n_numeric else own
+        labels[block] = cls
+        base[block] = pool[picks]
+        at += n_new
+    return at - start
+
+
+def _fold_ids(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    import numpy as np
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = np.empty(len(labels), dtype=np.int8)
+    try:
+        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        for k, (_, held_out) in enumerate(splitter.split(np.zeros((len(labels), 1)), labels)):
+            folds[held_out] = k
+    except ValueError as exc:
+        raise DataError(f"cannot make {n_folds} stratified folds of the training split: {exc}") from exc
+    return folds
+
+
+def iter_folds(prepared_uri: str, include_augmented: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(train, validation) row positions into train.parquet for each cross-validation fold.
+
+    Validation folds hold real rows only; an augmented row trains in every fold but the one of the real row it
+    was made from (a SMOTE row's neighbour may still sit in that fold).
+    """
+    import numpy as np
+    import pyarrow.parquet as pq
+
     from ml_tasks.storage import local_path
 
-    spec = get_dataset(ctx.dataset)
-    raw = read_drop(local_path(staging_uri))
-    cleaned, counts = clean(raw, spec)
-    train, val, test = split(cleaned, spec.target, seed)
-    transform = FittedTransform.fit(train, list(spec.numeric_features), list(spec.categorical_features))
-    digest = fingerprint(cleaned)
+    path = local_path(prepared_uri) / FOLDS_FILE
+    if not path.is_file():
+        raise DataError(f"{path.parent} was prepared without cross-validation folds (prepare with cv_folds >= 2)")
+    table = pq.read_table(path)
+    folds = table.column(FOLD_COLUMN).to_numpy()
+    augmented = table.column(AUGMENTED_COLUMN).to_numpy()
+    for k in range(int(folds.max()) + 1):
+        in_fold = folds == k
+        train = ~in_fold if include_augmented else ~in_fold & ~augmented
+        yield np.flatnonzero(train), np.flatnonzero(in_fold & ~augmented)
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def _policies(spec: DatasetSpec) -> dict[str, Any]:
+    policies: dict[str, Any] = {"drop_duplicates": spec.drop_duplicates, "numeric_missing": spec.numeric_missing,
+                                "categorical_missing": spec.categorical_missing, "outliers": spec.outliers}
+    if spec.outliers != "keep":
+        policies["outlier_method"] = spec.outlier_method
+        policies["outlier_bounds"] = list(spec.outlier_quantiles) if spec.outlier_method == "quantile" else spec.outlier_iqr_factor
+    return policies
+
+
+def prepare(ctx: RunContext, staging_uri: str, seed: int = 0, *, augment: dict[str, Any] | None = None, cv_folds: int = 0,
+            spec: DatasetSpec | None = None) -> PreparedData:
+    """Read the staged drop, clean, split, fit the transform, augment, write the prepared sets.
+
+    `augment`: e.g. {"noise": {"copies": 1, "scale": 0.05}, "smote": {"ratio": 1.0}} (see AUGMENT_DEFAULTS),
+    training split only. `cv_folds` >= 2 writes stratified fold ids of the training rows (see `iter_folds`).
+    `spec` overrides the data set declared for `ctx` (benchmarks of other shapes).
+    """
+    import numpy as np
+
+    from ml_tasks.storage import local_path
+
+    spec = spec or get_dataset(ctx.dataset)
+    plan = _augment_plan(augment)
+    if cv_folds < 0 or cv_folds == 1:
+        raise ConfigError(f"cv_folds={cv_folds}: 0 (none) or at least 2")
+    columns = read_columns(local_path(staging_uri), spec)
+    hashes = _row_hashes(columns)
+    rows, counts = _clean_rows(columns, spec, hashes)
+    digest = _data_fingerprint(spec, hashes, rows)
+    del hashes
+    labels = columns.target[rows].astype("int64")
+    train_pos, val_pos, test_pos = split_positions(labels, spec.target, seed)
+    train, val, test = rows[train_pos], rows[val_pos], rows[test_pos]
+    del rows, labels, train_pos, val_pos, test_pos
+
+    bounds: dict[str, tuple[float, float]] = {}
+    outliers_per_column: dict[str, int] = {}
+    outlier_rows_dropped = 0
+    if spec.outliers != "keep":
+        bounds, outliers_per_column, drop = _outliers(columns, spec, train)
+        if spec.outliers == "drop_row":
+            outlier_rows_dropped = int(np.count_nonzero(drop))
+            train = train[~drop]
+    imputed = dict.fromkeys(spec.features, 0)
+    clipped = dict.fromkeys(spec.numeric_features, 0)
+    n_real = len(train)
+    smote_rows = 0
+    if "smote" in plan:
+        smote_rows = sum(_smote_counts(columns.target[train].astype("int64"), plan["smote"]["ratio"]).values())
+    noise_rows = int(plan["noise"]["copies"]) * math.ceil(plan["noise"]["fraction"] * n_real) if "noise" in plan else 0
+    fingerprints: dict[str, str] = {}
     target_dir = ctx.prepared_dir
     with atomic_dir(target_dir) as tmp:
-        _matrix_frame(transform, train, spec.target).to_parquet(tmp / TRAIN_FILE, index=False)
-        _matrix_frame(transform, val, spec.target).to_parquet(tmp / VALIDATION_SPLIT_FILE, index=False)
-        _matrix_frame(transform, test, spec.target).to_parquet(tmp / TEST_FILE, index=False)
-        test.to_parquet(tmp / TEST_RAW_FILE, index=False)
+        categorical_fits = [
+            (name, *fit_categorical(columns.categorical[name].codes[train], columns.categorical[name].labels,
+                                    spec.categorical_missing))
+            for name in spec.categorical_features
+        ]
+        n_features = len(spec.numeric_features) + sum(len(vocab) for _, vocab, _ in categorical_fits)
+        matrix = np.empty((n_real + smote_rows + noise_rows, n_features), dtype="float32", order="F")
+        # Each numeric's training values are gathered once: fitted, then transformed into the matrix.
+        numeric_fits = []
+        for j, name in enumerate(spec.numeric_features):
+            values = np.take(columns.numeric[name], train)
+            imputed[name] += int(np.count_nonzero(np.isnan(values)))
+            fit = fit_numeric(values, spec.numeric_missing, bounds[name] if spec.outliers == "clip" else None)
+            clipped[name] += standardise_into(values, fit.fill, fit.bounds, fit.mean, fit.std, matrix[:n_real, j])
+            numeric_fits.append((name, fit))
+            del values
+        transform = FittedTransform.from_fits(numeric_fits, categorical_fits)
+        names = transform.feature_names
+        n_numeric = len(transform.numeric)
+        _transform_into(transform, columns, train, matrix[:n_real], imputed, clipped, numeric=False)
+        train_labels = np.empty(len(matrix), dtype="int64")
+        train_labels[:n_real] = columns.target[train]
+        base = np.arange(len(matrix), dtype=np.int64)  # the real row each augmented row was made from
+        rng = np.random.default_rng(seed)
+        augmented = {}
+        if "smote" in plan:
+            augmented["smote"] = _smote_into(matrix, train_labels, n_real, n_real, plan["smote"], n_numeric, rng, base)
+        if "noise" in plan:
+            augmented["noise"] = _noise_into(matrix, train_labels, n_real, n_real + smote_rows, plan["noise"], n_numeric, rng, base)
+        fingerprints["train"] = _write_matrix(tmp / TRAIN_FILE, names, n_numeric, matrix, train_labels, spec.target)
+        if cv_folds:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            folds = _fold_ids(train_labels[:n_real], cv_folds, seed)[base]
+            is_augmented = np.arange(len(matrix)) >= n_real
+            pq.write_table(pa.table({FOLD_COLUMN: folds, AUGMENTED_COLUMN: is_augmented}), tmp / FOLDS_FILE)
+        train_rows = len(matrix)
+        positives = int(train_labels[:n_real].sum())
+        del matrix, train_labels, base
+        for name, part in ((VALIDATION_SPLIT_FILE, val), (TEST_FILE, test)):
+            matrix = np.empty((len(part), len(names)), dtype="float32", order="F")
+            part_labels = columns.target[part].astype("int64")
+            positives += int(part_labels.sum())
+            _transform_into(transform, columns, part, matrix, imputed, clipped)
+            fingerprints["val" if name == VALIDATION_SPLIT_FILE else "test"] = _write_matrix(
+                tmp / name, names, n_numeric, matrix, part_labels, spec.target)
+            del matrix
+        _write_raw(tmp / TEST_RAW_FILE, columns, spec, test, columns.target[test].astype("int64"))
         write_json(tmp / TRANSFORM_FILE, transform.to_dict())
+        rows_out = n_real + len(val) + len(test)
         result = PreparedData(
             prepared_uri=target_dir.as_uri(),
             fingerprint=digest,
-            rows_in=len(raw),
-            rows_out=len(cleaned),
-            train_rows=len(train),
+            rows_in=columns.n_rows,
+            rows_out=rows_out,
+            duplicates_dropped=counts["duplicates_dropped"],
+            missing_target_dropped=counts["missing_target_dropped"],
+            missing_values_imputed=sum(imputed.values()),
+            train_rows=train_rows,
             val_rows=len(val),
             test_rows=len(test),
-            n_features=len(transform.feature_names),
-            positive_rate=round(float(cleaned[spec.target].mean()), 6),
-            **counts,
+            n_features=len(names),
+            positive_rate=round(positives / rows_out, 6),
+            missing_rows_dropped=counts["missing_rows_dropped"],
+            outlier_rows_dropped=outlier_rows_dropped,
+            imputed_per_column={k: v for k, v in imputed.items() if v},
+            clipped_per_column={k: v for k, v in clipped.items() if v},
+            outliers_per_column=outliers_per_column,
+            augmented_rows=augmented,
+            cv_folds=cv_folds,
+            split_fingerprints=fingerprints,
+            policies=_policies(spec),
         )
         write_json(tmp / PREPARATION_FILE, result.to_dict())
-    log.info("prepared %s: %s rows in, %s out (train %s, val %s, test %s), %s features, fingerprint %s",
-             ctx.tracking_key, len(raw), len(cleaned), len(train), len(val), len(test),
-             len(transform.feature_names), digest[:12])
+    log.info("prepared %s: %s rows in, %s out (train %s incl. %s augmented, val %s, test %s), %s features, "
+             "dropped %s duplicates, %s missing targets, %s rows with missing values, %s outlier rows; fingerprint %s",
+             ctx.tracking_key, columns.n_rows, rows_out, train_rows, sum(augmented.values()), len(val), len(test), len(names),
+             counts["duplicates_dropped"], counts["missing_target_dropped"], counts["missing_rows_dropped"],
+             outlier_rows_dropped, digest[:12])
     return result
 
 
 def log_to_mlflow(run_id: str, ctx: RunContext, prepared: PreparedData) -> None:
-    """Record what data made this run: `log_input` with the fingerprint, and the counts."""
+    """Record what data made this run: `log_input` of each set with its fingerprint, and the counts."""
     import mlflow
-    import pandas as pd
+    import pyarrow.parquet as pq
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.models import infer_signature
 
     from ml_tasks.storage import local_path
 
-    spec = get_dataset(ctx.dataset)
     folder = local_path(prepared.prepared_uri)
+    splits = (("train", TRAIN_FILE, "training"), ("val", VALIDATION_SPLIT_FILE, "validation"), ("test", TEST_FILE, "testing"))
     with mlflow.start_run(run_id=run_id):
-        train = pd.read_parquet(folder / TRAIN_FILE)
-        dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
-            train, source=prepared.prepared_uri, targets=spec.target, name=f"{ctx.dataset}-train", digest=prepared.fingerprint[:36]
-        )
-        mlflow.log_input(dataset, context="training", tags={"fingerprint": prepared.fingerprint})
+        for split_name, file_name, context in splits:
+            digest = prepared.split_fingerprints.get(split_name, prepared.fingerprint)
+            # The schema from a few rows: reading a set of millions of rows whole only to name its columns is waste.
+            sample = next(pq.ParquetFile(folder / file_name).iter_batches(batch_size=100)).to_pandas()
+            dataset = MetaDataset(  # type: ignore[abstract]
+                resolve_dataset_source(f"{prepared.prepared_uri}/{file_name}"), name=f"{ctx.dataset}-{split_name}",
+                digest=digest[:36], schema=infer_signature(sample).inputs,
+            )
+            mlflow.log_input(dataset, context=context, tags={"fingerprint": prepared.fingerprint, "content_hash": digest})
         mlflow.set_tag(TAG_FINGERPRINT, prepared.fingerprint)
         mlflow.log_params({
             "data.rows_in": prepared.rows_in, "data.rows_out": prepared.rows_out,
             "data.train_rows": prepared.train_rows, "data.val_rows": prepared.val_rows,
             "data.test_rows": prepared.test_rows, "data.n_features": prepared.n_features,
+            "data.cv_folds": prepared.cv_folds,
+            **{f"data.policy.{k}": v for k, v in prepared.policies.items()},
         })
         mlflow.log_metrics({
             "data.duplicates_dropped": prepared.duplicates_dropped,
+            "data.missing_target_dropped": prepared.missing_target_dropped,
+            "data.missing_rows_dropped": prepared.missing_rows_dropped,
+            "data.outlier_rows_dropped": prepared.outlier_rows_dropped,
             "data.missing_values_imputed": prepared.missing_values_imputed,
+            "data.values_clipped": sum(prepared.clipped_per_column.values()),
+            "data.augmented_rows": sum(prepared.augmented_rows.values()),
             "data.positive_rate": prepared.positive_rate,
         })
+
+
+def clean(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The frame's rows kept by the declared row policies (duplicates, missing targets, missing features), with counts."""
+    import pyarrow as pa
+
+    _require_columns([str(c) for c in frame.columns], spec)
+    table = pa.Table.from_pandas(frame[list(spec.columns)], preserve_index=False)
+    sources = [(Path("frame"), table)]
+    numeric = {n: _as_float64(_read_column(sources, n), n) for n in spec.numeric_features}
+    columns = _Columns(n_rows=len(frame), numeric=numeric, numeric_types={},
+                       categorical={n: _categories(_read_column(sources, n)) for n in spec.categorical_features},
+                       target=_as_float64(_read_column(sources, spec.target), spec.target))
+    rows, counts = _clean_rows(columns, spec, _row_hashes(columns))
+    out = frame[list(spec.columns)].iloc[rows].reset_index(drop=True)
+    out[spec.target] = out[spec.target].astype("int64")
+    imputable = out[list(spec.features)].isna().sum().sum()
+    return out, {**counts, "missing_values_imputed": int(imputable)}
+

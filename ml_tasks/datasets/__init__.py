@@ -10,6 +10,13 @@ from dataclasses import dataclass, field
 
 from ml_tasks.errors import ConfigError
 
+# Declared cleaning policies. Missing values and outlier bounds are fitted on the training split
+# only and saved in the transform, so serving imputes and clips exactly as training did.
+NUMERIC_MISSING_POLICIES = ("median", "mean", "drop_row", "fail")
+CATEGORICAL_MISSING_POLICIES = ("constant", "most_frequent", "drop_row", "fail")
+OUTLIER_POLICIES = ("keep", "clip", "drop_row")
+OUTLIER_METHODS = ("quantile", "iqr")
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -26,6 +33,32 @@ class DatasetSpec:
     slices: tuple[str, ...] = field(default=())
     # Exact duplicate rows are dropped unless they are legitimate (survey data).
     drop_duplicates: bool = True
+    # Missing feature values: numerics take the train median or mean, categoricals the constant
+    # "__missing__" category or the train's most frequent one; "drop_row" drops the row before the
+    # split (serving, which cannot drop, imputes the train median / "__missing__"), "fail" refuses the drop.
+    numeric_missing: str = "median"
+    categorical_missing: str = "constant"
+    # Numeric outliers, with bounds from train quantiles or Tukey's IQR fences: "clip" saves the bounds
+    # in the transform (serving clips too); "drop_row" drops those rows from the training split only.
+    outliers: str = "keep"
+    outlier_method: str = "quantile"
+    outlier_quantiles: tuple[float, float] = (0.001, 0.999)
+    outlier_iqr_factor: float = 1.5
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("numeric_missing", self.numeric_missing, NUMERIC_MISSING_POLICIES),
+            ("categorical_missing", self.categorical_missing, CATEGORICAL_MISSING_POLICIES),
+            ("outliers", self.outliers, OUTLIER_POLICIES),
+            ("outlier_method", self.outlier_method, OUTLIER_METHODS),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"dataset {self.name!r}: {name}={value!r}; allowed: {', '.join(allowed)}")
+        low, high = self.outlier_quantiles
+        if not 0.0 <= low < high <= 1.0:
+            raise ConfigError(f"dataset {self.name!r}: outlier_quantiles {self.outlier_quantiles} must be 0 <= low < high <= 1")
+        if self.outlier_iqr_factor <= 0:
+            raise ConfigError(f"dataset {self.name!r}: outlier_iqr_factor must be positive")
 
     @property
     def features(self) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ml_tasks.datasets import SYNTHETIC
+from ml_tasks.datasets import SYNTHETIC, DatasetSpec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,3 +37,51 @@ def generate(n_rows: int, seed: int = 0, drift: float = 0.0, label_noise: float 
     frame["channel"] = np.asarray(CHANNELS, dtype=object)[channel]
     frame[SYNTHETIC.target] = label
     return frame
+
+
+def wide_spec(n_numeric: int = 22, n_categorical: int = 7) -> DatasetSpec:
+    """The declaration of `generate_wide`'s columns (not a registered data set: pass it to `prepare(spec=...)`)."""
+    return DatasetSpec(
+        name="synthetic_wide",
+        description=f"Seeded synthetic data, {n_numeric} numeric and {n_categorical} categorical features (benchmarks).",
+        target="label",
+        numeric_features=tuple(f"x{i}" for i in range(n_numeric)),
+        categorical_features=tuple(f"c{i}" for i in range(n_categorical)),
+        suite="synthetic",
+        registered_model="synthetic_wide_classifier",
+    )
+
+
+def generate_wide(n_rows: int, n_numeric: int = 22, n_categorical: int = 7, seed: int = 0,
+                  missing_rate: float = 0.0) -> pd.DataFrame:
+    """Rows of `wide_spec(n_numeric, n_categorical)`: a logistic rule of the features, a ~30% positive class.
+
+    Categorical j has 3 + j % 6 string categories. `missing_rate` blanks that fraction of feature values.
+    Built column by column in float64 / small-string arrays, so 5M x 30 costs about its own size.
+    """
+    import numpy as np
+    import pandas as pd
+
+    spec = wide_spec(n_numeric, n_categorical)
+    rng = np.random.default_rng(seed)
+    columns: dict[str, np.ndarray] = {}
+    logit = np.full(n_rows, -1.0)
+    for i, name in enumerate(spec.numeric_features):
+        values = rng.standard_normal(n_rows)
+        logit += values * (1.0 / (1 + i % 5)) * (1 if i % 2 else -1)
+        columns[name] = values
+    for j, name in enumerate(spec.categorical_features):
+        levels = 3 + j % 6
+        codes = rng.integers(levels, size=n_rows)
+        logit += np.linspace(-0.5, 0.5, levels)[codes]
+        columns[name] = np.asarray([f"{name}_{k}" for k in range(levels)], dtype=object)[codes]
+    label = (rng.random(n_rows) < 1.0 / (1.0 + np.exp(-logit))).astype("int64")
+    if missing_rate > 0:
+        for name in spec.features:
+            blank = rng.random(n_rows) < missing_rate
+            if columns[name].dtype == object:
+                columns[name][blank] = None
+            else:
+                columns[name][blank] = np.nan
+    columns[spec.target] = label
+    return pd.DataFrame(columns, copy=False)
