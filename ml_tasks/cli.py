@@ -5,21 +5,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import secrets
-import shlex
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from ml_tasks.settings import environment_exports, get_settings
 
 log = logging.getLogger(__name__)
+# Container allocations between two young collections (Python's default: 700). A `ratchet sync` starts by
+# building some 80,000 long-lived objects (botocore's modules and service models): with this threshold they
+# are not walked over and over for nothing, and garbage still never stays above ~100,000 objects.
+GC_THRESHOLD = 100_000
 
 
 def cmd_env(args: argparse.Namespace) -> int:
+    import shlex
+
     for key, value in environment_exports().items():
         print(f"export {key}={shlex.quote(value)}")
     return 0
@@ -70,6 +70,18 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """`ratchet sync SRC DST`: endpoints and credentials from the standard AWS / Hadoop environment."""
+    import gc
+
+    # Most of a sync with little to copy is start-up: collect seldom (not never: a long sync frees its cycles) ...
+    gc.set_threshold(GC_THRESHOLD)
+    try:
+        return _sync_command(args)
+    finally:
+        # ... and at exit leave the heap to the OS rather than walk it once more in a last collection.
+        gc.freeze()
+
+
+def _sync_command(args: argparse.Namespace) -> int:
     from ml_tasks.storage import HdfsOptions, StorageOptions, sync
 
     logging.getLogger("botocore").setLevel(logging.WARNING)  # "found credentials in ..." is not news
@@ -98,6 +110,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _wait_http(url: str, seconds: float) -> bool:
+    import time
+    import urllib.request
+
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -112,6 +127,8 @@ def _wait_http(url: str, seconds: float) -> bool:
 
 def _private_secret(path: Path) -> str:
     """A generated secret kept in a 0600 file under RATCHET_HOME, created once."""
+    import secrets
+
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as handle:
@@ -122,6 +139,7 @@ def _private_secret(path: Path) -> str:
 def mlflow_auth_config() -> tuple[Path, str]:
     """MLflow's basic-auth config with a generated admin password, kept under RATCHET_HOME."""
     import configparser
+    import secrets
 
     folder = get_settings().home / "mlflow"
     path = folder / "basic_auth.ini"
@@ -144,6 +162,10 @@ def mlflow_auth_config() -> tuple[Path, str]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Airflow (scheduler, DAG processor, triggerer, API server) and the MLflow UI, with auth on."""
+    import signal
+    import subprocess
+    import time
+
     from ml_tasks.airflow_cli import airflow_env, init_airflow
 
     settings = get_settings()

@@ -76,6 +76,10 @@ class Store(abc.ABC):
     def checksum(self, key: str) -> str:
         """The store's own content checksum of one object (see ObjectInfo.checksum)."""
 
+    def cached_checksum(self, key: str) -> str | None:
+        """`checksum` when it is known without reading the object (a cache), else None; after `list`."""
+        return None
+
     def put_bytes(self, key: str, data: bytes) -> None:
         """Write a small object (a manifest) atomically."""
         import io

@@ -60,6 +60,22 @@ def _digest_file(path: Path, with_etag: bool) -> tuple[str, str | None]:
     return sha.hexdigest(), etag.result() if etag is not None else None
 
 
+def _walk(folder: str, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
+    """(key, stat) of every file below `folder`: files first, then sub-folders, each sorted, like `os.walk`
+    (no descent into linked folders); dot-names are skipped (temporary files of writes in progress)."""
+    with os.scandir(folder) as scan:
+        entries = sorted((entry for entry in scan if not entry.name.startswith(".")), key=lambda entry: entry.name)
+    folders = []
+    for entry in entries:
+        if entry.is_dir():
+            if not entry.is_symlink():
+                folders.append(entry)
+        else:
+            yield f"{prefix}{entry.name}", entry.stat()  # one stat per file, kept for the hash cache's check
+    for entry in folders:
+        yield from _walk(entry.path, f"{prefix}{entry.name}/")
+
+
 class HashCache:
     """(path, size, mtime_ns) → SHA-256 and, once asked for, the S3 ETag; in SQLite, shared by threads."""
 
@@ -73,6 +89,16 @@ class HashCache:
             "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
             "sha256 TEXT, etag TEXT)"
         )
+
+    def under(self, root: Path) -> dict[str, tuple[int, int, str, str | None]]:
+        """Every entry below `root`, in one query: path -> (size, mtime_ns, SHA-256, ETag or None)."""
+        prefix = str(root).rstrip(os.sep) + os.sep
+        upper = prefix[:-1] + chr(ord(os.sep) + 1)  # the primary key's range of paths that start with `prefix`
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT path, size, mtime_ns, sha256, etag FROM hashes WHERE path >= ? AND path < ?", (prefix, upper),
+            ).fetchall()
+        return {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
 
     def get(self, path: Path, stat: os.stat_result) -> tuple[str, str | None] | None:
         with self._lock:
@@ -99,6 +125,11 @@ class LocalStore(Store):
         self.root = root
         self.uri = root.as_uri() if root.is_absolute() else str(root)
         self.cache = cache
+        # What the last listing saw, key -> (size, mtime_ns), and the cache's entries below the root, read in one
+        # query on first use: a no-change sync then costs one stat per file (the listing's) and no further query.
+        self._listed: dict[str, tuple[int, int]] = {}
+        self._cached: dict[str, tuple[int, int, str, str | None]] | None = None
+        self._cached_lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
         return self.root / safe_relative(key)
@@ -106,13 +137,28 @@ class LocalStore(Store):
     def list(self) -> Iterator[ObjectInfo]:
         if not self.root.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue  # temporary files of writes in progress
-                path = Path(dirpath) / name
-                yield ObjectInfo(path.relative_to(self.root).as_posix(), path.stat().st_size)
+        listed: dict[str, tuple[int, int]] = {}
+        for key, stat in _walk(str(self.root), ""):
+            listed[key] = (stat.st_size, stat.st_mtime_ns)
+            yield ObjectInfo(key, stat.st_size)
+        self._listed = listed
+
+    def _cached_entries(self) -> dict[str, tuple[int, int, str, str | None]]:
+        if self._cached is None:
+            with self._cached_lock:
+                if self._cached is None:
+                    self._cached = self.cache.under(self.root) if self.cache is not None else {}
+        return self._cached
+
+    def cached_checksum(self, key: str) -> str | None:
+        """The SHA-256 from the cache when the file's size and mtime at listing time match; no hashing, no syscall."""
+        seen = self._listed.get(key)
+        if seen is None or self.cache is None:
+            return None
+        entry = self._cached_entries().get(str(self._path(key)))
+        if entry is None or (entry[0], entry[1]) != seen:
+            return None
+        return f"sha256:{entry[2]}"
 
     def _hashes(self, key: str, with_etag: bool) -> tuple[str, str | None]:
         """(SHA-256, S3-style ETag or None), from the cache while size and mtime still match."""

@@ -17,10 +17,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ml_tasks.errors import DataError, RatchetError, StorageError
 from ml_tasks.io import atomic_path
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "_ratchet_manifest.json"
 OBJECT_ATTEMPTS = 3
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -173,37 +174,59 @@ def sync(
         cache.close()
 
 
+def _in_background(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """`fn(*args)` in a daemon thread: a sync that fails early (its source) does not wait for it to finish."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to whoever asks for the result
+                future.set_exception(exc)
+
+    threading.Thread(target=run, name=f"sync-{getattr(fn, '__name__', 'task')}", daemon=True).start()
+    return future
+
+
+def _list(store: Store, uri: str, wanted: Callable[[str], bool]) -> dict[str, ObjectInfo]:
+    try:
+        return {info.key: info for info in store.list() if wanted(info.key)}
+    except RatchetError:
+        raise
+    except Exception as exc:
+        raise StorageError(f"cannot list {uri}: {type(exc).__name__}: {exc}") from exc
+
+
 def _sync(src: Store, dst: Store, source_uri: str, destination_uri: str, delete: bool, dry_run: bool,
           options: StorageOptions, include: Callable[[str], bool] | None, manifest_path: Path | None,
           progress: bool, started: float, min_files: int) -> SyncResult:
-    wanted = (lambda key: key != MANIFEST_NAME and (include is None or include(key)))
-    try:
-        sources = {info.key: info for info in src.list() if wanted(info.key)}
-    except RatchetError:
-        raise
-    except Exception as exc:
-        raise StorageError(f"cannot list {source_uri}: {type(exc).__name__}: {exc}") from exc
-    if len(sources) < min_files:
-        raise DataError(f"{source_uri}: {len(sources)} matching files, expected at least {min_files} "
-                        "(is the folder there, and does it hold CSV or Parquet files?)")
-    try:
-        existing = {info.key: info for info in dst.list() if info.key != MANIFEST_NAME}
-    except RatchetError:
-        raise
-    except Exception as exc:
-        raise StorageError(f"cannot list {destination_uri}: {type(exc).__name__}: {exc}") from exc
-
     # The manifest lives in the destination, or at `manifest_path` (the nightly keeps it beside raw/).
     manifest_store: Store = LocalStore(manifest_path.parent) if manifest_path is not None else dst
     manifest_key = manifest_path.name if manifest_path is not None else MANIFEST_NAME
     manifest_uri = f"{manifest_store.uri.rstrip('/')}/{manifest_key}"
+
+    def read_previous() -> dict[str, Any]:
+        try:
+            return _read_manifest(manifest_store, manifest_key)
+        except Exception as exc:
+            raise StorageError(f"cannot read the manifest at {destination_uri}: {type(exc).__name__}: {exc}") from exc
+
+    # The destination is listed, and its manifest read, while the source is listed and its cached checksums
+    # looked up: on a sync with little to copy, the local work then hides in the waits for the endpoint.
+    listing = _in_background(_list, dst, destination_uri, lambda key: key != MANIFEST_NAME)
+    reading = _in_background(read_previous)
+    sources = _list(src, source_uri, lambda key: key != MANIFEST_NAME and (include is None or include(key)))
+    if len(sources) < min_files:
+        raise DataError(f"{source_uri}: {len(sources)} matching files, expected at least {min_files} "
+                        "(is the folder there, and does it hold CSV or Parquet files?)")
+    cheap_tokens = {key: info.checksum or src.cached_checksum(key) for key, info in sources.items()}
     journal = _Journal(source_uri, destination_uri)
-    try:
-        previous = _read_manifest(manifest_store, manifest_key)
-    except Exception as exc:
-        raise StorageError(f"cannot read the manifest at {destination_uri}: {type(exc).__name__}: {exc}") from exc
-    known = {k: (v.get("source_checksum", ""), v.get("checksum", "")) for k, v in previous.get("files", {}).items()}
-    known.update(journal.load())
+    known = journal.load()
+    existing = listing.result()
+    previous = reading.result()
+    for key, entry in previous.get("files", {}).items():
+        known.setdefault(key, (entry.get("source_checksum", ""), entry.get("checksum", "")))  # the journal is newer
     to_delete = sorted(set(existing) - set(sources)) if delete else []
     bar = _progress_bar(sum(i.size for i in sources.values()), progress and not dry_run)
     lock = threading.Lock()
@@ -230,11 +253,26 @@ def _sync(src: Store, dst: Store, source_uri: str, destination_uri: str, delete:
                 time.sleep(0.5 * attempt)
         raise AssertionError("unreachable")
 
+    def unchanged(info: ObjectInfo) -> tuple[str, str] | None:
+        """(source, dest checksum) when both are known without reading either object and prove the same content;
+        None when it takes a look at the objects (`handle`) to tell."""
+        there = existing.get(info.key)
+        src_token = cheap_tokens.get(info.key)
+        if there is None or there.size != info.size or not src_token:
+            return None
+        dst_token = there.checksum or dst.cached_checksum(info.key)
+        if not dst_token:
+            return None
+        if known.get(info.key) == (src_token, dst_token) or (
+                src_token.split(":", 1)[0] == dst_token.split(":", 1)[0] and src_token == dst_token):
+            return src_token, dst_token
+        return None
+
     def handle(info: ObjectInfo) -> tuple[bool, str, str]:
         """Decide, and copy when the destination does not hold the same content: (copied, source, dest checksum).
 
         One task per object, so hashing and comparing overlap with the transfers of other objects."""
-        src_token = info.checksum or src.checksum(info.key)
+        src_token = cheap_tokens.get(info.key) or src.checksum(info.key)
         there = existing.get(info.key)
         if there is not None and there.size == info.size:
             dst_token = there.checksum or dst.checksum(info.key)
@@ -251,24 +289,37 @@ def _sync(src: Store, dst: Store, source_uri: str, destination_uri: str, delete:
     copied: list[str] = []
     copied_bytes = 0
     failures: list[str] = []
-    with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        futures = {pool.submit(handle, info): info for info in sources.values()}
-        for future in as_completed(futures):
-            info = futures[future]
-            try:
-                was_copied, src_token, dst_token = future.result()
-            except RatchetError:
-                raise
-            except Exception as exc:
-                failures.append(f"{info.key}: {type(exc).__name__}: {exc}")
-                continue
-            if was_copied:
-                copied.append(info.key)
-                copied_bytes += info.size
-            if not dry_run:
-                entries[info.key] = {"size": info.size, "checksum": dst_token, "source_checksum": src_token}
-            if bar is not None:
-                bar.update(info.size)
+
+    def record(info: ObjectInfo, was_copied: bool, src_token: str, dst_token: str) -> None:
+        nonlocal copied_bytes
+        if was_copied:
+            copied.append(info.key)
+            copied_bytes += info.size
+        if not dry_run:
+            entries[info.key] = {"size": info.size, "checksum": dst_token, "source_checksum": src_token}
+        if bar is not None:
+            bar.update(info.size)
+
+    pending = []
+    for info in sources.values():
+        same = unchanged(info)
+        if same is None:
+            pending.append(info)
+        else:
+            record(info, False, *same)
+    if pending:
+        with ThreadPoolExecutor(max_workers=options.workers) as pool:
+            futures = {pool.submit(handle, info): info for info in pending}
+            for future in as_completed(futures):
+                info = futures[future]
+                try:
+                    was_copied, src_token, dst_token = future.result()
+                except RatchetError:
+                    raise
+                except Exception as exc:
+                    failures.append(f"{info.key}: {type(exc).__name__}: {exc}")
+                    continue
+                record(info, was_copied, src_token, dst_token)
     journal.close()
     if bar is not None:
         bar.close()

@@ -134,6 +134,22 @@ def test_resync_is_incremental_by_content_not_mtime(ratchet_home, tmp_path, s3):
     assert third.to_copy == [key_changed]
 
 
+def test_a_destination_changed_by_someone_else_is_seen(ratchet_home, tmp_path, s3):
+    """Each sync lists the destination: an object replaced (same size) or removed there is copied again."""
+    url, bucket, client = s3
+    src = tmp_path / "src"
+    files = make_tree(src, count=5)
+    target = f"s3://{bucket}/watched"
+    sync(src.as_uri(), target, options=options(url))
+    replaced, removed = sorted(files)[:2]
+    client.put_object(Bucket=bucket, Key=f"watched/{replaced}", Body=os.urandom(len(files[replaced])))
+    client.delete_object(Bucket=bucket, Key=f"watched/{removed}")
+    again = sync(src.as_uri(), target, options=options(url))
+    assert again.to_copy == sorted([replaced, removed]) and again.reused == len(files) - 2
+    for key in (replaced, removed):
+        assert client.get_object(Bucket=bucket, Key=f"watched/{key}")["Body"].read() == files[key]
+
+
 def test_local_sync_without_history_compares_content(ratchet_home, tmp_path, s3):
     """A destination filled by someone else (the AWS CLI) is recognised by ETag, not recopied."""
     url, bucket, _ = s3

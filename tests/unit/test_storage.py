@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -69,3 +70,66 @@ def test_uris_are_parsed_and_unsupported_schemes_named():
         split_uri("s3:///nobucket")
     with pytest.raises(ConfigError, match="local path"):
         local_path("s3://bucket/prefix")
+
+
+def test_a_no_change_resync_hashes_nothing_and_a_touched_file_is_hashed_again(ratchet_home, tmp_path, monkeypatch):
+    from ml_tasks.storage import local
+
+    source = _drop(tmp_path / "a", {"one.bin": b"1" * 100, "sub/two.bin": b"2" * 10, ".partial.tmp": b"x"})
+    target = (tmp_path / "b").as_uri()
+    assert sync(source.as_uri(), target).copied == 2
+    hashed = []
+    real = local._digest_file
+    monkeypatch.setattr(local, "_digest_file", lambda path, with_etag: hashed.append(path.name) or real(path, with_etag))
+    again = sync(source.as_uri(), target)
+    assert (again.copied, again.reused, hashed) == (0, 2, [])  # the cache's hashes, by size and mtime
+
+    os.utime(source / "one.bin", ns=(1, 1))  # same bytes, another mtime: hashed again, still unchanged
+    third = sync(source.as_uri(), target)
+    assert (third.copied, third.reused) == (0, 2) and "one.bin" in hashed
+    (source / "sub" / "two.bin").write_bytes(b"3" * 10)  # same size, new bytes: copied
+    assert sync(source.as_uri(), target).to_copy == ["sub/two.bin"]
+    assert (tmp_path / "b" / "sub" / "two.bin").read_bytes() == b"3" * 10
+
+
+def test_local_listing_is_sorted_skips_dot_names_and_linked_folders(tmp_path):
+    from ml_tasks.storage.local import LocalStore
+
+    root = _drop(tmp_path / "root", {"b.csv": b"b", "a/z.csv": b"z", "a/.hidden": b"h", ".git/x": b"x", "c.csv": b"cc"})
+    (root / "linked").symlink_to(root / "a", target_is_directory=True)
+    listed = [(info.key, info.size) for info in LocalStore(root).list()]
+    assert listed == [("b.csv", 1), ("c.csv", 2), ("a/z.csv", 1)]
+    assert list(LocalStore(tmp_path / "missing").list()) == []
+
+
+def test_s3_listing_follows_continuation_tokens():
+    from ml_tasks.storage.options import S3Options
+    from ml_tasks.storage.s3 import S3Store
+
+    pages = {
+        None: {"Contents": [{"Key": "p/a.csv", "Size": 1, "ETag": '"e1"'}, {"Key": "p/", "Size": 0, "ETag": '"d"'}],
+               "IsTruncated": True, "NextContinuationToken": "t1"},
+        "t1": {"Contents": [{"Key": "p/sub/b.csv", "Size": 2, "ETag": '"e2-3"'}], "IsTruncated": False},
+    }
+    asked = []
+
+    class Client:
+        def list_objects_v2(self, **request):
+            asked.append(request)
+            return pages[request.get("ContinuationToken")]
+
+    store = S3Store("bucket", "p", S3Options(region="us-east-1"))
+    store.client = Client()
+    assert [(i.key, i.size, i.checksum) for i in store.list()] == [("a.csv", 1, "etag:e1"), ("sub/b.csv", 2, "etag:e2-3")]
+    assert asked == [{"Bucket": "bucket", "Prefix": "p/"}, {"Bucket": "bucket", "Prefix": "p/", "ContinuationToken": "t1"}]
+
+
+@pytest.mark.parametrize("value", ["2026-11-29T03:29:02.000Z", "2026-11-29T03:29:02Z", "2026-11-29T03:29:02.123456Z",
+                                   "Thu, 01 Jan 2015 00:00:00 GMT", "1700000000"])
+def test_s3_timestamps_parse_as_botocore_parses_them(value):
+    from botocore.utils import parse_timestamp
+
+    from ml_tasks.storage.s3 import _parse_timestamp
+
+    parsed = _parse_timestamp(value)
+    assert parsed == parse_timestamp(value) and parsed.tzinfo is not None
