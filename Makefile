@@ -11,8 +11,10 @@ $(UV):
 	@echo "uv not found: installing it into ~/.local/bin"
 	python3 -m pip install --user --quiet uv || (curl -LsSf https://astral.sh/uv/install.sh | sh)
 
+# --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on our CI machines) every `ratchet` command and
+# Airflow task would otherwise recompile botocore, urllib3 and dateutil each time it starts.
 setup: $(UV)
-	$(UV) sync --frozen $(SYNC_FLAGS)
+	$(UV) sync --frozen --compile-bytecode $(SYNC_FLAGS)
 
 demo: setup
 	$(UV) run --frozen --no-sync ratchet demo

@@ -52,10 +52,20 @@ def cmd_land(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_drop(uri: str, scratch: Path) -> Path:
+    """A drop as a local folder: file:// as is, s3:// and hdfs:// mirrored into `scratch` first."""
+    from ml_tasks.storage import local_path, split_uri, sync_drop
+
+    if "://" not in uri or split_uri(uri)[0] == "file":
+        return local_path(uri if "://" in uri else Path(uri).resolve().as_uri())
+    return local_path(sync_drop(uri, scratch)["staging_uri"])
+
+
 def cmd_bootstrap(args: argparse.Namespace) -> int:
+    import tempfile
+
     from ml_tasks.datasets import get_dataset
     from ml_tasks.io import read_drop
-    from ml_tasks.storage import local_path
     from ml_tasks.validation import bootstrap_suite, suite_path, write_suite
 
     spec = get_dataset(args.dataset)
@@ -63,8 +73,27 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     if target.exists() and not args.force:
         print(f"{target} exists; pass --force to overwrite it", file=sys.stderr)
         return 2
-    payload = bootstrap_suite(spec, read_drop(local_path(args.source)))
+    with tempfile.TemporaryDirectory(prefix="ratchet-bootstrap-") as scratch:
+        payload = bootstrap_suite(spec, read_drop(_local_drop(args.source, Path(scratch))))
     print(f"wrote {write_suite(payload)} with {len(payload['expectations'])} expectations; review it, then commit it")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """`ratchet validate URI --suite S`: what the data_validation DAG does, from a shell."""
+    import time
+
+    from ml_tasks.errors import DataError
+    from ml_tasks.validation import validate_uri
+
+    run_key = args.run_key or time.strftime("cli-%Y%m%dT%H%M%S")
+    try:
+        outcome = validate_uri(args.uri, args.suite, run_key, data_docs=args.data_docs)
+    except DataError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"passed {outcome.evaluated} expectations of suite {outcome.suite!r} on {outcome.rows} rows; "
+          f"Data Docs: {outcome.data_docs_uri or 'not built'}")
     return 0
 
 
@@ -251,9 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
     exp_sub = expectations.add_subparsers(dest="expectations_command", required=True)
     bootstrap = exp_sub.add_parser("bootstrap", help="write a first suite from a reference drop")
     bootstrap.add_argument("dataset")
-    bootstrap.add_argument("--from", dest="source", required=True, help="folder of the reference drop")
+    bootstrap.add_argument("--from", dest="source", required=True,
+                           help="the reference drop: a folder, file://, s3://bucket/prefix or hdfs://...")
     bootstrap.add_argument("--force", action="store_true")
     bootstrap.set_defaults(func=cmd_bootstrap)
+
+    validate = sub.add_parser("validate", help="validate a drop (file://, s3://, hdfs://) against a committed suite")
+    validate.add_argument("uri")
+    validate.add_argument("--suite", required=True, help="a suite in expectations/suites/")
+    validate.add_argument("--data-docs", choices=("always", "on_failure", "never"),
+                          help="build Data Docs (default: as the suite's checkpoint says)")
+    validate.add_argument("--run-key", help="names this validation's results and Data Docs (default: cli-<time>)")
+    validate.set_defaults(func=cmd_validate)
 
     sync = sub.add_parser("sync", help="mirror SRC into DST (file://, s3://, hdfs://), incrementally by content")
     sync.add_argument("src")

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from ml_tasks.config import RunContext
 from ml_tasks.constants import (
+    DRIFT_REFERENCE_FILE,
+    MLFLOW_DATA_DIR,
     PREPARATION_FILE,
     TAG_FINGERPRINT,
     TEST_FILE,
@@ -57,6 +59,8 @@ MIN_ROWS_PER_SPLIT = 20
 FOLDS_FILE = "folds.parquet"
 FOLD_COLUMN = "fold"
 AUGMENTED_COLUMN = "augmented"
+# Drift reference statistics come from up to this many training rows (bins within ~0.001 of all rows).
+DRIFT_SAMPLE_ROWS = 1_000_000
 # Augmentation parameters, each group off unless named in `prepare(augment=...)`.
 # noise: `copies` noisy copies of a `fraction` of the training rows, Gaussian noise of `scale` train std.
 # smote: every class below `ratio` x the largest class gets rows interpolated between one of its rows and one
@@ -571,6 +575,29 @@ def iter_folds(prepared_uri: str, include_augmented: bool = True) -> Iterator[tu
 # ---------------------------------------------------------------- the stage
 
 
+def drift_reference(columns: _Columns, spec: DatasetSpec, train: np.ndarray, seed: int) -> dict[str, Any]:
+    """Statistics of the real training rows (their raw values), stored with the model for later drift checks."""
+    import numpy as np
+    import pandas as pd
+
+    from ml_tasks import drift
+
+    rows = train
+    if len(rows) > DRIFT_SAMPLE_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, DRIFT_SAMPLE_ROWS, replace=False))
+    data: dict[str, Any] = {name: columns.numeric[name][rows] for name in spec.numeric_features}
+    for name in spec.categorical_features:
+        category = columns.categorical[name]
+        values = np.empty(len(category.dictionary) + 1, dtype=object)
+        values[:-1] = category.dictionary.to_pylist()
+        data[name] = values[category.codes[rows]]  # code -1 (missing) picks the trailing None
+    data[spec.target] = columns.target[rows]
+    reference = drift.compute_reference(pd.DataFrame(data), spec)
+    reference["training_rows"] = int(len(train))
+    reference["sampled_rows"] = int(len(rows))
+    return reference
+
+
 def _policies(spec: DatasetSpec) -> dict[str, Any]:
     policies: dict[str, Any] = {"drop_duplicates": spec.drop_duplicates, "numeric_missing": spec.numeric_missing,
                                 "categorical_missing": spec.categorical_missing, "outliers": spec.outliers}
@@ -674,6 +701,7 @@ def prepare(ctx: RunContext, staging_uri: str, seed: int = 0, *, augment: dict[s
             del matrix
         _write_raw(tmp / TEST_RAW_FILE, columns, spec, test, columns.target[test].astype("int64"))
         write_json(tmp / TRANSFORM_FILE, transform.to_dict())
+        write_json(tmp / DRIFT_REFERENCE_FILE, drift_reference(columns, spec, train, seed))
         rows_out = n_real + len(val) + len(test)
         result = PreparedData(
             prepared_uri=target_dir.as_uri(),
@@ -730,6 +758,8 @@ def log_to_mlflow(run_id: str, ctx: RunContext, prepared: PreparedData) -> None:
             )
             mlflow.log_input(dataset, context=context, tags={"fingerprint": prepared.fingerprint, "content_hash": digest})
         mlflow.set_tag(TAG_FINGERPRINT, prepared.fingerprint)
+        if (folder / DRIFT_REFERENCE_FILE).is_file():
+            mlflow.log_artifact(str(folder / DRIFT_REFERENCE_FILE), artifact_path=MLFLOW_DATA_DIR)
         mlflow.log_params({
             "data.rows_in": prepared.rows_in, "data.rows_out": prepared.rows_out,
             "data.train_rows": prepared.train_rows, "data.val_rows": prepared.val_rows,

@@ -143,3 +143,20 @@ def test_bootstrap_writes_a_suite_that_accepts_its_reference(ratchet_home, tmp_p
 
     get_settings.cache_clear()
     assert validate_drop(_land(tmp_path / "ref", reference), "synthetic", "ref").success
+
+
+def test_cli_validate_and_bootstrap_from_a_uri(ratchet_home, tmp_path, monkeypatch, capsys):
+    from ml_tasks import cli
+
+    good = _land(tmp_path / "good", synthetic.generate(1000, seed=6))
+    assert cli.main(["validate", good, "--suite", "synthetic", "--data-docs", "never", "--run-key", "cli1"]) == 0
+    assert "passed" in capsys.readouterr().out
+    bad = _land(tmp_path / "bad", corrupt(synthetic.generate(1000, seed=6), SYNTHETIC, "unseen_category"))
+    assert cli.main(["validate", bad, "--suite", "synthetic", "--run-key", "cli2"]) == 1
+    assert "segment" in capsys.readouterr().err
+    monkeypatch.setenv("RATCHET_EXPECTATIONS_DIR", str(tmp_path / "expectations"))
+    from ml_tasks.settings import get_settings
+
+    get_settings.cache_clear()
+    assert cli.main(["expectations", "bootstrap", "synthetic", "--from", good]) == 0
+    assert (tmp_path / "expectations" / "suites" / "synthetic.json").is_file()

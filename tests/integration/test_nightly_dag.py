@@ -42,6 +42,7 @@ def test_first_night_promotes_the_first_champion(first_night):
     assert report["versions"]["promoted"] and report["versions"]["champion"] == "1"
     assert set(report["candidate_metrics"]) >= {"accuracy", "precision", "recall", "f1", "roc_auc"}
     assert report["data"]["fingerprint"] and report["best_params"]
+    assert report["drift"]["checked"] is False and "no champion yet" in report["drift"]["reason"]
     state = registry_state(MODEL)
     assert state == {"champion": "1", "challenger": "1", "versions": [1]}
 
@@ -62,6 +63,8 @@ def test_registered_version_carries_lineage_tags(first_night):
     assert len(trials) == SMALL_BUDGET["tuning_trials"]
     artifacts = {a.path for a in tracking.client().list_artifacts(version.run_id, "reports")}
     assert {"reports/run_report.json", "reports/blessing.json"} <= artifacts
+    # the training data's drift reference is stored with the model, for the nights after
+    assert "data/drift_reference.json" in {a.path for a in tracking.client().list_artifacts(version.run_id, "data")}
 
 
 def test_champion_loads_through_pyfunc_and_scores_raw_rows(first_night):
@@ -99,9 +102,38 @@ def test_worse_candidate_is_not_promoted(first_night, airflow_home):
     assert code == 0, report.get("error")
     assert report["gate"]["decision"] == "keep_champion"
     assert report["champion_version_compared"] == "1"
+    # drift was measured against the champion's stored reference; every distance is reported, a warning only
+    assert report["drift"]["checked"] and report["drift"]["champion_version"] == "1"
+    assert report["drift"]["action"] == "warn" and set(report["drift"]["largest"]) == {"psi", "ks", "js"}
     assert report["candidate_metrics"]["roc_auc"] < report["champion_metrics"]["roc_auc"]
     assert any("worsens" in r or "needs at least" in r for r in report["gate"]["reasons"])
     assert registry_state(MODEL) == {"champion": "1", "challenger": "2", "versions": [1, 2]}
+
+
+def test_drift_beyond_thresholds_stops_the_run_when_asked(first_night, airflow_home):
+    from ml_tasks import tracking
+
+    before = registry_state(MODEL)
+    # means 0.6 sd higher: within the suite (means within 1 sd) but far beyond the PSI and KS thresholds
+    land_frame(synthetic.generate(4000, seed=4, drift=0.6), "synthetic", "2026-02-03")
+    code, report = run_dag_test("2026-02-03", {**SMALL_BUDGET, "drift_action": "stop"}, airflow_home / "logs")
+    assert code != 0 and report["stopped_at"] == "drift" and not report["completed"]
+    assert report["error"]["type"] == "DataDriftError"
+    message = report["error"]["message"]
+    assert "champion version 1" in message and "x0" in message and "psi" in message.lower()
+    assert report["versions"] is None and registry_state(MODEL) == before
+    run = tracking.client().get_run(report["mlflow_run_id"] or _parent_run_id("2026-02-03"))
+    assert run.data.metrics["drift.x0.psi"] > 0.2 and run.data.tags["ratchet.drift"] != "none"
+
+
+def _parent_run_id(day: str) -> str:
+    from datetime import datetime
+
+    from ml_tasks import tracking
+    from ml_tasks.config import RunContext, run_key_for
+
+    ctx = RunContext("synthetic", run_key_for(datetime.fromisoformat(f"{day}T02:00:00+00:00"), None))
+    return tracking.ensure_parent_run(ctx)
 
 
 BAD_DROPS = {
