@@ -13,6 +13,11 @@ from pathlib import Path
 
 from ml_tasks.settings import environment_exports, get_settings
 
+# Tasks that move `champion` run in this pool of one slot: two runs never race the compare-and-set.
+PROMOTION_POOL = "ratchet_promotion"
+# Training tasks go to this pool and the `gpu` queue; its slots count the GPUs of the Celery worker(s) that serve it.
+GPU_POOL = "ratchet_gpu"
+
 
 def airflow_env() -> dict[str, str]:
     env = {**os.environ, **environment_exports()}
@@ -30,6 +35,10 @@ def airflow(*args: str, log_path: Path | None = None, check: bool = True) -> sub
         return subprocess.run(command, env=airflow_env(), check=check, stdout=handle, stderr=subprocess.STDOUT, text=True)
 
 
-def init_airflow() -> None:
+def init_airflow(gpu_slots: int | None = None) -> None:
+    """Migrate Airflow's database and create the pools Ratchet's DAGs use."""
     get_settings().airflow_home.mkdir(parents=True, exist_ok=True)
     airflow("db", "migrate")
+    airflow("pools", "set", PROMOTION_POOL, "1", "Moves of the champion alias: one at a time")
+    slots = gpu_slots if gpu_slots is not None else int(os.environ.get("RATCHET_GPU_SLOTS", "1"))
+    airflow("pools", "set", GPU_POOL, str(max(1, slots)), "Training tasks: one slot per GPU (1 on a CPU-only host)")

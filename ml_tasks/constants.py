@@ -17,6 +17,8 @@ TAG_GATE_REASONS = "ratchet.gate.reasons"
 TAG_PREVIOUS_CHAMPION = "ratchet.previous_champion_version"
 TAG_ALIAS_HISTORY = "ratchet.alias_history"
 TAG_DRIFT = "ratchet.drift"
+TAG_INFRA_VALIDATION = "ratchet.infra_validation"
+TAG_REVIEW = "ratchet.review"
 
 # Files inside a run's folders.
 MANIFEST_FILE = "manifest.json"
@@ -40,12 +42,14 @@ STAGE_RECORD_DIR = "stages"
 MLFLOW_MODEL_NAME = "model"
 MLFLOW_REPORT_DIR = "reports"
 MLFLOW_DATA_DIR = "data"
+MODEL_CARD_FILE = "model_card.md"
+INFRA_VALIDATION_FILE = "infra_validation.json"
 LEARNING_CURVE_FILE = "learning_curve.png"
 
 DATA_FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 # Metrics where a smaller value is better; every other metric is higher-is-better.
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "calibration_error"})
-EVALUATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
+EVALUATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier", "calibration_error")
 
 ALIAS_HISTORY_LIMIT = 50

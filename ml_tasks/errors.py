@@ -45,8 +45,14 @@ class PromotionConflictError(RatchetError):
     """The champion alias moved between the gate and the promotion."""
 
 
+class InfraValidationError(RatchetError):
+    """A registered version does not load or score as serving would: it is never promoted."""
+
+
 class StorageError(RatchetError):
     """A sync could not finish; what was copied is journaled and a rerun resumes."""
 
 
-PERMANENT_ERRORS: tuple[type[RatchetError], ...] = (DataError, ConfigError, UnsafePathError, PromotionConflictError)
+PERMANENT_ERRORS: tuple[type[RatchetError], ...] = (
+    DataError, ConfigError, UnsafePathError, PromotionConflictError, InfraValidationError,
+)

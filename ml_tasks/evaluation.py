@@ -7,15 +7,28 @@ process, since loading a Keras model imports its backend.
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ml_tasks.config import RunContext
 from ml_tasks.constants import TEST_RAW_FILE
 from ml_tasks.isolation import run_isolated
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ml_tasks.datasets import DatasetSpec
+
 log = logging.getLogger(__name__)
+
+
+NOISE_LEVELS = (0.1, 0.25, 0.5)  # Gaussian noise on numerics, in units of each feature's std
+INVARIANCE_TOLERANCE = 0.05  # mean |change in probability| allowed when an invariant feature is shuffled
+MIN_EASY_ROWS = 10
+IMPORTANCE_ROWS = 5000
+EVALUATION_ARTIFACT_DIR = "evaluation"
 
 
 @dataclass(frozen=True)
@@ -25,27 +38,23 @@ class EvaluationResult:
     champion: dict[str, float] | None
     champion_version: str | None
     champion_error: str | None
+    # Paired bootstrap intervals of the candidate's improvement over the champion, per metric.
+    intervals: dict[str, dict[str, Any]] | None = None
+    slices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    champion_slices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    behaviour: list[dict[str, Any]] = field(default_factory=list)
+    robustness: dict[str, float] = field(default_factory=dict)
+    importance: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def classification_metrics(y_true: Any, probability: Any, threshold: float = 0.5) -> dict[str, float]:
-    """The gate's metrics for a binary classifier."""
-    import numpy as np
-    from sklearn import metrics
+    """The gate's metrics for a binary classifier (see `ml_tasks.metrics`)."""
+    from ml_tasks.metrics import classification_metrics as metrics_of
 
-    y = np.asarray(y_true).astype(int)
-    p = np.clip(np.asarray(probability, dtype="float64"), 1e-7, 1 - 1e-7)
-    predicted = (p >= threshold).astype(int)
-    return {
-        "accuracy": float(metrics.accuracy_score(y, predicted)),
-        "precision": float(metrics.precision_score(y, predicted, zero_division=0)),
-        "recall": float(metrics.recall_score(y, predicted, zero_division=0)),
-        "f1": float(metrics.f1_score(y, predicted, zero_division=0)),
-        "roc_auc": float(metrics.roc_auc_score(y, p)) if len(set(y.tolist())) > 1 else float("nan"),
-        "log_loss": float(metrics.log_loss(y, p, labels=[0, 1])),
-    }
+    return metrics_of(y_true, probability, threshold=threshold)
 
 
 def evaluate(ctx: RunContext, candidate_model_uri: str, champion_version: str | None, parent_run_id: str) -> EvaluationResult:
@@ -57,36 +66,118 @@ def evaluate(ctx: RunContext, candidate_model_uri: str, champion_version: str | 
     return EvaluationResult(**result)
 
 
+def behavioural_tests(predict: Any, features: pd.DataFrame, spec: DatasetSpec, seed: int = 0) -> list[dict[str, Any]]:
+    """Made-With-ML style tests of a model's behaviour on raw rows: invariances and easy cases."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    base = np.asarray(predict(features))
+    results = []
+    for feature in spec.invariant_features:
+        shuffled = features.copy()
+        shuffled[feature] = shuffled[feature].to_numpy()[rng.permutation(len(features))]
+        change = float(np.mean(np.abs(np.asarray(predict(shuffled)) - base)))
+        results.append({"test": f"invariant to {feature}", "kind": "invariance", "value": round(change, 6),
+                        "threshold": INVARIANCE_TOLERANCE, "passed": change <= INVARIANCE_TOLERANCE,
+                        "detail": f"mean |change in probability| {change:.4f} when {feature} is shuffled"})
+    for name, query, label, least in spec.easy_cases:
+        mask = features.eval(query).to_numpy(dtype=bool)
+        rows = int(mask.sum())
+        if rows < MIN_EASY_ROWS:
+            results.append({"test": name, "kind": "easy_case", "value": None, "threshold": least, "passed": True,
+                            "detail": f"skipped: {rows} held-out rows match {query!r}"})
+            continue
+        accuracy = float(np.mean((base[mask] >= 0.5).astype(int) == label))
+        results.append({"test": name, "kind": "easy_case", "value": round(accuracy, 6), "threshold": least,
+                        "passed": accuracy >= least, "detail": f"accuracy {accuracy:.3f} on {rows} rows where {query}"})
+    return results
+
+
+def noise_robustness(predict: Any, features: pd.DataFrame, labels: Any, spec: DatasetSpec, seed: int = 0) -> dict[str, float]:
+    """Accuracy when numerics get Gaussian noise (in units of their std) and as many categoricals are resampled."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = np.asarray(labels).astype(int)
+    out = {"clean": float(np.mean((np.asarray(predict(features)) >= 0.5) == y))}
+    for level in NOISE_LEVELS:
+        noisy = features.copy()
+        for column in spec.numeric_features:
+            values = noisy[column].astype("float64")
+            noisy[column] = values + rng.normal(scale=level * float(values.std() or 1.0), size=len(noisy))
+        for column in spec.categorical_features:
+            swap = rng.random(len(noisy)) < level
+            noisy.loc[swap, column] = rng.choice(noisy[column].to_numpy(), size=int(swap.sum()))
+        out[f"noise_{level:g}"] = float(np.mean((np.asarray(predict(noisy)) >= 0.5) == y))
+    return out
+
+
 def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_version: str | None,
                         parent_run_id: str) -> dict[str, Any]:
+    import tempfile
+    from pathlib import Path
+
     import mlflow
     import pandas as pd
 
-    from ml_tasks import tracking
+    from ml_tasks import metrics, tracking
     from ml_tasks.datasets import get_dataset
 
     run_ctx = RunContext.from_dict(ctx)
     spec = get_dataset(run_ctx.dataset)
     tracking.configure()
     test = pd.read_parquet(run_ctx.prepared_dir / TEST_RAW_FILE)
-    features, labels = test[list(spec.features)], test[spec.target]
+    features, labels = test[list(spec.features)], test[spec.target].to_numpy()
 
-    candidate_scores = mlflow.pyfunc.load_model(candidate_model_uri).predict(features)
-    candidate = classification_metrics(labels, candidate_scores["probability"])
-    champion = None
-    champion_error = None
+    candidate_model = mlflow.pyfunc.load_model(candidate_model_uri)
+
+    def predict(rows: pd.DataFrame) -> Any:
+        return candidate_model.predict(rows)["probability"].to_numpy()
+
+    candidate_p = predict(features)
+    candidate = metrics.classification_metrics(labels, candidate_p)
+    slices = metrics.slice_metrics(features, labels, candidate_p, spec.slices)
+    champion = champion_error = intervals = None
+    champion_slices: dict[str, dict[str, Any]] = {}
     if champion_version is not None:
         uri = f"models:/{spec.registered_model}/{champion_version}"
         try:
-            champion_scores = mlflow.pyfunc.load_model(uri).predict(features)
-            champion = classification_metrics(labels, champion_scores["probability"])
+            champion_p = mlflow.pyfunc.load_model(uri).predict(features)["probability"].to_numpy()
+            champion = metrics.classification_metrics(labels, champion_p)
+            champion_slices = metrics.slice_metrics(features, labels, champion_p, spec.slices)
+            intervals = {m: i.to_dict() for m, i in metrics.paired_bootstrap(
+                labels, candidate_p, champion_p, metrics.BOOTSTRAP_METRICS).items()}
         except Exception as exc:  # a champion that cannot score today's rows is reported, not hidden
             champion_error = f"{uri} could not score the held-out rows: {type(exc).__name__}: {exc}"
             log.error("%s", champion_error)
-    with mlflow.start_run(run_id=parent_run_id):
+    behaviour = behavioural_tests(predict, features, spec)
+    robustness = noise_robustness(predict, features, labels, spec)
+    sample = features.sample(min(IMPORTANCE_ROWS, len(features)), random_state=0)
+    importance = metrics.permutation_importance(predict, sample, labels[features.index.get_indexer(sample.index)],
+                                                list(spec.features), repeats=2)
+    with mlflow.start_run(run_id=parent_run_id), tempfile.TemporaryDirectory() as tmp:
         mlflow.log_metrics({f"test.{k}": v for k, v in candidate.items()})
         if champion is not None:
             mlflow.log_metrics({f"champion_test.{k}": v for k, v in champion.items()})
-    log.info("candidate on %s held-out rows: %s; champion v%s: %s", len(test), candidate, champion_version, champion)
-    return EvaluationResult(rows=len(test), candidate=candidate, champion=champion,
-                            champion_version=champion_version, champion_error=champion_error).to_dict()
+        for name, values in slices.items():
+            mlflow.log_metrics({f"slice.{_metric_key(name)}.{k}": v for k, v in values.items() if k != "rows"})
+        mlflow.log_metrics({f"robustness.{k}.accuracy": v for k, v in robustness.items()})
+        folder = Path(tmp)
+        metrics.save_plots(labels, candidate_p, folder, "candidate", importance)
+        pd.DataFrame(importance).to_csv(folder / "permutation_importance.csv", index=False)
+        (folder / "behaviour.json").write_text(json.dumps(behaviour, indent=2))
+        mlflow.log_artifacts(str(folder), artifact_path=EVALUATION_ARTIFACT_DIR)
+    log.info("candidate on %s held-out rows: %s; champion v%s: %s; behaviour: %s", len(test), candidate, champion_version,
+             champion, [(b["test"], b["passed"]) for b in behaviour])
+    return EvaluationResult(
+        rows=len(test), candidate=candidate, champion=champion, champion_version=champion_version,
+        champion_error=champion_error, intervals=intervals, slices=slices, champion_slices=champion_slices,
+        behaviour=behaviour, robustness=robustness, importance=importance[:10],
+    ).to_dict()
+
+
+def _metric_key(slice_name: str) -> str:
+    """MLflow metric names allow letters, digits, _ - . / and spaces: keep a slice's name readable."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", slice_name.replace("=", "_"))

@@ -32,6 +32,7 @@ from ml_tasks.settings import get_settings
 log = logging.getLogger(__name__)
 
 MAX_TAG_CHARS = 5000
+MAX_DESCRIPTION_CHARS = 5000
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,38 @@ def comparison_baseline(name: str, run_id: str) -> tuple[str | None, str | None]
     if version.run_id != run_id:
         return current, current
     return version.tags.get(TAG_PREVIOUS_CHAMPION) or None, current
+
+
+def promote_version(name: str, version: str, reason: str, expected_champion: str | None = None,
+                    check_expected: bool = False) -> PromotionResult:
+    """Promote a named version after review (`promote_model` DAG, `ratchet promote`).
+
+    Refuses versions that failed infra validation. With `check_expected`, the
+    move is a compare-and-set against `expected_champion`, like the nightly's.
+    """
+    from ml_tasks.constants import TAG_INFRA_VALIDATION
+
+    client = tracking.client()
+    tags = client.get_model_version(name, version).tags  # fails clearly if it does not exist
+    if str(tags.get(TAG_INFRA_VALIDATION, "")).startswith("failed"):
+        raise PromotionConflictError(f"{name} v{version} failed infra validation ({tags[TAG_INFRA_VALIDATION]}); "
+                                     "it cannot serve")
+    with model_lock(name):
+        current = current_champion(name)
+        if check_expected and current != expected_champion:
+            raise PromotionConflictError(f"{name}: champion is v{current}, expected v{expected_champion}; not promoting")
+        if current == version:
+            return PromotionResult(name, version, current, current, promoted=False)
+        _move_alias(name, CHAMPION_ALIAS, version, reason)
+        if current is not None:
+            client.set_model_version_tag(name, version, TAG_PREVIOUS_CHAMPION, current)
+    log.info("%s: champion moved from v%s to v%s (%s)", name, current, version, reason)
+    return PromotionResult(name, version, current, version, promoted=True)
+
+
+def set_description(name: str, version: str, markdown: str) -> None:
+    """The version's description (MLflow's UI renders Markdown): where reviewers read the model card."""
+    tracking.client().update_model_version(name, version, description=markdown[:MAX_DESCRIPTION_CHARS])
 
 
 def rollback(name: str, to_version: str | None = None) -> PromotionResult:

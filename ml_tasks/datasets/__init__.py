@@ -44,6 +44,11 @@ class DatasetSpec:
     outlier_method: str = "quantile"
     outlier_quantiles: tuple[float, float] = (0.001, 0.999)
     outlier_iqr_factor: float = 1.5
+    # Behavioural tests of every candidate (Made-With-ML style), run in the evaluate stage:
+    # features whose values must not move predictions (shuffled: mean |change in probability| at most 0.05) ...
+    invariant_features: tuple[str, ...] = ()
+    # ... and easy cases: (name, pandas query on raw rows, expected label, least accuracy on them).
+    easy_cases: tuple[tuple[str, str, int, float], ...] = ()
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -84,6 +89,10 @@ ACS_EMPLOYMENT = DatasetSpec(
     suite="acs_employment",
     registered_model="acs_employment_classifier",
     slices=("SEX", "RAC1P"),
+    easy_cases=(
+        ("children under 16 are not employed", "AGEP < 16", 0, 0.98),
+        ("people over 80 are rarely employed", "AGEP >= 80", 0, 0.9),
+    ),
     # Different people share the same 16 coded answers: duplicates are real rows here.
     drop_duplicates=False,
 )
@@ -97,6 +106,12 @@ SYNTHETIC = DatasetSpec(
     suite="synthetic",
     registered_model="synthetic_classifier",
     slices=("segment",),
+    # x3 has weight 0 in the generating rule
+    invariant_features=("x3",),
+    easy_cases=(
+        ("strong positive signal", "x0 > 1.5 and x1 < -1.0", 1, 0.9),
+        ("strong negative signal", "x0 < -1.5 and x1 > 1.0", 0, 0.9),
+    ),
 )
 
 DATASETS: dict[str, DatasetSpec] = {d.name: d for d in (ACS_EMPLOYMENT, SYNTHETIC)}

@@ -1,0 +1,137 @@
+"""Infra validation (TFX's InfraValidator): can the registered version serve, before anything promotes it?
+
+The version is loaded exactly as serving will load it, `models:/<name>/<version>`
+through pyfunc, in a fresh process; it scores its logged input example and a
+sample of held-out raw rows; the output must have the serving schema
+(`probability` in [0, 1], `prediction` in {0, 1}, one row per input row) and a
+single row must score within the latency budget.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ml_tasks.config import RunContext
+from ml_tasks.constants import TEST_RAW_FILE
+from ml_tasks.isolation import run_isolated
+
+log = logging.getLogger(__name__)
+
+SAMPLE_ROWS = 200
+LATENCY_CALLS = 20
+SINGLE_ROW_BUDGET_MS = 250.0
+OUTPUT_COLUMNS = ["probability", "prediction"]
+
+
+@dataclass(frozen=True)
+class InfraValidation:
+    passed: bool
+    model_uri: str
+    problems: list[str]
+    rows_scored: int
+    load_seconds: float
+    single_row_p50_ms: float | None
+    batch_ms: float | None
+    budget_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def summary(self) -> str:
+        if self.passed:
+            return f"passed: loads in {self.load_seconds:.1f}s, one row in {self.single_row_p50_ms:.1f} ms (p50)"
+        return "failed: " + "; ".join(self.problems)
+
+
+def validate_version(ctx: RunContext, name: str, version: str, budget_ms: float = SINGLE_ROW_BUDGET_MS) -> InfraValidation:
+    result = run_isolated("ml_tasks.infra_validation:validate_in_process",
+                          {"ctx": ctx.to_dict(), "name": name, "version": version, "budget_ms": budget_ms})
+    return InfraValidation(**result)
+
+
+def output_problems(scores: Any, rows: int) -> list[str]:
+    """What is wrong with a pyfunc's output for `rows` input rows (empty when it has the serving schema)."""
+    import numpy as np
+    import pandas as pd
+
+    if not isinstance(scores, pd.DataFrame):
+        return [f"output is a {type(scores).__name__}, not a DataFrame with columns {OUTPUT_COLUMNS}"]
+    problems = []
+    if list(scores.columns) != OUTPUT_COLUMNS:
+        problems.append(f"output columns {list(scores.columns)}, expected {OUTPUT_COLUMNS}")
+        return problems
+    if len(scores) != rows:
+        problems.append(f"{len(scores)} output rows for {rows} input rows")
+    probability = scores["probability"].to_numpy(dtype="float64")
+    if not np.isfinite(probability).all() or (probability < 0).any() or (probability > 1).any():
+        problems.append("probability outside [0, 1] or not finite")
+    if not set(np.unique(scores["prediction"].to_numpy()).tolist()) <= {0, 1}:
+        problems.append("prediction not in {0, 1}")
+    return problems
+
+
+def validate_in_process(ctx: dict[str, str], name: str, version: str, budget_ms: float) -> dict[str, Any]:
+    import time
+
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from ml_tasks import tracking
+    from ml_tasks.datasets import get_dataset
+
+    run_ctx = RunContext.from_dict(ctx)
+    spec = get_dataset(run_ctx.dataset)
+    tracking.configure()
+    uri = f"models:/{name}/{version}"
+    problems: list[str] = []
+    start = time.perf_counter()
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except Exception as exc:
+        return InfraValidation(False, uri, [f"{uri} does not load: {type(exc).__name__}: {exc}"], 0,
+                               time.perf_counter() - start, None, None, budget_ms).to_dict()
+    load_seconds = time.perf_counter() - start
+    sample = pd.read_parquet(run_ctx.prepared_dir / TEST_RAW_FILE).head(SAMPLE_ROWS)[list(spec.features)]
+    inputs = [("held-out sample", sample)]
+    try:
+        example = model.metadata.load_input_example(uri)
+    except Exception as exc:
+        example = None
+        problems.append(f"the input example does not load: {type(exc).__name__}: {exc}")
+    if example is not None:
+        inputs.insert(0, ("input example", pd.DataFrame(example)))
+    elif not problems:
+        problems.append("the version logs no input example")
+    rows_scored = 0
+    batch_ms = None
+    for label, frame in inputs:
+        try:
+            started = time.perf_counter()
+            scores = model.predict(frame)
+            batch_ms = (time.perf_counter() - started) * 1000
+        except Exception as exc:
+            problems.append(f"scoring the {label} failed: {type(exc).__name__}: {str(exc)[:300]}")
+            continue
+        problems.extend(f"{label}: {p}" for p in output_problems(scores, len(frame)))
+        rows_scored += len(frame)
+    timings = []
+    row = sample.head(1)
+    for _ in range(LATENCY_CALLS):
+        started = time.perf_counter()
+        try:
+            model.predict(row)
+        except Exception:
+            break
+        timings.append((time.perf_counter() - started) * 1000)
+    p50 = float(np.median(timings)) if timings else None
+    if p50 is not None and p50 > budget_ms:
+        problems.append(f"one row takes {p50:.1f} ms (p50 of {len(timings)}), over the {budget_ms:g} ms budget")
+    result = InfraValidation(not problems, uri, problems, rows_scored, round(load_seconds, 3),
+                             round(p50, 3) if p50 is not None else None,
+                             round(batch_ms, 3) if batch_ms is not None else None, budget_ms)
+    log.info("infra validation of %s: %s", uri, result.summary)
+    return result.to_dict()

@@ -1,0 +1,102 @@
+"""The model card a reviewer reads in the MLflow registry before approving a version.
+
+Rendered from the run's stage records (data, validation, drift, training,
+evaluation, gate, infra validation) as Markdown: MLflow shows a version's
+description as Markdown. The whole card is also logged as an artifact; the
+description keeps what fits in MLflow's limit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ml_tasks.config import RunContext
+from ml_tasks.datasets import get_dataset
+
+PLOTS = ("roc_curve.png", "pr_curve.png", "calibration_curve.png", "confusion_matrix.png", "permutation_importance.png")
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def render(ctx: RunContext, name: str, version: str, run_id: str, stages: dict[str, dict[str, Any]]) -> str:
+    """Markdown for `name` v`version` from the run's stage records (missing stages are skipped)."""
+    spec = get_dataset(ctx.dataset)
+    prepared, validated = stages.get("prepare") or {}, stages.get("validate") or {}
+    drifted, trained = stages.get("drift") or {}, stages.get("train") or {}
+    tuned, evaluated = stages.get("tune") or {}, stages.get("evaluate") or {}
+    gated, infra = stages.get("gate") or {}, stages.get("infra") or {}
+    lines = [
+        f"# {name} v{version}",
+        f"Trained by Ratchet's `{ctx.dag_id or 'nightly_retrain'}` run `{ctx.run_id or ctx.run_key}` "
+        f"(data partition `{ctx.run_key}`); MLflow run `{run_id}`.",
+        "",
+        "## Data",
+        f"- **Data set**: `{spec.name}`: {spec.description}",
+        f"- **Rows**: {prepared.get('rows_in')} in, {prepared.get('rows_out')} after cleaning "
+        f"(train {prepared.get('train_rows')}, validation {prepared.get('val_rows')}, test {prepared.get('test_rows')}); "
+        f"fingerprint `{str(prepared.get('fingerprint', ''))[:16]}`",
+        f"- **Validation**: passed {validated.get('evaluated')} expectations of suite `{validated.get('suite')}`"
+        + (f" ([Data Docs]({validated['data_docs_uri']}))" if validated.get("data_docs_uri") else ""),
+    ]
+    if drifted.get("checked"):
+        features = ", ".join(drifted.get("drifted_features") or []) or "none"
+        lines.append(f"- **Drift** from champion v{drifted.get('champion_version')}'s training data: drifted features: "
+                     f"{features}; largest PSI {_number((drifted.get('largest') or {}).get('psi'))}")
+    elif drifted:
+        lines.append(f"- **Drift**: not checked ({drifted.get('reason')})")
+    lines += ["", "## Model",
+              f"- **Family**: `{trained.get('family', 'keras_mlp')}`; parameters: `{tuned.get('best_params')}`",
+              f"- **Training**: {trained.get('epochs_run', 'n/a')} epochs (best {trained.get('best_epoch', 'n/a')}); "
+              f"fit: {trained.get('fit_diagnosis', 'n/a')}"]
+    candidate, champion = evaluated.get("candidate") or {}, evaluated.get("champion")
+    intervals = evaluated.get("intervals") or {}
+    lines += ["", f"## Metrics on {evaluated.get('rows')} held-out rows", "",
+              f"| metric | this version | champion v{evaluated.get('champion_version')} | improvement (95% interval) |",
+              "|---|---|---|---|"]
+    for metric, value in candidate.items():
+        interval = intervals.get(metric)
+        shown = (f"{interval['improvement']:+.4f} [{interval['lower']:+.4f}, {interval['upper']:+.4f}]"
+                 if interval else "n/a")
+        lines.append(f"| {metric} | {_number(value)} | {_number((champion or {}).get(metric))} | {shown} |")
+    slices = evaluated.get("slices") or {}
+    if slices:
+        lines += ["", "## Slices", "", "| slice | rows | ROC AUC | accuracy |", "|---|---|---|---|"]
+        lines += [f"| {s} | {v.get('rows')} | {_number(v.get('roc_auc'))} | {_number(v.get('accuracy'))} |"
+                  for s, v in sorted(slices.items())]
+    lines += ["", "## Gate", f"**{gated.get('decision', 'n/a')}**" + (" (blessed)" if gated.get("blessed") else ""), ""]
+    lines += [f"- {reason}" for reason in gated.get("reasons") or []]
+    if infra:
+        lines.append(f"- infra validation: {infra.get('summary', infra.get('passed'))}")
+    behaviour = evaluated.get("behaviour") or []
+    robustness = evaluated.get("robustness") or {}
+    lines += ["", "## Behaviour and robustness"]
+    lines += [f"- {'pass' if b['passed'] else 'FAIL'}: {b['test']}: {b['detail']}" for b in behaviour]
+    if robustness:
+        lines.append("- accuracy under noise: " + ", ".join(f"{k} {_number(v, 3)}" for k, v in robustness.items()))
+    lines += ["", "## Plots", "MLflow run artifacts: " + ", ".join(f"`evaluation/{p}`" for p in PLOTS)]
+    lines += ["", "## Limitations"] + [f"- {item}" for item in limitations(spec.name, evaluated)]
+    return "\n".join(lines) + "\n"
+
+
+def limitations(dataset: str, evaluated: dict[str, Any]) -> list[str]:
+    """What a reviewer should know the numbers above do not show."""
+    items = [f"Measured on held-out rows of the `{dataset}` drop it was trained on; later populations may differ "
+             "(the nightly drift task compares each new drop with this version's training statistics)."]
+    slices = evaluated.get("slices") or {}
+    scored = [(v.get("roc_auc"), s) for s, v in slices.items() if v.get("roc_auc") is not None]
+    if scored:
+        worst_auc, worst = min(scored)
+        items.append(f"Weakest declared slice: {worst} (ROC AUC {_number(worst_auc)}).")
+    robustness = evaluated.get("robustness") or {}
+    if "clean" in robustness and robustness:
+        noisiest = max(robustness, key=lambda k: float(k.split("_")[1]) if k.startswith("noise_") else 0.0)
+        items.append(f"Accuracy falls from {_number(robustness['clean'], 3)} to {_number(robustness[noisiest], 3)} "
+                     f"under {noisiest.replace('_', ' ')} x std feature noise.")
+    items.append("Decisions use a 0.5 probability threshold; scores are not calibrated beyond what the calibration "
+                 "error above shows.")
+    return items
