@@ -12,9 +12,18 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from ml_tasks.config import DEFAULT_ABSOLUTE_THRESHOLDS, DEFAULT_CHANGE_THRESHOLDS, TrainConfig, TuneConfig
+from ml_tasks.config import (
+    DEFAULT_ABSOLUTE_THRESHOLDS,
+    DEFAULT_CHANGE_THRESHOLDS,
+    MAX_TUNING_WORKERS,
+    TUNING_PRUNERS,
+    TUNING_SAMPLERS,
+    TrainConfig,
+    TuneConfig,
+)
 from ml_tasks.constants import EVALUATION_METRICS
 from ml_tasks.datasets import ACS_EMPLOYMENT, DATASETS
+from ml_tasks.families import MODEL_FAMILIES
 
 DOC = """
 ### Nightly retraining
@@ -30,8 +39,10 @@ the current champion on the same held-out rows.
   Jensen-Shannon per feature, label shift); every distance is recorded in MLflow; drift above the thresholds
   warns, or stops the run when `drift_action` is `stop`.
 * **prepare** cleans, splits (stratified, seeded) and fits the transform on the training split.
-* **tune** runs an Optuna study; every trial is a nested MLflow run.
-* **train** trains the best configuration in a fresh process (checkpointed, early stopping).
+* **tune_plan** creates the run's Optuna study (warm-started with the champion's parameters when it is of the
+  same `model_family`); **tune_slot** runs `tuning_workers` mapped slots that share the study (every trial a
+  nested MLflow run, pruned on its per-epoch validation AUC); **tune** picks the best trial and logs the plots.
+* **train** trains the best configuration of the family in a fresh process (checkpointed, early stopping).
 * **evaluate** scores candidate and champion through pyfunc on the same rows.
 * **gate** writes the blessing record; **register** registers the version, moves `challenger`, and `champion` on a pass.
 * **report** writes `run_report.json` whatever happened, and fails the run if it stopped early.
@@ -111,8 +122,18 @@ def _stage(name: str, *args: Any) -> Any:
         "tuning_trials": Param(TuneConfig.trials, type="integer", minimum=1, maximum=500, title="Tuning trials",
                                description="Optuna trials (budget) for this run."),
         "tuning_epochs": Param(TuneConfig.epochs, type="integer", minimum=1, maximum=200, title="Epochs per trial"),
-        "tuning_sampler": Param(TuneConfig.sampler, type="string", enum=["tpe", "random"], title="Search strategy",
-                                description="tpe: Bayesian (Tree-structured Parzen Estimator); random."),
+        "model_family": Param(TuneConfig.family, type="string", enum=list(MODEL_FAMILIES), title="Model family",
+                              description="keras_mlp (Keras 3 MLP), or scikit-learn logistic_regression, "
+                                          "random_forest, hist_gradient_boosting."),
+        "tuning_sampler": Param(TuneConfig.sampler, type="string", enum=list(TUNING_SAMPLERS), title="Search strategy",
+                                description="tpe: Bayesian (Tree-structured Parzen Estimator); random; grid: the "
+                                            "family's declared grid (at most tuning_trials points)."),
+        "tuning_pruner": Param(TuneConfig.pruner, type="string", enum=list(TUNING_PRUNERS), title="Pruner",
+                               description="Stops bad trials early from their per-epoch validation AUC: median, "
+                                           "hyperband, or none."),
+        "tuning_workers": Param(TuneConfig.workers, type="integer", minimum=1, maximum=MAX_TUNING_WORKERS,
+                                title="Parallel trial slots",
+                                description="Mapped tune_slot tasks sharing one stored study (Airflow workers)."),
         "max_epochs": Param(TrainConfig.max_epochs, type="integer", minimum=1, maximum=1000,
                             title="Max training epochs", description="Early stopping usually ends sooner."),
         "absolute_thresholds": Param(
@@ -156,8 +177,16 @@ def nightly_retrain() -> None:
         return _stage("prepare", synced)
 
     @task
+    def tune_plan(prepared: dict[str, Any]) -> list[int]:
+        return list(_stage("tune", prepared, "plan")["slots"])
+
+    @task
+    def tune_slot(prepared: dict[str, Any], slot: int) -> dict[str, Any]:
+        return _stage("tune", prepared, "slot", slot)
+
+    @task
     def tune(prepared: dict[str, Any]) -> dict[str, Any]:
-        return _stage("tune", prepared)
+        return _stage("tune", prepared, "summary")
 
     @task
     def train(prepared: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
@@ -191,7 +220,9 @@ def nightly_retrain() -> None:
     synced = sync()
     validated = validate(synced)
     prepared = prepare(synced, drift(synced, validated))
-    trained = train(prepared, tune(prepared))
+    tuned = tune(prepared)
+    tune_slot.partial(prepared=prepared).expand(slot=tune_plan(prepared)) >> tuned
+    trained = train(prepared, tuned)
     gated = gate(prepared, evaluate(prepared, trained))
     register(prepared, validated, trained, gated) >> report()
 

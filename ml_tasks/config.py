@@ -47,6 +47,11 @@ def run_key_for(data_interval_start: Any | None, run_id: str | None) -> str:
     raise ConfigError("a run needs a data interval or a run id to key its outputs")
 
 
+TUNING_SAMPLERS = ("tpe", "random", "grid")
+TUNING_PRUNERS = ("median", "hyperband", "none")
+MAX_TUNING_WORKERS = 8
+
+
 @dataclass(frozen=True)
 class TuneConfig:
     trials: int = 6
@@ -54,14 +59,25 @@ class TuneConfig:
     sampler: str = "tpe"
     seed: int = 0
     max_train_rows: int = 20_000
+    family: str = "keras_mlp"
+    pruner: str = "median"
+    # Trial slots (Airflow mapped tasks) sharing the one stored study.
+    workers: int = 1
 
     def __post_init__(self) -> None:
+        from ml_tasks.families import check_family
+
         if not 1 <= self.trials <= 500:
             raise ConfigError(f"tuning trials must be 1..500, got {self.trials}")
         if not 1 <= self.epochs <= 200:
             raise ConfigError(f"tuning epochs must be 1..200, got {self.epochs}")
-        if self.sampler not in ("tpe", "random"):
-            raise ConfigError(f"tuning sampler must be 'tpe' or 'random', got {self.sampler!r}")
+        if self.sampler not in TUNING_SAMPLERS:
+            raise ConfigError(f"tuning sampler must be one of {', '.join(TUNING_SAMPLERS)}, got {self.sampler!r}")
+        if self.pruner not in TUNING_PRUNERS:
+            raise ConfigError(f"tuning pruner must be one of {', '.join(TUNING_PRUNERS)}, got {self.pruner!r}")
+        if not 1 <= self.workers <= MAX_TUNING_WORKERS:
+            raise ConfigError(f"tuning workers must be 1..{MAX_TUNING_WORKERS}, got {self.workers}")
+        check_family(self.family)
 
 
 @dataclass(frozen=True)
@@ -70,10 +86,14 @@ class TrainConfig:
     patience: int = 4
     batch_size: int = 512
     seed: int = 0
+    family: str = "keras_mlp"
 
     def __post_init__(self) -> None:
+        from ml_tasks.families import check_family
+
         if not 1 <= self.max_epochs <= 1000:
             raise ConfigError(f"max_epochs must be 1..1000, got {self.max_epochs}")
+        check_family(self.family)
 
 
 @dataclass(frozen=True)
@@ -157,8 +177,12 @@ class RunConfig:
                 trials=int(params.get("tuning_trials", TuneConfig.trials)),
                 epochs=int(params.get("tuning_epochs", TuneConfig.epochs)),
                 sampler=str(params.get("tuning_sampler", TuneConfig.sampler)),
+                family=str(params.get("model_family", TuneConfig.family)),
+                pruner=str(params.get("tuning_pruner", TuneConfig.pruner)),
+                workers=int(params.get("tuning_workers", TuneConfig.workers)),
             ),
-            train=TrainConfig(max_epochs=int(params.get("max_epochs", TrainConfig.max_epochs))),
+            train=TrainConfig(max_epochs=int(params.get("max_epochs", TrainConfig.max_epochs)),
+                              family=str(params.get("model_family", TrainConfig.family))),
             gate=GateConfig(
                 absolute={k: float(v) for k, v in dict(params.get("absolute_thresholds") or {}).items()},
                 change={k: float(v) for k, v in dict(params.get("change_thresholds") or {}).items()},

@@ -8,20 +8,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ml_tasks.families import DEFAULT_PARAMS, KERAS_MLP
+
 log = logging.getLogger(__name__)
 
-# The one place the MLP's search space is declared (used by tuning).
-MLP_SEARCH_SPACE: dict[str, Any] = {
-    "n_layers": [1, 2, 3],
-    "units": [32, 64, 128, 256],
-    "dropout": (0.0, 0.4),
-    "l2": (1e-6, 1e-3),
-    "learning_rate": (1e-4, 1e-2),
-    "batch_size": [256, 512, 1024],
-}
-DEFAULT_MLP_PARAMS: dict[str, Any] = {
-    "n_layers": 2, "units": 128, "dropout": 0.1, "l2": 1e-5, "learning_rate": 1e-3, "batch_size": 512,
-}
+# The MLP's search space is declared with the other families' in `ml_tasks.families.SEARCH_SPACES`.
+DEFAULT_MLP_PARAMS: dict[str, Any] = DEFAULT_PARAMS[KERAS_MLP]
 
 
 def configure_accelerators() -> dict[str, Any]:

@@ -158,10 +158,30 @@ def prepare(ctx: RunContext, synced: dict[str, Any]) -> dict[str, Any]:
     return run_stage(ctx, "prepare", work)
 
 
-def tune(ctx: RunContext, config: RunConfig, prepared: dict[str, Any]) -> dict[str, Any]:
-    from ml_tasks.tuning import tune as run_tuning
+def tune(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], step: str = "all", slot: int = 0) -> dict[str, Any]:
+    """The Optuna search: whole ("all"), or in the DAG's steps "plan", "slot" (one of N mapped tasks), "summary".
 
-    return run_stage(ctx, "tune", lambda: run_tuning(ctx, config.tune, prepared["mlflow_run_id"]).to_dict())
+    "all" and "summary" write the tune record train reads; a failing plan or slot records its error there.
+    """
+    from ml_tasks import tuning
+
+    run_id = prepared["mlflow_run_id"]
+    if step == "all":
+        return run_stage(ctx, "tune", lambda: tuning.tune(ctx, config.tune, run_id).to_dict())
+    if step == "summary":
+        return run_stage(ctx, "tune", lambda: tuning.tune_summary(ctx, config.tune, run_id).to_dict())
+    try:
+        if step == "plan":
+            records.clear_stages_after(ctx, "tune")
+            return tuning.tune_plan(ctx, config.tune).to_dict()
+        if step == "slot":
+            return tuning.tune_slot(ctx, config.tune, run_id, slot, tuning.slot_count(config.tune)).to_dict()
+        raise ValueError(f"unknown tuning step {step!r}")
+    except Exception as exc:
+        where = f"tuning {step}" + (f" {slot}" if step == "slot" else "")
+        error = {"type": type(exc).__name__, "message": f"{where}: {exc}"}
+        records.write_stage(ctx, "tune", {"ok": False, "error": error, "traceback": traceback.format_exc(limit=5)})
+        raise
 
 
 def train(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:

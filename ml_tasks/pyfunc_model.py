@@ -1,9 +1,12 @@
-"""The model as MLflow serves it: raw rows in, the fitted transform, the Keras MLP.
+"""The model as MLflow serves it: raw rows in, the fitted transform, then the family's model.
 
 `models:/NAME@champion` loaded through pyfunc takes the declared raw columns
-and applies the transform saved beside the network, exactly as in training.
-Loading needs the `ratchet` package installed (this class is referenced by
-module, not copied); we only ever load models our own pipeline registered.
+and applies the transform saved beside the model, exactly as in training,
+whichever family (Keras MLP or scikit-learn) the version holds: the artifact
+present says which. Loading needs the `ratchet` package installed (this class
+is referenced by module, not copied); we only ever load models our own
+pipeline registered, and scikit-learn models are skops files that load only
+scikit-learn types (see `ml_tasks.families.load_sklearn`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 from mlflow.pyfunc import PythonModel
 
 KERAS_ARTIFACT = "keras_model"
+SKLEARN_ARTIFACT = "sklearn_model"
 TRANSFORM_ARTIFACT = "transform"
 DECISION_THRESHOLD = 0.5
 
@@ -21,13 +25,20 @@ class RatchetClassifier(PythonModel):
     def load_context(self, context: Any) -> None:
         import json
 
-        import keras
-
         from ml_tasks.transform import FittedTransform
 
         with open(context.artifacts[TRANSFORM_ARTIFACT]) as handle:
             self.transform = FittedTransform.from_dict(json.load(handle))
-        self.network = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
+        self.network: Any = None
+        self.estimator: Any = None
+        if KERAS_ARTIFACT in context.artifacts:
+            import keras
+
+            self.network = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
+        else:
+            from ml_tasks.families import load_sklearn
+
+            self.estimator = load_sklearn(context.artifacts[SKLEARN_ARTIFACT])
 
     # No type hints here: MLflow would build a schema from them; the logged signature is the schema.
     def predict(self, context, model_input, params=None):
@@ -35,7 +46,11 @@ class RatchetClassifier(PythonModel):
         import pandas as pd
 
         features = self.transform.apply(pd.DataFrame(model_input))
-        probability = np.asarray(self.network.predict(features, batch_size=4096, verbose=0), dtype="float64").reshape(-1)
+        if self.network is not None:
+            raw = self.network.predict(features, batch_size=4096, verbose=0)
+        else:
+            raw = self.estimator.predict_proba(features)[:, 1]
+        probability = np.asarray(raw, dtype="float64").reshape(-1)
         return pd.DataFrame({
             "probability": probability,
             "prediction": (probability >= DECISION_THRESHOLD).astype("int64"),

@@ -1,9 +1,13 @@
-"""Train the best configuration and log it as an MLflow pyfunc model.
+"""Train the best configuration of the run's model family and log it as an MLflow pyfunc model.
 
-Runs in a fresh process. Checkpoints every epoch (`BackupAndRestore`), so a
-process killed mid-run and retried resumes where it stopped; stops early on
-the validation AUC; logs the learning curves. A rerun that finds the finished
-model of its run key reuses it instead of training again.
+Runs in a fresh process, for every family (Keras imports its backend; the
+scikit-learn fits get the same memory isolation). The Keras MLP checkpoints
+every epoch (`BackupAndRestore`), so a process killed mid-run and retried
+resumes where it stopped, and stops early on the validation AUC; gradient
+boosting stops early on the same split. A finished scikit-learn model file is
+reused by a retry. Every family gets the same over/underfitting diagnosis from
+its train and validation AUC. A rerun that finds the finished model of its run
+key reuses it instead of training again.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class TrainResult:
     fit_diagnosis: str
     accelerators: dict[str, Any]
     reused: bool
+    family: str = "keras_mlp"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,9 +67,11 @@ def diagnose_fit(train_auc: float, val_auc: float, floor: float = 0.6) -> str:
     return f"good fit: train AUC {train_auc:.3f}, validation AUC {val_auc:.3f}"
 
 
-def _pip_requirements() -> list[str]:
+def _pip_requirements(family: str = "keras_mlp") -> list[str]:
     from importlib.metadata import version
 
+    if family != "keras_mlp":
+        return [f"{name}=={version(name)}" for name in ("mlflow", "pandas", "numpy", "scikit-learn", "skops")]
     return [f"{name}=={version(name)}" for name in ("mlflow", "keras", "pandas", "numpy", "scikit-learn")] + [
         f"tensorflow-cpu=={version('tensorflow-cpu')}" if _installed("tensorflow-cpu") else "tensorflow"
     ]
@@ -86,11 +93,12 @@ def _learning_curve(history: dict[str, list[float]], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (loss_ax, auc_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, ax in (("loss", loss_ax), ("auc", auc_ax)):
+    keys = [key for key in ("loss", "auc") if key in history]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
+    for key, ax in zip(keys, axes[0], strict=True):
         ax.plot(history[key], label=f"train {key}")
         ax.plot(history[f"val_{key}"], label=f"validation {key}")
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch" if "loss" in history else "step")
         ax.set_title(key)
         ax.legend()
     fig.tight_layout()
@@ -98,36 +106,28 @@ def _learning_curve(history: dict[str, list[float]], path: str) -> None:
     plt.close(fig)
 
 
-def train_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
-    import json
-    import tempfile
-    from pathlib import Path
+@dataclass(frozen=True)
+class _Fitted:
+    artifacts: dict[str, str]
+    history: dict[str, list[float]]
+    accelerators: dict[str, Any]
+    epochs_run: int
+    best_epoch: int
+    train_auc: float
+    val_auc: float
 
+
+def _fit_keras(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str, Any], data: tuple[Any, Any, Any, Any]) -> _Fitted:
+    """Fit the MLP (checkpointed, early stopping on the validation AUC, best weights restored)."""
     import keras
-    import mlflow
-    import pandas as pd
-    from mlflow.models import infer_signature
 
-    from ml_tasks import tracking
-    from ml_tasks.datasets import get_dataset
-    from ml_tasks.io import atomic_path, write_json
-    from ml_tasks.models import DEFAULT_MLP_PARAMS, build_mlp, configure_accelerators, distribution_scope, load_xy
-    from ml_tasks.pyfunc_model import KERAS_ARTIFACT, TRANSFORM_ARTIFACT, RatchetClassifier
+    from ml_tasks.io import atomic_path
+    from ml_tasks.models import build_mlp, configure_accelerators, distribution_scope
+    from ml_tasks.pyfunc_model import KERAS_ARTIFACT
 
-    run_ctx = RunContext.from_dict(ctx)
-    train_config = TrainConfig(**config)
-    spec = get_dataset(run_ctx.dataset)
+    x_train, y_train, x_val, y_val = data
     model_dir = run_ctx.model_dir
-    done_record = model_dir / "train_result.json"
-    if done_record.is_file():
-        log.info("model for %s already trained; reusing %s", run_ctx.tracking_key, done_record)
-        return {**json.loads(done_record.read_text()), "reused": True}
-
-    hyper = {**DEFAULT_MLP_PARAMS, **params}
     accelerators = configure_accelerators()
-    folder = run_ctx.prepared_dir
-    x_train, y_train = load_xy(str(folder / TRAIN_FILE), spec.target)
-    x_val, y_val = load_xy(str(folder / VALIDATION_SPLIT_FILE), spec.target)
     replicas = max(1, len(accelerators["gpus"]))
     with distribution_scope(accelerators["gpus"]):
         model = build_mlp(x_train.shape[1], hyper, seed=train_config.seed)
@@ -141,40 +141,100 @@ def train_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict[s
         batch_size=int(hyper["batch_size"]) * replicas, callbacks=callbacks, verbose=2,
     )
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
-    best_epoch = int(max(range(len(history["val_auc"])), key=history["val_auc"].__getitem__))
-    train_auc, val_auc = history["auc"][best_epoch], history["val_auc"][best_epoch]
-
     model_path = model_dir / MODEL_FILE
     with atomic_path(model_path) as tmp:
         keras_tmp = tmp.with_suffix(".keras")
         model.save(keras_tmp)
         keras_tmp.replace(tmp)
+    best_epoch = int(max(range(len(history["val_auc"])), key=history["val_auc"].__getitem__))
+    return _Fitted({KERAS_ARTIFACT: str(model_path)}, history, accelerators, len(history["loss"]), best_epoch,
+                   history["auc"][best_epoch], history["val_auc"][best_epoch])
+
+
+def _fit_sklearn(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str, Any], data: tuple[Any, Any, Any, Any]) -> _Fitted:
+    """Fit a scikit-learn family, or reuse the model file a killed earlier attempt finished."""
+    import json
+
+    from ml_tasks import families
+    from ml_tasks.io import atomic_path, write_json
+    from ml_tasks.pyfunc_model import SKLEARN_ARTIFACT
+
+    model_path = run_ctx.model_dir / families.SKLEARN_MODEL_FILE
+    fit_record = run_ctx.model_dir / "sklearn_fit.json"
+    accelerators = {"backend": "scikit-learn", "gpus": [], "precision": "float64"}
+    if model_path.is_file() and fit_record.is_file():
+        log.info("%s model for %s already fitted; reusing %s", train_config.family, run_ctx.tracking_key, model_path)
+        fitted = json.loads(fit_record.read_text())
+    else:
+        model, fit = families.fit_sklearn(train_config.family, hyper, *data, seed=train_config.seed)
+        with atomic_path(model_path) as tmp:
+            families.save_sklearn(model, tmp)
+        fitted = fit.to_dict()
+        write_json(fit_record, fitted)  # written last: it marks the model file complete
+    return _Fitted({SKLEARN_ARTIFACT: str(model_path)}, fitted["history"], accelerators, int(fitted["epochs_run"]),
+                   int(fitted["best_epoch"]), float(fitted["train_auc"]), float(fitted["val_auc"]))
+
+
+def train_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from ml_tasks import tracking
+    from ml_tasks.datasets import get_dataset
+    from ml_tasks.families import DEFAULT_PARAMS, KERAS_MLP
+    from ml_tasks.io import write_json
+    from ml_tasks.models import load_xy
+    from ml_tasks.pyfunc_model import TRANSFORM_ARTIFACT, RatchetClassifier
+
+    run_ctx = RunContext.from_dict(ctx)
+    train_config = TrainConfig(**config)
+    family = train_config.family
+    spec = get_dataset(run_ctx.dataset)
+    done_record = run_ctx.model_dir / "train_result.json"
+    if done_record.is_file():
+        log.info("model for %s already trained; reusing %s", run_ctx.tracking_key, done_record)
+        return {**json.loads(done_record.read_text()), "reused": True}
+
+    hyper = {**DEFAULT_PARAMS[family], **params}
+    folder = run_ctx.prepared_dir
+    x_train, y_train = load_xy(str(folder / TRAIN_FILE), spec.target)
+    x_val, y_val = load_xy(str(folder / VALIDATION_SPLIT_FILE), spec.target)
+    data = (x_train, y_train, x_val, y_val)
+    fitted = (_fit_keras if family == KERAS_MLP else _fit_sklearn)(run_ctx, train_config, hyper, data)
+    history, train_auc, val_auc, best_epoch = fitted.history, fitted.train_auc, fitted.val_auc, fitted.best_epoch
 
     tracking.configure()
     test_raw = pd.read_parquet(folder / TEST_RAW_FILE)
     example = test_raw[list(spec.features)].head(5)
     with mlflow.start_run(run_id=parent_run_id):
-        for epoch in range(len(history["loss"])):
-            mlflow.log_metrics({f"train.{k}": v[epoch] for k, v in history.items()}, step=epoch)
-        mlflow.log_params({f"train.{k}": v for k, v in hyper.items()} | {"train.max_epochs": train_config.max_epochs})
+        for epoch in range(len(history["val_auc"])):
+            mlflow.log_metrics({f"train.{k}": v[epoch] for k, v in history.items() if epoch < len(v)}, step=epoch)
+        mlflow.log_params({f"train.{k}": v for k, v in hyper.items()}
+                          | {"train.max_epochs": train_config.max_epochs, "train.family": family})
+        mlflow.log_metrics({"train.final_train_auc": train_auc, "train.final_val_auc": val_auc})
         with tempfile.TemporaryDirectory() as tmp_dir:
             curve = Path(tmp_dir) / LEARNING_CURVE_FILE
             _learning_curve(history, str(curve))
             mlflow.log_artifact(str(curve), artifact_path="plots")
         classifier = RatchetClassifier()
-        artifacts = {KERAS_ARTIFACT: str(model_path), TRANSFORM_ARTIFACT: str(folder / TRANSFORM_FILE)}
+        artifacts = {**fitted.artifacts, TRANSFORM_ARTIFACT: str(folder / TRANSFORM_FILE)}
         classifier.load_context(type("Context", (), {"artifacts": artifacts})())
         signature = infer_signature(example, classifier.predict(None, example))
         info = mlflow.pyfunc.log_model(
             name=MLFLOW_MODEL_NAME, python_model=RatchetClassifier(), artifacts=artifacts,
-            signature=signature, input_example=example, pip_requirements=_pip_requirements(),
+            signature=signature, input_example=example, pip_requirements=_pip_requirements(family),
         )
     result = TrainResult(
-        model_uri=info.model_uri, model_path=str(model_path), epochs_run=len(history["loss"]),
+        model_uri=info.model_uri, model_path=next(iter(fitted.artifacts.values())), epochs_run=fitted.epochs_run,
         best_epoch=best_epoch, train_auc=train_auc, val_auc=val_auc,
-        fit_diagnosis=diagnose_fit(train_auc, val_auc), accelerators=accelerators, reused=False,
+        fit_diagnosis=diagnose_fit(train_auc, val_auc), accelerators=fitted.accelerators, reused=False, family=family,
     )
     write_json(done_record, result.to_dict())
-    log.info("trained %s: %s epochs, best %s, val AUC %.4f; %s", run_ctx.tracking_key, result.epochs_run,
-             best_epoch, val_auc, result.fit_diagnosis)
+    log.info("trained %s (%s): %s epochs/steps, best %s, val AUC %.4f; %s", run_ctx.tracking_key, family,
+             result.epochs_run, best_epoch, val_auc, result.fit_diagnosis)
     return result.to_dict()

@@ -1,22 +1,52 @@
-"""Hyperparameter search with Optuna; every trial is a nested MLflow run.
+"""Hyperparameter search with Optuna, as N trial slots sharing one stored study; every trial a nested MLflow run.
 
 The study is stored (SQLite on the embedded default, any Optuna RDB URL in
 production) under the run's key, so a retried task resumes it and only runs
-the trials still missing from the budget. Bad trials are pruned from their
-per-epoch validation AUC.
+the trials still missing from the budget. The work splits into three steps so
+that Airflow can run the middle one on several workers at once:
+
+* `tune_plan` creates the study once and seeds it with the champion's
+  parameters when the champion is of the same family (warm start);
+* `tune_slot` runs slot k's share of the budget (in a fresh process: it may
+  import TensorFlow). Each trial is tagged with its slot, so a retried slot
+  counts only its own finished trials; a killed slot's running trial is failed
+  (Optuna heartbeats, or the slot's retry) and its parameters enqueued again,
+  so no trial is lost or run twice towards the budget;
+* `tune_summary` picks the best trial and logs the study's plots.
+
+Samplers: grid (the family's declared grid), random, TPE. Pruners (median,
+Hyperband, none) stop bad trials from their per-step validation AUC (Keras
+epochs, tree-ensemble growth steps).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from ml_tasks.config import RunContext, TuneConfig
 from ml_tasks.constants import TRAIN_FILE, VALIDATION_SPLIT_FILE
 from ml_tasks.isolation import run_isolated
+from ml_tasks.settings import get_settings
 
 log = logging.getLogger(__name__)
+
+OBJECTIVE = "val_auc"
+# Optuna RDB storage: a running trial records a heartbeat; one silent for GRACE_S is failed (and retried).
+HEARTBEAT_S = 10
+GRACE_S = 40
+RETRIES_PER_TRIAL = 2
+# Seconds a SQLite connection waits for another process's write lock instead of failing "database is locked".
+SQLITE_TIMEOUT_S = 120
+SLOT_ATTR = "slot"
+STEPS_ATTR = "steps"
+SLOT_SEED_STRIDE = 1000
+HISTORY_PLOT = "tuning_history.png"
+IMPORTANCE_PLOT = "tuning_importances.png"
 
 
 @dataclass(frozen=True)
@@ -27,117 +57,377 @@ class TuneResult:
     trials_complete: int
     trials_pruned: int
     study_name: str
+    family: str = "keras_mlp"
+    sampler: str = "tpe"
+    pruner: str = "median"
+    trials_failed: int = 0
+    # Training steps (epochs, ensemble growth steps) all trials ran: the study's compute.
+    steps_run: int = 0
+    warm_start: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def suggest_mlp_params(trial: Any) -> dict[str, Any]:
-    from ml_tasks.models import MLP_SEARCH_SPACE as space
+@dataclass(frozen=True)
+class TunePlan:
+    study_name: str
+    budget: int
+    slots: list[int]
+    warm_start: str
 
-    return {
-        "n_layers": trial.suggest_categorical("n_layers", space["n_layers"]),
-        "units": trial.suggest_categorical("units", space["units"]),
-        "dropout": trial.suggest_float("dropout", *space["dropout"]),
-        "l2": trial.suggest_float("l2", *space["l2"], log=True),
-        "learning_rate": trial.suggest_float("learning_rate", *space["learning_rate"], log=True),
-        "batch_size": trial.suggest_categorical("batch_size", space["batch_size"]),
-    }
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-def tune(ctx: RunContext, config: TuneConfig, parent_run_id: str) -> TuneResult:
-    """Run the study in a fresh process (it imports TensorFlow)."""
-    result = run_isolated(
-        "ml_tasks.tuning:tune_in_process",
-        {"ctx": ctx.to_dict(), "config": asdict(config), "parent_run_id": parent_run_id},
+@dataclass(frozen=True)
+class SlotResult:
+    slot: int
+    n_slots: int
+    share: int
+    trials_run: int
+    requeued: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- study, sampler, pruner
+
+
+def study_storage(url: str | None = None) -> Any:
+    """Optuna RDB storage with heartbeats (a dead worker's trial is failed and retried) and SQLite lock waits."""
+    import optuna
+
+    url = url or get_settings().optuna_storage
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES_PER_TRIAL),
+        )
+
+
+def make_sampler(config: TuneConfig, slot: int = 0) -> Any:
+    """The configured sampler; each slot gets its own seed, so parallel slots do not propose the same points."""
+    import optuna
+
+    from ml_tasks.families import grid_space
+
+    seed = config.seed + SLOT_SEED_STRIDE * slot
+    if config.sampler == "grid":
+        return optuna.samplers.GridSampler(grid_space(config.family), seed=seed)
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, config.trials), constant_liar=config.workers > 1)
+
+
+def make_pruner(config: TuneConfig) -> Any:
+    import optuna
+
+    if config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs, reduction_factor=3)
+    if config.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    return optuna.pruners.NopPruner()
+
+
+def budget(config: TuneConfig) -> int:
+    """Trials the study runs: the configured number, at most the whole grid for grid search."""
+    from ml_tasks.families import grid_size
+
+    return min(config.trials, grid_size(config.family)) if config.sampler == "grid" else config.trials
+
+
+def slot_count(config: TuneConfig) -> int:
+    return max(1, min(config.workers, budget(config)))
+
+
+def slot_share(total: int, n_slots: int, slot: int) -> int:
+    """Slot k's part of `total` trials: the parts differ by at most one and add up to `total`."""
+    return total // n_slots + (1 if slot < total % n_slots else 0)
+
+
+def load_study(study_name: str, config: TuneConfig, slot: int = 0, storage: Any = None) -> Any:
+    import optuna
+
+    return optuna.create_study(
+        study_name=study_name, storage=storage or study_storage(), direction="maximize",
+        sampler=make_sampler(config, slot), pruner=make_pruner(config), load_if_exists=True,
     )
-    return TuneResult(**result)
 
 
-def tune_in_process(ctx: dict[str, str], config: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
-    import keras
+# ---------------------------------------------------------------- warm start
+
+
+def champion_params(dataset: str, family: str) -> tuple[dict[str, Any] | None, str]:
+    """The current champion's training parameters if it is of `family`: (params, description or why not)."""
+    from ml_tasks import registry, tracking
+    from ml_tasks.datasets import get_dataset
+    from ml_tasks.families import KERAS_MLP, coerce_params
+
+    name = get_dataset(dataset).registered_model
+    version = registry.current_champion(name)
+    if version is None:
+        return None, f"{name} has no champion"
+    client = tracking.client()
+    run = client.get_run(str(client.get_model_version(name, version).run_id))
+    logged = {k.removeprefix("train."): v for k, v in run.data.params.items() if k.startswith("train.")}
+    # Versions trained before families existed were all Keras MLPs.
+    champion_family = logged.get("family") or (KERAS_MLP if "n_layers" in logged else "")
+    if champion_family != family:
+        return None, f"champion v{version} is a {champion_family or 'unknown'} model, not {family}"
+    params = coerce_params(family, logged)
+    if params is None:
+        return None, f"champion v{version}'s parameters are not all inside today's {family} search space"
+    return params, f"champion v{version}"
+
+
+def warm_start(study: Any, dataset: str, config: TuneConfig) -> str:
+    """Enqueue the champion's parameters as the first trial of a new study (not for grid search)."""
+    if config.sampler == "grid":
+        return ""
+    if study.get_trials(deepcopy=False):
+        return ""
+    params, why = champion_params(dataset, config.family)
+    if params is None:
+        log.info("no warm start: %s", why)
+        return ""
+    study.enqueue_trial(params, user_attrs={"warm_start": why}, skip_if_exists=True)
+    log.info("warm start: enqueued %s's parameters %s", why, params)
+    return why
+
+
+def tune_plan(ctx: RunContext, config: TuneConfig) -> TunePlan:
+    """Create (or find) the run's study, warm-start it once, and name the trial slots."""
+    study = load_study(ctx.tracking_key, config)
+    seeded = warm_start(study, ctx.dataset, config)
+    n_slots = slot_count(config)
+    return TunePlan(study_name=ctx.tracking_key, budget=budget(config), slots=list(range(n_slots)), warm_start=seeded)
+
+
+# ---------------------------------------------------------------- slots
+
+
+def tune_slot(ctx: RunContext, config: TuneConfig, parent_run_id: str, slot: int, n_slots: int) -> SlotResult:
+    """Run slot `slot`'s share of the study's trials in a fresh process (it may import TensorFlow)."""
+    if not 0 <= slot < n_slots:
+        from ml_tasks.errors import ConfigError
+
+        raise ConfigError(f"slot {slot} is not one of {n_slots} slots")
+    result = run_isolated(
+        "ml_tasks.tuning:tune_slot_in_process",
+        {"ctx": ctx.to_dict(), "config": asdict(config), "parent_run_id": parent_run_id, "slot": slot, "n_slots": n_slots},
+    )
+    return SlotResult(**result)
+
+
+def _requeue_own_dead_trials(study: Any, slot: int) -> int:
+    """Fail this slot's trials left RUNNING by a killed predecessor and enqueue their parameters again.
+
+    A slot runs its trials one at a time, so at its start none of its own can be alive; waiting out the
+    heartbeat grace period is only needed for other slots' trials (Optuna does that on every trial).
+    """
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    requeued = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if trial.user_attrs.get(SLOT_ATTR) != slot:
+            continue
+        try:
+            if not study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:
+            continue  # another worker failed it first (heartbeat), and retried it
+        study.enqueue_trial(trial.params, user_attrs={"retried_from": trial.number})
+        log.warning("slot %s: trial %s was left running by a killed process; failed it and enqueued it again",
+                    slot, trial.number)
+        requeued += 1
+    return requeued
+
+
+def _own_finished(study: Any, slot: int) -> int:
+    import optuna
+
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return sum(1 for t in study.get_trials(deepcopy=False, states=finished) if t.user_attrs.get(SLOT_ATTR) == slot)
+
+
+def load_tuning_data(ctx: RunContext, config: TuneConfig) -> tuple[Any, Any, Any, Any]:
+    from ml_tasks.datasets import get_dataset
+    from ml_tasks.models import load_xy
+
+    spec = get_dataset(ctx.dataset)
+    folder = ctx.prepared_dir
+    x_train, y_train = load_xy(str(folder / TRAIN_FILE), spec.target, config.max_train_rows, config.seed)
+    x_val, y_val = load_xy(str(folder / VALIDATION_SPLIT_FILE), spec.target)
+    return x_train, y_train, x_val, y_val
+
+
+def tune_slot_in_process(ctx: dict[str, str], config: dict[str, Any], parent_run_id: str, slot: int,
+                         n_slots: int) -> dict[str, Any]:
     import mlflow
     import optuna
-    from optuna_integration import KerasPruningCallback
 
-    from ml_tasks import tracking
-    from ml_tasks.datasets import get_dataset
-    from ml_tasks.models import build_mlp, configure_accelerators, load_xy
-    from ml_tasks.settings import get_settings
+    from ml_tasks import families, tracking
 
     run_ctx = RunContext.from_dict(ctx)
     tune_config = TuneConfig(**config)
-    spec = get_dataset(run_ctx.dataset)
-    configure_accelerators()
-    folder = run_ctx.prepared_dir
-    x_train, y_train = load_xy(str(folder / TRAIN_FILE), spec.target, tune_config.max_train_rows, tune_config.seed)
-    x_val, y_val = load_xy(str(folder / VALIDATION_SPLIT_FILE), spec.target)
+    family = tune_config.family
+    if family == families.KERAS_MLP:
+        from ml_tasks.models import configure_accelerators
 
+        configure_accelerators()
+    data = load_tuning_data(run_ctx, tune_config)
     experiment_id = tracking.configure()
     client = mlflow.MlflowClient()
-    storage = get_settings().optuna_storage
-    if storage.startswith("sqlite:///"):
-        from pathlib import Path
-
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    sampler = (
-        optuna.samplers.TPESampler(seed=tune_config.seed, n_startup_trials=min(4, tune_config.trials))
-        if tune_config.sampler == "tpe"
-        else optuna.samplers.RandomSampler(seed=tune_config.seed)
-    )
-    study = optuna.create_study(
-        study_name=run_ctx.tracking_key,
-        storage=storage,
-        direction="maximize",
-        sampler=sampler,
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-        load_if_exists=True,
-    )
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    done = len(study.get_trials(deepcopy=False, states=finished))
+    study = load_study(run_ctx.tracking_key, tune_config, slot)
+    requeued = _requeue_own_dead_trials(study, slot)
+    share = slot_share(budget(tune_config), n_slots, slot)
 
     def objective(trial: optuna.Trial) -> float:
-        params = suggest_mlp_params(trial)
+        trial.set_user_attr(SLOT_ATTR, slot)
+        params = families.suggest(trial, family)
         run = client.create_run(
             experiment_id, run_name=f"trial-{trial.number}",
-            tags={"mlflow.parentRunId": parent_run_id, "optuna.trial": str(trial.number)},
+            tags={"mlflow.parentRunId": parent_run_id, "optuna.trial": str(trial.number), "optuna.slot": str(slot),
+                  "ratchet.family": family},
         )
-        client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
-        model = build_mlp(x_train.shape[1], params, seed=tune_config.seed + trial.number)
-        status = "FINISHED"
+        run_id = run.info.run_id
+        client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
+        steps = 0
+
+        def report(step: int, value: float, last: bool) -> None:
+            nonlocal steps
+            steps = step + 1
+            client.log_metric(run_id, OBJECTIVE, value, step=step)
+            trial.report(value, step)
+            if not last and trial.should_prune():  # after the last step there is no compute left to save
+                raise optuna.TrialPruned(f"pruned after step {step}: {OBJECTIVE} {value:.4f}")
+
+        status, state = "FAILED", "FAIL"
         try:
-            history = model.fit(
-                x_train, y_train, validation_data=(x_val, y_val), epochs=tune_config.epochs,
-                batch_size=int(params["batch_size"]), verbose=0,
-                callbacks=[KerasPruningCallback(trial, "val_auc")],
-            )
+            score = families.run_trial(family, params, data, tune_config.epochs, tune_config.seed + trial.number, report)
+            status, state = "FINISHED", "COMPLETE"
+            return score
         except optuna.TrialPruned:
-            status = "KILLED"
-            client.set_tag(run.info.run_id, "optuna.state", "PRUNED")
+            status, state = "KILLED", "PRUNED"
             raise
         finally:
-            client.set_terminated(run.info.run_id, status=status)
-            keras.backend.clear_session()
-        scores = history.history["val_auc"]
-        for epoch, (auc, loss) in enumerate(zip(scores, history.history["val_loss"], strict=False)):
-            client.log_metric(run.info.run_id, "val_auc", float(auc), step=epoch)
-            client.log_metric(run.info.run_id, "val_loss", float(loss), step=epoch)
-        client.set_tag(run.info.run_id, "optuna.state", "COMPLETE")
-        return float(max(scores))
+            trial.set_user_attr(STEPS_ATTR, steps)
+            client.set_tag(run_id, "optuna.state", state)
+            client.set_terminated(run_id, status=status)
 
-    remaining = max(0, tune_config.trials - done)
-    log.info("study %s: %s trials done, running %s more", run_ctx.tracking_key, done, remaining)
-    if remaining:
-        study.optimize(objective, n_trials=remaining, gc_after_trial=True)
-    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
-    best = study.best_trial
-    best_value = float(best.value if best.value is not None else "nan")
-    with mlflow.start_run(run_id=parent_run_id):
-        mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
-        mlflow.log_metrics({"tuning.best_val_auc": best_value, "tuning.trials_complete": len(completed),
-                            "tuning.trials_pruned": len(pruned)})
-    return TuneResult(
-        best_params=dict(best.params), best_value=best_value, objective="val_auc",
-        trials_complete=len(completed), trials_pruned=len(pruned), study_name=run_ctx.tracking_key,
-    ).to_dict()
+    done = _own_finished(study, slot)
+    remaining = max(0, share - done)
+    log.info("study %s slot %s/%s: %s of its %s trials done, running %s more", run_ctx.tracking_key, slot, n_slots,
+             done, share, remaining)
+    ran = 0
+    while _own_finished(study, slot) < share:
+        study.optimize(objective, n_trials=1, gc_after_trial=True)
+        ran += 1
+        if ran > share + RETRIES_PER_TRIAL * share:
+            raise optuna.exceptions.OptunaError(f"slot {slot} ran {ran} trials without finishing its {share}")
+    return SlotResult(slot=slot, n_slots=n_slots, share=share, trials_run=ran, requeued=requeued).to_dict()
+
+
+# ---------------------------------------------------------------- summary
+
+
+def _best(study: Any) -> tuple[Any, float]:
+    """The best complete trial; failing that (every trial pruned), the pruned trial with the best report."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if complete:
+        best = max(complete, key=lambda t: t.value)
+        return best, float(best.value)
+    pruned = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)) if t.intermediate_values]
+    if not pruned:
+        from ml_tasks.errors import RatchetError
+
+        raise RatchetError(f"study {study.study_name} has no finished trial to pick parameters from")
+    best = max(pruned, key=lambda t: max(t.intermediate_values.values()))
+    return best, float(max(best.intermediate_values.values()))
+
+
+def _plots(study: Any, folder: Path) -> list[Path]:
+    """Optimization history and parameter importances as PNGs (matplotlib: plotly is not installed)."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    written = []
+    for name, plot in ((HISTORY_PLOT, optuna_plots.plot_optimization_history),
+                       (IMPORTANCE_PLOT, optuna_plots.plot_param_importances)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = plot(study)
+            figure: Any = axes.get_figure()
+            figure.set_size_inches(8, 5)
+            figure.tight_layout()
+            figure.savefig(folder / name, dpi=90)
+            plt.close(figure)
+            written.append(folder / name)
+        except Exception as exc:  # importances need two or more complete trials with varying parameters
+            log.info("no %s for study %s: %s", name, study.study_name, exc)
+    return written
+
+
+def tune_summary(ctx: RunContext, config: TuneConfig, parent_run_id: str, plan: TunePlan | None = None) -> TuneResult:
+    """Pick the best trial of the run's study; log it, the counts and the study's plots to the parent run."""
+    import json
+    import tempfile
+
+    import mlflow
+    import optuna
+
+    from ml_tasks import tracking
+
+    study = optuna.load_study(study_name=ctx.tracking_key, storage=study_storage())
+    trials = study.get_trials(deepcopy=False)
+    count = {state: sum(1 for t in trials if t.state == state) for state in optuna.trial.TrialState}
+    best, best_value = _best(study)
+    steps_run = sum(int(t.user_attrs.get(STEPS_ATTR, 0)) for t in trials)
+    seeded = plan.warm_start if plan else next(
+        (str(t.user_attrs["warm_start"]) for t in trials if "warm_start" in t.user_attrs), "")
+    result = TuneResult(
+        best_params=dict(best.params), best_value=best_value, objective=OBJECTIVE,
+        trials_complete=count[optuna.trial.TrialState.COMPLETE], trials_pruned=count[optuna.trial.TrialState.PRUNED],
+        study_name=ctx.tracking_key, family=config.family, sampler=config.sampler, pruner=config.pruner,
+        trials_failed=count[optuna.trial.TrialState.FAIL], steps_run=steps_run, warm_start=seeded,
+    )
+    tracking.configure()
+    with mlflow.start_run(run_id=parent_run_id), tempfile.TemporaryDirectory() as tmp:
+        # Tags, not params: a rerun of the night with other Params may pick other values.
+        mlflow.set_tags({"tuning.family": config.family, "tuning.sampler": config.sampler, "tuning.pruner": config.pruner,
+                         "tuning.best_params": json.dumps(result.best_params, sort_keys=True)[:4000],
+                         "tuning.warm_start": seeded or "none"})
+        mlflow.log_metrics({"tuning.best_val_auc": best_value, "tuning.trials_complete": result.trials_complete,
+                            "tuning.trials_pruned": result.trials_pruned, "tuning.trials_failed": result.trials_failed,
+                            "tuning.steps_run": steps_run})
+        for path in _plots(study, Path(tmp)):
+            mlflow.log_artifact(str(path), artifact_path="plots")
+    log.info("study %s: best %s %.4f with %s (%s complete, %s pruned, %s failed, %s steps)", ctx.tracking_key, OBJECTIVE,
+             best_value, result.best_params, result.trials_complete, result.trials_pruned, result.trials_failed, steps_run)
+    return result
+
+
+def tune(ctx: RunContext, config: TuneConfig, parent_run_id: str) -> TuneResult:
+    """The whole search on this worker: plan, every slot one after another, summary."""
+    plan = tune_plan(ctx, config)
+    started = time.perf_counter()
+    for slot in plan.slots:
+        tune_slot(ctx, config, parent_run_id, slot, len(plan.slots))
+    log.info("study %s: %s slot(s) ran in %.1f s", ctx.tracking_key, len(plan.slots), time.perf_counter() - started)
+    return tune_summary(ctx, config, parent_run_id, plan)

@@ -1,0 +1,123 @@
+"""Model families: declared spaces, isolated training of every family, the pyfunc scoring raw rows."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ml_tasks.config import ConfigError, RunContext, TrainConfig
+from ml_tasks.datasets import SYNTHETIC, synthetic
+from ml_tasks.families import (
+    DEFAULT_PARAMS,
+    MODEL_FAMILIES,
+    SEARCH_SPACES,
+    SKLEARN_FAMILIES,
+    SKLEARN_MODEL_FILE,
+    check_family,
+    coerce_params,
+    grid_size,
+    grid_space,
+)
+
+SMALL_PARAMS = {
+    "keras_mlp": {"n_layers": 1, "units": 32, "dropout": 0.1, "l2": 1e-5, "learning_rate": 1e-2, "batch_size": 256},
+    "logistic_regression": {"C": 1.0, "class_weight": "none"},
+    "random_forest": {"n_estimators": 30, "max_depth": 6, "min_samples_leaf": 4, "max_features": "sqrt"},
+    "hist_gradient_boosting": {"learning_rate": 0.1, "max_iter": 60, "max_leaf_nodes": 15, "min_samples_leaf": 20,
+                               "l2_regularization": 1e-6},
+}
+
+
+@pytest.fixture(autouse=True)
+def one_openmp_thread(monkeypatch):
+    """HGB's OpenMP threads spin-wait badly on tiny data when the 2 cores are shared: one thread per process."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def prepare_synthetic(home: Path, rows: int = 2000, run_key: str = "t1") -> tuple[RunContext, str]:
+    """A prepared synthetic drop and its parent MLflow run, under the test's RATCHET_HOME."""
+    from ml_tasks import tracking
+    from ml_tasks.preparation import prepare
+
+    drop = home / "drops" / run_key
+    drop.mkdir(parents=True)
+    synthetic.generate(rows, seed=1).to_parquet(drop / "part-000.parquet", index=False)
+    ctx = RunContext("synthetic", run_key)
+    prepare(ctx, drop.as_uri())
+    return ctx, tracking.ensure_parent_run(ctx)
+
+
+def test_every_family_declares_a_space_defaults_and_a_grid_inside_it():
+    assert set(SEARCH_SPACES) == set(MODEL_FAMILIES) == set(DEFAULT_PARAMS)
+    for family, space in SEARCH_SPACES.items():
+        assert set(DEFAULT_PARAMS[family]) == set(space), family
+        for name, dim in space.items():
+            assert dim.contains(DEFAULT_PARAMS[family][name]), (family, name)
+            assert dim.grid and all(dim.contains(v) for v in dim.grid), (family, name)
+        assert grid_size(family) == len(list(itertools.product(*grid_space(family).values())))
+
+
+def test_params_read_back_as_text_regain_their_types():
+    for family in MODEL_FAMILIES:
+        text = {k: str(v) for k, v in DEFAULT_PARAMS[family].items()}
+        assert coerce_params(family, text) == DEFAULT_PARAMS[family]
+    assert coerce_params("logistic_regression", {"C": "1e9", "class_weight": "none"}) is None  # off-space
+    assert coerce_params("logistic_regression", {"C": "1.0"}) is None  # missing
+
+
+def test_unknown_family_is_refused():
+    with pytest.raises(ConfigError, match="model family"):
+        check_family("xgboost")
+    with pytest.raises(ConfigError):
+        TrainConfig(family="svm")
+
+
+def train_and_score(home: Path, family: str) -> tuple[RunContext, str, Any]:
+    """Train `family` in its own process, score raw rows through its logged pyfunc, check the common contract."""
+    import mlflow
+
+    from ml_tasks import tracking
+    from ml_tasks.training import train
+
+    ctx, run_id = prepare_synthetic(home)
+    result = train(ctx, TrainConfig(max_epochs=3, family=family), SMALL_PARAMS[family], run_id)
+    assert result.family == family and not result.reused and result.epochs_run >= 1
+    assert 0.65 < result.val_auc <= 1 and 0.65 < result.train_auc <= 1
+    assert result.fit_diagnosis.split(":")[0] in ("good fit", "overfitting", "underfitting")
+    assert f"{result.train_auc:.3f}" in result.fit_diagnosis and f"{result.val_auc:.3f}" in result.fit_diagnosis
+    tracking.configure()
+    scores = mlflow.pyfunc.load_model(result.model_uri).predict(
+        synthetic.generate(30, seed=9).drop(columns=[SYNTHETIC.target]))
+    assert list(scores.columns) == ["probability", "prediction"] and len(scores) == 30
+    assert scores["probability"].between(0, 1).all() and set(scores["prediction"]) <= {0, 1}
+    assert tracking.client().get_run(run_id).data.params["train.family"] == family
+    return ctx, run_id, result
+
+
+@pytest.mark.parametrize("family", SKLEARN_FAMILIES)
+def test_sklearn_family_trains_in_its_process_and_its_pyfunc_scores_raw_rows(ratchet_home, family):
+    ctx, run_id, first = train_and_score(ratchet_home, family)
+    assert first.model_path.endswith(SKLEARN_MODEL_FILE)
+    if family == "logistic_regression":  # a retry killed after the fit reuses the finished model file
+        from ml_tasks.training import train
+
+        model_file = ctx.model_dir / SKLEARN_MODEL_FILE
+        fitted_at = model_file.stat().st_mtime_ns
+        (ctx.model_dir / "train_result.json").unlink()
+        second = train(ctx, TrainConfig(max_epochs=3, family=family), SMALL_PARAMS[family], run_id)
+        assert model_file.stat().st_mtime_ns == fitted_at and second.val_auc == first.val_auc
+
+
+def test_skops_loader_refuses_foreign_types(tmp_path):
+    import skops.io
+
+    from ml_tasks.errors import RatchetError
+    from ml_tasks.families import load_sklearn
+
+    path = tmp_path / "odd.skops"
+    skops.io.dump({"f": Path("x")}, path)
+    with pytest.raises(RatchetError, match="outside scikit-learn"):
+        load_sklearn(path)
