@@ -10,6 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, task
 
 from ml_tasks.config import (
@@ -46,6 +48,19 @@ the current champion on the same held-out rows.
 * **evaluate** scores candidate and champion through pyfunc on the same rows.
 * **gate** writes the blessing record; **register** registers the version, moves `challenger`, and `champion` on a pass.
 * **report** writes `run_report.json` whatever happened, and fails the run if it stopped early.
+"""
+
+REVIEW_BODY = """
+The gate **blessed** this candidate and it passed infra validation; `require_approval` asks a person to decide.
+
+* Model card, metrics with confidence intervals, slices and plots: the version's page in the MLflow registry
+  (**{{ ti.xcom_pull(task_ids='register')['registered_model'] }}**, version
+  **{{ ti.xcom_pull(task_ids='register')['version'] }}**); the same card is in
+  `{{ ti.xcom_pull(task_ids='register')['model_card_uri'] }}`.
+* Gate: {{ ti.xcom_pull(task_ids='gate')['reasons'] | join('; ') }}
+
+**Approve** moves `champion` to this version (compare-and-set: only if the champion is still
+v{{ ti.xcom_pull(task_ids='register')['expected_champion'] }}). **Reject** keeps the champion; the version stays `challenger`.
 """
 
 METRIC_THRESHOLDS_SCHEMA: dict[str, Any] = {
@@ -89,7 +104,7 @@ def _stage(name: str, *args: Any) -> Any:
 
             params = get_current_context()["params"]
             return function(run_ctx, config, day, storage_options(params["s3_conn_id"], params["hdfs_conn_id"]))
-        if name in ("check_drift", "tune", "train", "gate"):
+        if name in ("check_drift", "prepare", "tune", "train", "gate", "register_version"):
             return function(run_ctx, config, *args)
         return function(run_ctx, *args)
     except PERMANENT_ERRORS as exc:
@@ -144,6 +159,33 @@ def _stage(name: str, *args: Any) -> Any:
             DEFAULT_CHANGE_THRESHOLDS, title="Change thresholds", **METRIC_THRESHOLDS_SCHEMA,
             description="Metric → least improvement over the champion on the same rows. Both empty: never promote.",
         ),
+        "augment_noise_copies": Param(
+            0, type="integer", minimum=0, maximum=5, title="Noise copies (augmentation)",
+            description="Copies of each training row with Gaussian noise on the numerics (0: off). Training split only.",
+        ),
+        "augment_noise_scale": Param(0.05, type="number", minimum=0, maximum=1, title="Noise scale",
+                                     description="The noise's standard deviation, as a fraction of each feature's."),
+        "smote_ratio": Param(
+            0.0, type="number", minimum=0, maximum=1, title="SMOTE ratio (augmentation)",
+            description="Oversample the minority class (interpolating between neighbours) up to this ratio of the "
+                        "majority class (0: off). Training split only.",
+        ),
+        "cv_folds": Param(0, type="integer", minimum=0, maximum=10, title="Cross-validation folds",
+                          description="Stratified k-fold ids of the training rows for tuning (0: none; else 2..10)."),
+        "slice_thresholds": Param(
+            {}, title="Slice thresholds", **METRIC_THRESHOLDS_SCHEMA,
+            description="Metric → minimum (log_loss: maximum) on every declared slice of the held-out rows.",
+        ),
+        "require_confidence": Param(
+            True, type="boolean", title="Require confidence",
+            description="A change threshold passes only when the lower bound of the 95% paired bootstrap interval "
+                        "of the improvement clears it.",
+        ),
+        "require_approval": Param(
+            False, type="boolean", title="Require a reviewer's approval",
+            description="A blessed candidate waits in the Airflow UI (approve_promotion) for a reviewer who has read "
+                        "its model card in MLflow before champion moves.",
+        ),
         "drift_action": Param(
             "warn", type="string", enum=["warn", "stop"], title="On drift",
             description="What drift above the thresholds does: warn (log, record, continue) or stop the run.",
@@ -188,7 +230,8 @@ def nightly_retrain() -> None:
     def tune(prepared: dict[str, Any]) -> dict[str, Any]:
         return _stage("tune", prepared, "summary")
 
-    @task
+    # On the production profile a Celery worker on a GPU host consumes the `gpu` queue; the pool counts its GPUs.
+    @task(queue="gpu", pool="ratchet_gpu")
     def train(prepared: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
         return _stage("train", prepared, tuned)
 
@@ -203,16 +246,44 @@ def nightly_retrain() -> None:
     @task
     def register(prepared: dict[str, Any], validated: dict[str, Any], trained: dict[str, Any],
                  gated: dict[str, Any]) -> dict[str, Any]:
-        return _stage("register", prepared, validated, trained, gated)
+        return _stage("register_version", prepared, validated, trained, gated)
+
+    @task.branch
+    def review_route(registered: dict[str, Any]) -> str:
+        """A blessed version waits for a reviewer when the run asks for one; otherwise straight to promote."""
+        return "approve_promotion" if registered["needs_review"] else "no_review_needed"
+
+    approve_promotion = ApprovalOperator(
+        task_id="approve_promotion",
+        subject="Promote {{ ti.xcom_pull(task_ids='register')['registered_model'] }} "
+                "v{{ ti.xcom_pull(task_ids='register')['version'] }} to champion?",
+        body=REVIEW_BODY,
+        defaults="Reject",
+        response_timeout=timedelta(days=3),
+    )
+    no_review_needed = EmptyOperator(task_id="no_review_needed")
+
+    @task(trigger_rule="none_failed_min_one_success", pool="ratchet_promotion")
+    def promote(registered: dict[str, Any]) -> dict[str, Any]:
+        from airflow.sdk import get_current_context
+
+        review = None
+        if registered["needs_review"]:
+            answer = get_current_context()["ti"].xcom_pull(task_ids="approve_promotion") or {}
+            review = (answer.get("chosen_options") or [None])[0]
+        return _stage("promote", registered, review)
 
     @task(trigger_rule="all_done", retries=0)
     def report() -> dict[str, Any]:
+        from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowFailException
 
         from ml_tasks import pipeline
 
         run_ctx, _, _ = _run()
-        outcome = pipeline.report(run_ctx)
+        answer = get_current_context()["ti"].xcom_pull(task_ids="approve_promotion") or {}
+        review = (answer.get("chosen_options") or [None])[0]
+        outcome = pipeline.report(run_ctx, review=review)
         if not outcome["completed"]:
             raise AirflowFailException(f"run stopped at {outcome['stopped_at']}: {outcome['error']}")
         return outcome
@@ -224,7 +295,12 @@ def nightly_retrain() -> None:
     tune_slot.partial(prepared=prepared).expand(slot=tune_plan(prepared)) >> tuned
     trained = train(prepared, tuned)
     gated = gate(prepared, evaluate(prepared, trained))
-    register(prepared, validated, trained, gated) >> report()
+    registered = register(prepared, validated, trained, gated)
+    route = review_route(registered)
+    promoted = promote(registered)
+    route >> [approve_promotion, no_review_needed]
+    [approve_promotion, no_review_needed] >> promoted
+    promoted >> report()
 
 
 nightly_retrain()

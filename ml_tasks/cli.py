@@ -130,6 +130,28 @@ def _sync_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from ml_tasks.registry import promote_version
+
+    reason = f"{args.reason} (ratchet promote by {os.environ.get('USER', 'unknown')})"
+    result = promote_version(args.model, args.version, reason, args.expect, check_expected=args.expect is not None)
+    if result.promoted:
+        print(f"{result.name}: champion v{result.previous_champion} -> v{result.champion}")
+    else:
+        print(f"{result.name}: v{result.version} already is the champion")
+    return 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from ml_tasks.pipeline import compress_version
+
+    result = compress_version(args.dataset, args.version, args.method, args.max_accuracy_loss)
+    for method, figures in result["results"].items():
+        print(f"{method:14s} {'passed' if figures.get('passed') else 'FAILED'} {figures}")
+    print(f"registered: {result['registered'] or 'nothing'}; record {result['record_path']}")
+    return 0
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from ml_tasks.registry import rollback
 
@@ -302,6 +324,21 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--webhdfs-url", help="WebHDFS base URL (default: from the hdfs:// URI, port 9870)")
     sync.add_argument("--quiet", action="store_true", help="no progress bar or summary (for tasks)")
     sync.set_defaults(func=cmd_sync)
+
+    promote = sub.add_parser("promote", help="move champion to a reviewed version (compare-and-set with --expect)")
+    promote.add_argument("model")
+    promote.add_argument("version")
+    promote.add_argument("--expect", help="promote only if champion still is this version")
+    promote.add_argument("--reason", default="approved after review", help="recorded in the alias history")
+    promote.set_defaults(func=cmd_promote)
+
+    compress = sub.add_parser("compress", help="quantize, prune and distil a Keras version (default: the champion)")
+    compress.add_argument("dataset")
+    compress.add_argument("--version")
+    compress.add_argument("--method", action="append", choices=("dynamic_range", "float16", "int8", "pruned", "distilled"),
+                          help="repeatable; default: all")
+    compress.add_argument("--max-accuracy-loss", type=float, help="gate on accuracy lost vs the original (default 0.01)")
+    compress.set_defaults(func=cmd_compress)
 
     rollback = sub.add_parser("rollback", help="move champion back to the previous (or a given) version")
     rollback.add_argument("model")

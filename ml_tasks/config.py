@@ -107,9 +107,13 @@ class GateConfig:
 
     absolute: dict[str, float] = field(default_factory=dict)
     change: dict[str, float] = field(default_factory=dict)
+    # Absolute thresholds every declared slice (e.g. SEX=2) must meet as well.
+    slice_absolute: dict[str, float] = field(default_factory=dict)
+    # A change passes only when the paired bootstrap interval's lower bound clears it.
+    require_confidence: bool = True
 
     def __post_init__(self) -> None:
-        for kind, thresholds in (("absolute", self.absolute), ("change", self.change)):
+        for kind, thresholds in (("absolute", self.absolute), ("change", self.change), ("slice", self.slice_absolute)):
             for metric, value in thresholds.items():
                 if metric not in EVALUATION_METRICS:
                     raise ConfigError(
@@ -153,6 +157,18 @@ class DriftConfig:
         return cls(action=str(action or cls.action), **given)
 
 
+def augment_from_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The DAG's flat augmentation Params as `preparation.prepare`'s `augment` (0 switches a method off)."""
+    augment: dict[str, Any] = {}
+    copies = int(params.get("augment_noise_copies", 0))
+    if copies:
+        augment["noise"] = {"copies": copies, "scale": float(params.get("augment_noise_scale", 0.05))}
+    ratio = float(params.get("smote_ratio", 0.0))
+    if ratio:
+        augment["smote"] = {"ratio": ratio}
+    return augment
+
+
 @dataclass(frozen=True)
 class RunConfig:
     dataset: str
@@ -163,6 +179,11 @@ class RunConfig:
         default_factory=lambda: GateConfig(dict(DEFAULT_ABSOLUTE_THRESHOLDS), dict(DEFAULT_CHANGE_THRESHOLDS))
     )
     drift: DriftConfig = field(default_factory=DriftConfig)
+    # A blessed, servable candidate waits for a reviewer's approval in Airflow before `champion` moves.
+    require_approval: bool = False
+    # Preparation: augmentation of the training split ({"noise": {...}, "smote": {...}}) and k-fold ids.
+    augment: dict[str, Any] = field(default_factory=dict)
+    cv_folds: int = 0
 
     def __post_init__(self) -> None:
         get_dataset(self.dataset)
@@ -186,8 +207,13 @@ class RunConfig:
             gate=GateConfig(
                 absolute={k: float(v) for k, v in dict(params.get("absolute_thresholds") or {}).items()},
                 change={k: float(v) for k, v in dict(params.get("change_thresholds") or {}).items()},
+                slice_absolute={k: float(v) for k, v in dict(params.get("slice_thresholds") or {}).items()},
+                require_confidence=bool(params.get("require_confidence", True)),
             ),
             drift=DriftConfig.from_params(params.get("drift_action"), params.get("drift_thresholds")),
+            require_approval=bool(params.get("require_approval", False)),
+            augment=augment_from_params(params),
+            cv_folds=int(params.get("cv_folds", 0)),
         )
 
     def to_dict(self) -> dict[str, Any]:

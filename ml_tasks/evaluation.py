@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 
 NOISE_LEVELS = (0.1, 0.25, 0.5)  # Gaussian noise on numerics, in units of each feature's std
+FGSM_EPSILONS = (0.05, 0.1, 0.25)  # adversarial steps on the standardised numeric inputs of Keras models
 INVARIANCE_TOLERANCE = 0.05  # mean |change in probability| allowed when an invariant feature is shuffled
 MIN_EASY_ROWS = 10
 IMPORTANCE_ROWS = 5000
@@ -112,6 +113,40 @@ def noise_robustness(predict: Any, features: pd.DataFrame, labels: Any, spec: Da
     return out
 
 
+def fgsm_robustness(python_model: Any, features: pd.DataFrame, labels: Any,
+                    epsilons: tuple[float, ...] = FGSM_EPSILONS) -> dict[str, float]:
+    """Accuracy under the fast gradient sign method (Goodfellow et al.) for Keras models under TensorFlow.
+
+    The step moves each standardised numeric input by epsilon in the direction
+    that increases the loss most; one-hot columns stay as they are, since a
+    fractional category is no input a real row can have. Empty for other
+    families and backends (the noise test covers every family).
+    """
+    import keras
+    import numpy as np
+
+    network = getattr(python_model, "network", None)
+    transform = getattr(python_model, "transform", None)
+    if network is None or transform is None or keras.backend.backend() != "tensorflow":
+        return {}
+    import tensorflow as tf
+
+    x = transform.apply(features)
+    y = np.asarray(labels, dtype="float32").reshape(-1, 1)
+    numeric = np.zeros(x.shape[1], dtype="float32")
+    numeric[: len(transform.numeric)] = 1.0
+    inputs = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        loss = keras.losses.binary_crossentropy(y, tf.cast(network(inputs, training=False), "float32"))
+    direction = np.sign(tape.gradient(loss, inputs).numpy()) * numeric
+    out = {}
+    for epsilon in epsilons:
+        predicted = network.predict(x + epsilon * direction, batch_size=4096, verbose=0).reshape(-1) >= 0.5
+        out[f"fgsm_{epsilon:g}"] = float(np.mean(predicted == (y.reshape(-1) == 1)))
+    return out
+
+
 def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_version: str | None,
                         parent_run_id: str) -> dict[str, Any]:
     import tempfile
@@ -152,6 +187,7 @@ def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_
             log.error("%s", champion_error)
     behaviour = behavioural_tests(predict, features, spec)
     robustness = noise_robustness(predict, features, labels, spec)
+    robustness.update(fgsm_robustness(candidate_model.unwrap_python_model(), features, labels))
     sample = features.sample(min(IMPORTANCE_ROWS, len(features)), random_state=0)
     importance = metrics.permutation_importance(predict, sample, labels[features.index.get_indexer(sample.index)],
                                                 list(spec.features), repeats=2)

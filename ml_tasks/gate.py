@@ -1,9 +1,13 @@
-"""Decide whether the candidate may replace the champion (TFX Evaluator semantics).
+"""Decide whether the candidate may replace the champion (TFX Evaluator semantics, and confidence).
 
-Absolute thresholds bound the candidate's own metrics; change thresholds bound
-its difference from the champion measured on the same rows in the same run.
-With no champion yet only absolute thresholds apply; with no thresholds at all
-nothing is ever blessed. The decision is a record with every check and reason.
+Absolute thresholds bound the candidate's own metrics (overall and, when
+configured, on every declared slice); change thresholds bound its difference
+from the champion measured on the same rows in the same run. A change passes
+only when the *lower bound* of the paired bootstrap interval of the
+improvement clears the threshold: a candidate better by less than its
+uncertainty is not promoted. The candidate's behavioural tests must pass.
+With no champion yet only absolute thresholds apply; with no thresholds at
+all nothing is ever blessed. The decision is a record with every check.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from ml_tasks.constants import LOWER_IS_BETTER
 
 @dataclass(frozen=True)
 class Check:
-    kind: str  # "absolute" or "change"
+    kind: str  # "absolute", "slice", "change" or "behaviour"
     metric: str
     threshold: float
     value: float | None
     passed: bool
     reason: str
+    interval: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,17 +52,38 @@ def _absolute(metric: str, threshold: float, value: float | None) -> Check:
     return Check("absolute", metric, threshold, value, passed, f"{metric} {value:.4f} {relation} {threshold}")
 
 
-def _change(metric: str, threshold: float, candidate: float | None, champion: float | None) -> Check:
+def _change(metric: str, threshold: float, candidate: float | None, champion: float | None,
+            interval: dict[str, Any] | None = None) -> Check:
     if candidate is None or champion is None or math.isnan(candidate) or math.isnan(champion):
         return Check("change", metric, threshold, None, False, f"{metric} missing for candidate or champion")
     improvement = champion - candidate if metric in LOWER_IS_BETTER else candidate - champion
-    passed = improvement >= threshold
     word = "improves" if improvement >= 0 else "worsens"
-    return Check(
-        "change", metric, threshold, improvement, passed,
-        f"{metric} {word} by {abs(improvement):.4f} over the champion ({candidate:.4f} vs {champion:.4f}); "
-        f"needs at least {threshold:+.4f}",
-    )
+    reason = (f"{metric} {word} by {abs(improvement):.4f} over the champion ({candidate:.4f} vs {champion:.4f}); "
+              f"needs at least {threshold:+.4f}")
+    if interval is None or interval.get("lower") is None or math.isnan(interval["lower"]):
+        return Check("change", metric, threshold, improvement, improvement >= threshold, reason + " (no interval)")
+    lower, upper = float(interval["lower"]), float(interval["upper"])
+    passed = lower >= threshold
+    confidence = f"{100 * float(interval.get('confidence', 0.95)):g}%"
+    reason += f"; {confidence} interval of the improvement [{lower:+.4f}, {upper:+.4f}]"
+    if improvement >= threshold and not passed:
+        reason += ": its lower bound does not clear the threshold"
+    return Check("change", metric, threshold, improvement, passed, reason, (lower, upper))
+
+
+def _slices(thresholds: dict[str, float], slices: dict[str, dict[str, Any]]) -> list[Check]:
+    checks = []
+    for name, values in sorted(slices.items()):
+        for metric, threshold in sorted(thresholds.items()):
+            check = _absolute(metric, threshold, values.get(metric))
+            checks.append(Check("slice", f"{metric}@{name}", threshold, check.value, check.passed,
+                                f"slice {name} ({values.get('rows')} rows): {check.reason}"))
+    return checks
+
+
+def _behaviour(results: list[dict[str, Any]]) -> list[Check]:
+    return [Check("behaviour", r["test"], float(r["threshold"]), r.get("value"), bool(r["passed"]),
+                  f"behavioural test {r['test']!r}: {r['detail']}") for r in results]
 
 
 def decide(
@@ -66,11 +92,16 @@ def decide(
     champion: dict[str, float] | None,
     champion_version: str | None = None,
     champion_error: str | None = None,
+    intervals: dict[str, dict[str, Any]] | None = None,
+    slices: dict[str, dict[str, Any]] | None = None,
+    behaviour: list[dict[str, Any]] | None = None,
 ) -> GateDecision:
     if not config.absolute and not config.change:
         return GateDecision(False, "keep_champion", ["no thresholds configured: nothing is ever blessed"],
                             champion_version=champion_version)
     checks = [_absolute(m, t, candidate.get(m)) for m, t in sorted(config.absolute.items())]
+    checks.extend(_slices(config.slice_absolute, slices or {}))
+    checks.extend(_behaviour(behaviour or []))
     reasons: list[str] = []
     if champion_version is None:
         reasons.append("first run: no champion, only absolute thresholds apply")
@@ -81,7 +112,9 @@ def decide(
         checks.append(Check("change", "*", 0.0, None, False,
                             champion_error or f"champion v{champion_version} could not be evaluated"))
     else:
-        checks.extend(_change(m, t, candidate.get(m), champion.get(m)) for m, t in sorted(config.change.items()))
+        intervals = intervals if config.require_confidence else None
+        checks.extend(_change(m, t, candidate.get(m), champion.get(m), (intervals or {}).get(m))
+                      for m, t in sorted(config.change.items()))
     failed = [c for c in checks if not c.passed]
     blessed = not failed
     reasons.extend(c.reason for c in (failed if failed else checks))

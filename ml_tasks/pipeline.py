@@ -18,8 +18,10 @@ from ml_tasks.constants import (
     BLESSING_FILE,
     DRIFT_REFERENCE_FILE,
     DRIFT_REPORT_FILE,
+    INFRA_VALIDATION_FILE,
     MLFLOW_DATA_DIR,
     MLFLOW_REPORT_DIR,
+    MODEL_CARD_FILE,
     RUN_REPORT_FILE,
     TAG_AIRFLOW_DAG_ID,
     TAG_AIRFLOW_RUN_ID,
@@ -28,6 +30,8 @@ from ml_tasks.constants import (
     TAG_FINGERPRINT,
     TAG_GATE_DECISION,
     TAG_GATE_REASONS,
+    TAG_INFRA_VALIDATION,
+    TAG_REVIEW,
     TAG_RUN_KEY,
     TAG_VALIDATION,
 )
@@ -146,11 +150,12 @@ def check_drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any]) -> d
     return run_stage(ctx, "drift", work)
 
 
-def prepare(ctx: RunContext, synced: dict[str, Any]) -> dict[str, Any]:
+def prepare(ctx: RunContext, config: RunConfig, synced: dict[str, Any]) -> dict[str, Any]:
     from ml_tasks import preparation, tracking
 
     def work() -> dict[str, Any]:
-        prepared = preparation.prepare(ctx, synced["staging_uri"])
+        prepared = preparation.prepare(ctx, synced["staging_uri"], augment=config.augment or None,
+                                       cv_folds=config.cv_folds)
         run_id = tracking.ensure_parent_run(ctx)
         preparation.log_to_mlflow(run_id, ctx, prepared)
         return {**prepared.to_dict(), "mlflow_run_id": run_id}
@@ -217,9 +222,15 @@ def gate(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], evaluated
         decision = decide(
             config.gate, evaluated["candidate"], evaluated["champion"],
             evaluated["champion_version"], evaluated.get("champion_error"),
+            intervals=evaluated.get("intervals"), slices=evaluated.get("slices"), behaviour=evaluated.get("behaviour"),
         )
-        record = {**decision.to_dict(), "thresholds": {"absolute": config.gate.absolute, "change": config.gate.change},
+        record = {**decision.to_dict(),
+                  "thresholds": {"absolute": config.gate.absolute, "change": config.gate.change,
+                                 "slice_absolute": config.gate.slice_absolute,
+                                 "require_confidence": config.gate.require_confidence},
                   "candidate": evaluated["candidate"], "champion": evaluated["champion"],
+                  "intervals": evaluated.get("intervals"), "behaviour": evaluated.get("behaviour"),
+                  "slices": evaluated.get("slices"), "robustness": evaluated.get("robustness"),
                   "expected_champion": evaluated["expected_champion"]}
         blessing_path = write_json(ctx.report_dir / BLESSING_FILE, record)
         tracking.configure()
@@ -232,9 +243,17 @@ def gate(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], evaluated
     return run_stage(ctx, "gate", work)
 
 
-def register(ctx: RunContext, prepared: dict[str, Any], validated: dict[str, Any], trained: dict[str, Any],
-             gated: dict[str, Any]) -> dict[str, Any]:
-    from ml_tasks import registry
+def register_version(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], validated: dict[str, Any],
+                     trained: dict[str, Any], gated: dict[str, Any]) -> dict[str, Any]:
+    """Register the candidate once, check it can serve (infra validation), write its model card, make it challenger.
+
+    `champion` is not moved here: `promote` does that, after a reviewer's approval when the run asks for one.
+    """
+    import mlflow
+
+    from ml_tasks import model_card, registry, tracking
+    from ml_tasks.errors import InfraValidationError
+    from ml_tasks.infra_validation import validate_version
 
     def work() -> dict[str, Any]:
         name = get_dataset(ctx.dataset).registered_model
@@ -248,34 +267,95 @@ def register(ctx: RunContext, prepared: dict[str, Any], validated: dict[str, Any
             TAG_GATE_DECISION: gated["decision"],
             TAG_GATE_REASONS: "; ".join(gated["reasons"]),
         }
-        version = registry.register_candidate(name, trained["model_uri"], prepared["mlflow_run_id"], tags)
+        run_id = prepared["mlflow_run_id"]
+        version = registry.register_candidate(name, trained["model_uri"], run_id, tags)
+        infra = validate_version(ctx, name, version)
+        client = tracking.client()
+        client.set_model_version_tag(name, version, TAG_INFRA_VALIDATION, infra.summary[:4000])
+        infra_path = write_json(ctx.report_dir / INFRA_VALIDATION_FILE, infra.to_dict())
+        stages = {stage: records.read_stage(ctx, stage) or {} for stage in records.STAGES}
+        stages["infra"] = {**infra.to_dict(), "summary": infra.summary}
+        card = model_card.render(ctx, name, version, run_id, stages)
+        card_path = ctx.report_dir / MODEL_CARD_FILE
+        card_path.write_text(card)
+        registry.set_description(name, version, card)
+        tracking.configure()
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_artifact(str(card_path), artifact_path=MLFLOW_REPORT_DIR)
+            mlflow.log_artifact(str(infra_path), artifact_path=MLFLOW_REPORT_DIR)
+        if not infra.passed:
+            raise InfraValidationError(f"{name} v{version} cannot serve: {infra.summary}")
         registry.set_challenger(name, version, f"candidate of {ctx.tracking_key}")
-        if gated["blessed"]:
-            promotion = registry.promote(name, version, gated["expected_champion"],
-                                         f"gate passed for {ctx.tracking_key}")
-        else:
-            champion = registry.current_champion(name)
-            promotion = registry.PromotionResult(name, version, champion, champion, promoted=False)
-        return {"registered_model": name, "version": version, **promotion.to_dict()}
+        return {"registered_model": name, "version": version, "infra_validation": infra.summary,
+                "blessed": bool(gated["blessed"]), "expected_champion": gated["expected_champion"],
+                "needs_review": bool(gated["blessed"] and config.require_approval),
+                "model_card_uri": card_path.as_uri()}
 
     return run_stage(ctx, "register", work)
+
+
+def promote(ctx: RunContext, registered: dict[str, Any], review: str | None = None) -> dict[str, Any]:
+    """Move `champion` to the registered version by compare-and-set, when the gate blessed it (and a reviewer approved)."""
+    from ml_tasks import registry, tracking
+
+    def work() -> dict[str, Any]:
+        name, version = registered["registered_model"], registered["version"]
+        champion = registry.current_champion(name)
+        if not registered["blessed"]:
+            result = registry.PromotionResult(name, version, champion, champion, promoted=False)
+            return {**result.to_dict(), "reason": "the gate did not bless this version"}
+        if registered["needs_review"]:
+            tracking.client().set_model_version_tag(name, version, TAG_REVIEW, review or "no answer")
+            if review != "Approve":
+                result = registry.PromotionResult(name, version, champion, champion, promoted=False)
+                return {**result.to_dict(), "reason": f"reviewer's answer: {review or 'none'}"}
+        promotion = registry.promote(name, version, registered["expected_champion"], f"gate passed for {ctx.tracking_key}"
+                                     + (" and a reviewer approved" if registered["needs_review"] else ""))
+        return {**promotion.to_dict(), "reason": "blessed" + (" and approved" if registered["needs_review"] else "")}
+
+    return run_stage(ctx, "promote", work)
+
+
+def compress_version(dataset: str, version: str | None = None, methods: list[str] | None = None,
+                     max_accuracy_loss: float | None = None) -> dict[str, Any]:
+    """Compress a registered Keras version (default: the champion) with the prepared data of the run that made it."""
+    from ml_tasks import registry, tracking
+    from ml_tasks.compression import CompressionConfig, compress
+    from ml_tasks.errors import ConfigError
+
+    name = get_dataset(dataset).registered_model
+    version = version or registry.current_champion(name)
+    if version is None:
+        raise ConfigError(f"{name} has no champion to compress; name a version")
+    tracking_key = tracking.client().get_model_version(name, version).tags.get(TAG_RUN_KEY, "")
+    if not tracking_key.startswith(f"{dataset}/"):
+        raise ConfigError(f"{name} v{version} carries no Ratchet run key: its prepared data cannot be found")
+    ctx = RunContext(dataset, tracking_key.split("/", 1)[1])
+    options: dict[str, Any] = {}
+    if methods:
+        options["methods"] = tuple(methods)
+    if max_accuracy_loss is not None:
+        options["max_accuracy_loss"] = float(max_accuracy_loss)
+    return compress(name, ctx.prepared_dir.as_uri(), version, CompressionConfig(**options)).to_dict()
 
 
 def _pick(record: dict[str, Any], *keys: str) -> dict[str, Any] | None:
     return {k: record[k] for k in keys} if record else None
 
 
-def report(ctx: RunContext) -> dict[str, Any]:
+def report(ctx: RunContext, review: str | None = None) -> dict[str, Any]:
     """Assemble `run_report.json` from the stage records and log it to the MLflow run."""
     stages = {stage: records.read_stage(ctx, stage) for stage in records.STAGES}
     stopped_at = next((s for s, r in stages.items() if r is None or not r.get("ok")), None)
+    if stopped_at == "promote" and stages["promote"] is None and review == "Reject":
+        stopped_at = None  # a reviewer said no: the run did its work, and champion stays where it was
     stopped = stages[stopped_at] if stopped_at else None
     error: dict[str, Any] | None = stopped.get("error") if stopped else None
     done: dict[str, dict[str, Any]] = {s: r for s, r in stages.items() if r is not None and r.get("ok")}
     sync_r, val_r, prep_r = done.get("sync", {}), done.get("validate", {}), done.get("prepare", {})
     drift_r = done.get("drift") or (stages.get("drift") or {}).get("error")
     tune_r, train_r, eval_r = done.get("tune", {}), done.get("train", {}), done.get("evaluate", {})
-    gate_r, reg_r = done.get("gate", {}), done.get("register", {})
+    gate_r, reg_r, promo_r = done.get("gate", {}), done.get("register", {}), done.get("promote", {})
     validation: dict[str, Any] | None = None
     if val_r:
         validation = {"success": True, "suite": val_r["suite"], "evaluated": val_r["evaluated"],
@@ -303,10 +383,17 @@ def report(ctx: RunContext) -> dict[str, Any]:
         "tuning": _pick(tune_r, "best_value", "trials_complete", "trials_pruned"),
         "training": _pick(train_r, "epochs_run", "best_epoch", "val_auc", "fit_diagnosis", "accelerators"),
         "candidate_metrics": eval_r.get("candidate"),
+        "evaluation": _pick(eval_r, "intervals", "slices", "behaviour", "robustness", "importance"),
         "champion_metrics": eval_r.get("champion"),
         "champion_version_compared": eval_r.get("champion_version"),
         "gate": _pick(gate_r, "decision", "blessed", "reasons", "checks", "thresholds"),
-        "versions": _pick(reg_r, "registered_model", "version", "previous_champion", "champion", "promoted"),
+        "versions": {
+            "registered_model": reg_r["registered_model"], "version": reg_r["version"],
+            "infra_validation": reg_r.get("infra_validation"), "model_card": reg_r.get("model_card_uri"),
+            "review": review if reg_r.get("needs_review") else "not required",
+            **(_pick(promo_r, "previous_champion", "champion", "promoted", "reason") or
+               {"promoted": False, "reason": "rejected by the reviewer" if review == "Reject" else "not promoted"}),
+        } if reg_r else None,
         "mlflow_run_id": prep_r.get("mlflow_run_id"),
     }
     path = write_json(ctx.report_dir / RUN_REPORT_FILE, run_report)

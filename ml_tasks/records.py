@@ -11,7 +11,7 @@ from typing import Any
 from ml_tasks.config import RunContext
 from ml_tasks.io import read_json, write_json
 
-STAGES = ("sync", "validate", "drift", "prepare", "tune", "train", "evaluate", "gate", "register")
+STAGES = ("sync", "validate", "drift", "prepare", "tune", "train", "evaluate", "gate", "register", "promote")
 
 
 def write_stage(ctx: RunContext, stage: str, payload: dict[str, Any]) -> dict[str, Any]:

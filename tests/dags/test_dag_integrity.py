@@ -48,8 +48,14 @@ def test_dag_files_parse_fast_and_light():
 def test_nightly_retrain_shape(dagbag):
     dag = dagbag.dags["nightly_retrain"]
     assert dag.catchup is False and dag.max_active_runs == 1
-    order = ["sync", "validate", "drift", "prepare", "tune", "train", "evaluate", "gate", "register", "report"]
-    assert {t.task_id for t in dag.tasks} == set(order)
+    order = ["sync", "validate", "drift", "prepare", "tune", "train", "evaluate", "gate", "register", "review_route",
+             "no_review_needed", "promote", "report"]
+    assert {t.task_id for t in dag.tasks} == set(order) | {"tune_plan", "tune_slot", "approve_promotion"}
+    assert dag.get_task("tune_plan").downstream_task_ids == {"tune_slot"}
+    assert "approve_promotion" in dag.get_task("review_route").downstream_task_ids
+    assert dag.get_task("approve_promotion").downstream_task_ids == {"promote"}
+    assert dag.get_task("promote").pool == "ratchet_promotion"
+    assert dag.get_task("train").queue == "gpu" and dag.get_task("train").pool == "ratchet_gpu"
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids
     assert dag.get_task("report").trigger_rule == "all_done"
@@ -70,6 +76,8 @@ def test_params_are_typed_and_documented(dagbag):
     ("absolute_thresholds", {"roc_auc": "high"}), ("absolute_thresholds", {"bogus_metric": 0.5}),
     ("tuning_sampler", "grid-of-doom"), ("drift_action", "panic"), ("drift_thresholds", {"psi": -1}),
     ("drift_thresholds", {"wasserstein": 0.1}), ("drift_thresholds", {"ks": 2}),
+    ("require_approval", "maybe"), ("cv_folds", 11), ("smote_ratio", 2.0), ("augment_noise_copies", -1),
+    ("slice_thresholds", {"roc_auc": "0.7"}), ("model_family", "deep_forest"),
 ])
 def test_invalid_param_values_are_refused(dagbag, name, value):
     from airflow.sdk.definitions.param import ParamsDict
@@ -119,3 +127,24 @@ def test_data_validation_refuses_bad_params(dagbag, name, value):
 def test_data_validation_offers_every_committed_suite(dagbag):
     suites = dagbag.dags["data_validation"].params.get_param("suite").schema["enum"]
     assert sorted(p.stem for p in (ROOT / "expectations" / "suites").glob("*.json")) == suites
+
+
+@pytest.mark.parametrize("dag_id, name, value", [
+    ("promote_model", "version", "../1"), ("promote_model", "version", "0"), ("promote_model", "model", "other_model"),
+    ("promote_model", "reason", ""), ("rollback_model", "to_version", "v2"), ("compress_model", "methods", ["zip"]),
+    ("compress_model", "methods", []), ("compress_model", "max_accuracy_loss", 2),
+])
+def test_registry_dags_refuse_bad_params(dagbag, dag_id, name, value):
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = ParamsDict(dagbag.dags[dag_id].params)
+    with pytest.raises(ParamValidationError):
+        params[name] = value
+        params.validate()
+
+
+def test_registry_moves_run_one_at_a_time(dagbag):
+    for dag_id in ("promote_model", "rollback_model"):
+        dag = dagbag.dags[dag_id]
+        assert dag.max_active_runs == 1 and all(t.pool == "ratchet_promotion" for t in dag.tasks)

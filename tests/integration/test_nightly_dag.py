@@ -40,7 +40,10 @@ def test_first_night_promotes_the_first_champion(first_night):
     assert report["gate"]["decision"] == "promote"
     assert "first run" in report["gate"]["reasons"][0]
     assert report["versions"]["promoted"] and report["versions"]["champion"] == "1"
-    assert set(report["candidate_metrics"]) >= {"accuracy", "precision", "recall", "f1", "roc_auc"}
+    assert set(report["candidate_metrics"]) >= {"accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc",
+                                                "log_loss", "calibration_error"}
+    assert all(b["passed"] for b in report["evaluation"]["behaviour"]), report["evaluation"]["behaviour"]
+    assert {"clean", "noise_0.5", "fgsm_0.1"} <= set(report["evaluation"]["robustness"])
     assert report["data"]["fingerprint"] and report["best_params"]
     assert report["drift"]["checked"] is False and "no champion yet" in report["drift"]["reason"]
     state = registry_state(MODEL)
@@ -63,6 +66,12 @@ def test_registered_version_carries_lineage_tags(first_night):
     assert len(trials) == SMALL_BUDGET["tuning_trials"]
     artifacts = {a.path for a in tracking.client().list_artifacts(version.run_id, "reports")}
     assert {"reports/run_report.json", "reports/blessing.json"} <= artifacts
+    evaluation = {a.path for a in tracking.client().list_artifacts(version.run_id, "evaluation")}
+    assert {"evaluation/roc_curve.png", "evaluation/calibration_curve.png", "evaluation/permutation_importance.csv"} <= evaluation
+    # the reviewer's view: a model card in the version's description, infra validation on its tags
+    assert version.description.startswith(f"# {MODEL} v1") and "## Gate" in version.description
+    assert tags["ratchet.infra_validation"].startswith("passed")
+    assert "reports/model_card.md" in artifacts
     # the training data's drift reference is stored with the model, for the nights after
     assert "data/drift_reference.json" in {a.path for a in tracking.client().list_artifacts(version.run_id, "data")}
 
@@ -105,6 +114,12 @@ def test_worse_candidate_is_not_promoted(first_night, airflow_home):
     # drift was measured against the champion's stored reference; every distance is reported, a warning only
     assert report["drift"]["checked"] and report["drift"]["champion_version"] == "1"
     assert report["drift"]["action"] == "warn" and set(report["drift"]["largest"]) == {"psi", "ks", "js"}
+    # the change check used the paired bootstrap interval of the improvement on the same rows
+    interval = report["evaluation"]["intervals"]["roc_auc"]
+    assert interval["lower"] <= interval["improvement"] <= interval["upper"] < 0
+    assert any("interval of the improvement" in r for r in report["gate"]["reasons"])
+    assert {b["test"] for b in report["evaluation"]["behaviour"]} >= {"invariant to x3", "strong positive signal"}
+    assert report["versions"]["review"] == "not required" and report["versions"]["promoted"] is False
     assert report["candidate_metrics"]["roc_auc"] < report["champion_metrics"]["roc_auc"]
     assert any("worsens" in r or "needs at least" in r for r in report["gate"]["reasons"])
     assert registry_state(MODEL) == {"champion": "1", "challenger": "2", "versions": [1, 2]}

@@ -97,15 +97,14 @@ def test_invalid_conf_is_refused_before_any_task_runs(airflow_api):
     assert runs["total_entries"] == 0
 
 
-def test_triggered_run_trains_and_promotes_a_champion(airflow_api, module_home):
-    base, session = airflow_api
-    drop = land_frame(synthetic.generate(3000, seed=11), "synthetic", "api-drop")
-    assert session.patch(f"{base}/api/v2/dags/{DAG_ID}", json={"is_paused": False}, timeout=30).ok
-    conf = {**SMALL_BUDGET, "source_uri": drop.as_uri()}
+def _trigger(base: str, session: requests.Session, conf: dict) -> str:
     created = session.post(f"{base}/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf}, timeout=30)
     assert created.status_code == 200, created.text
-    run_id = created.json()["dag_run_id"]
-    deadline = time.monotonic() + 600
+    return str(created.json()["dag_run_id"])
+
+
+def _wait_for_run(base: str, session: requests.Session, run_id: str, seconds: float = 600) -> tuple[str, dict]:
+    deadline = time.monotonic() + seconds
     state = "queued"
     while time.monotonic() < deadline:
         state = session.get(f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", timeout=30).json()["state"]
@@ -113,8 +112,17 @@ def test_triggered_run_trains_and_promotes_a_champion(airflow_api, module_home):
             break
         time.sleep(5)
     tasks = session.get(f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", timeout=30).json()
-    states = {t["task_id"]: t["state"] for t in tasks["task_instances"]}
+    return state, {t["task_id"]: t["state"] for t in tasks["task_instances"]}
+
+
+def test_triggered_run_trains_and_promotes_a_champion(airflow_api, module_home):
+    base, session = airflow_api
+    drop = land_frame(synthetic.generate(3000, seed=11), "synthetic", "api-drop")
+    assert session.patch(f"{base}/api/v2/dags/{DAG_ID}", json={"is_paused": False}, timeout=30).ok
+    run_id = _trigger(base, session, {**SMALL_BUDGET, "source_uri": drop.as_uri()})
+    state, states = _wait_for_run(base, session, run_id)
     assert state == "success", f"run {run_id} ended {state}: {states}"
+    assert states.pop("approve_promotion") == "skipped"  # require_approval was off
     assert set(states.values()) == {"success"}
 
     champion = registry_state(SYNTHETIC.registered_model)
@@ -124,3 +132,35 @@ def test_triggered_run_trains_and_promotes_a_champion(airflow_api, module_home):
     version = tracking.client().get_model_version_by_alias(SYNTHETIC.registered_model, "champion")
     assert version.tags["ratchet.airflow.run_id"] == run_id
     assert version.tags["ratchet.gate.decision"] == "promote"
+
+
+def test_a_reviewer_approves_a_blessed_candidate_in_the_ui_before_it_becomes_champion(airflow_api, module_home):
+    """require_approval: the run waits at approve_promotion (a human-in-the-loop task) until answered through the API."""
+    base, session = airflow_api
+    drop = land_frame(synthetic.generate(3000, seed=12), "synthetic", "api-drop-2")
+    # no change threshold: the candidate is blessed on absolute thresholds alone, so the review decides
+    run_id = _trigger(base, session, {**SMALL_BUDGET, "source_uri": drop.as_uri(), "change_thresholds": {},
+                                      "require_approval": True})
+    detail_url = f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve_promotion/-1/hitlDetails"
+    deadline = time.monotonic() + 600
+    detail = None
+    while time.monotonic() < deadline:
+        response = session.get(detail_url, timeout=30)
+        if response.ok:
+            detail = response.json()
+            break
+        state = session.get(f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", timeout=30).json()["state"]
+        assert state not in ("success", "failed"), f"run ended {state} before asking for approval"
+        time.sleep(5)
+    assert detail is not None, "approve_promotion never asked"
+    assert detail["options"] == ["Approve", "Reject"] and "v2" in detail["subject"]
+    assert registry_state(SYNTHETIC.registered_model)["champion"] == "1"  # nothing moves while it waits
+    answered = session.patch(detail_url, json={"chosen_options": ["Approve"]}, timeout=30)
+    assert answered.ok, answered.text
+    state, states = _wait_for_run(base, session, run_id)
+    assert state == "success", states
+    assert states["approve_promotion"] == "success" and states["no_review_needed"] == "skipped"
+    assert registry_state(SYNTHETIC.registered_model)["champion"] == "2"
+    from ml_tasks import tracking
+
+    assert tracking.client().get_model_version(SYNTHETIC.registered_model, "2").tags["ratchet.review"] == "Approve"

@@ -50,3 +50,14 @@ def test_invalid_params_are_refused(params):
 def test_tune_config_bounds():
     with pytest.raises(ConfigError):
         TuneConfig(trials=1000)
+
+
+def test_augmentation_and_review_params_reach_the_run_config():
+    from ml_tasks.config import RunConfig
+
+    config = RunConfig.from_params({"dataset": "synthetic", "augment_noise_copies": 2, "smote_ratio": 0.5,
+                                    "cv_folds": 5, "require_approval": True, "slice_thresholds": {"roc_auc": 0.7}})
+    assert config.augment == {"noise": {"copies": 2, "scale": 0.05}, "smote": {"ratio": 0.5}}
+    assert config.cv_folds == 5 and config.require_approval and config.gate.slice_absolute == {"roc_auc": 0.7}
+    plain = RunConfig.from_params({"dataset": "synthetic"})
+    assert plain.augment == {} and not plain.require_approval and plain.gate.require_confidence

@@ -56,3 +56,56 @@ def test_champion_that_cannot_be_scored_blocks_promotion():
 
 def test_nan_metric_fails():
     assert not decide(GateConfig({"roc_auc": 0.5}), {"roc_auc": float("nan")}, None, None).blessed
+
+
+def _interval(lower, upper, improvement=None):
+    return {"lower": lower, "upper": upper, "confidence": 0.95,
+            "improvement": (lower + upper) / 2 if improvement is None else improvement}
+
+
+def test_better_by_less_than_its_interval_is_not_promoted():
+    # +0.02 on the point estimate, but the interval reaches below the +0.001 threshold
+    decision = decide(GateConfig({}, {"roc_auc": 0.001}), CANDIDATE, CHAMPION, "1",
+                      intervals={"roc_auc": _interval(-0.004, 0.041, 0.02)})
+    assert not decision.blessed
+    (check,) = decision.checks
+    assert check.interval == (-0.004, 0.041) and "lower bound does not clear" in check.reason
+
+
+def test_interval_clearing_the_threshold_promotes_and_is_recorded():
+    decision = decide(GateConfig({}, {"roc_auc": 0.001}), CANDIDATE, CHAMPION, "1",
+                      intervals={"roc_auc": _interval(0.006, 0.034)})
+    assert decision.blessed and "[+0.0060, +0.0340]" in decision.reasons[0]
+
+
+def test_exact_tie_with_zero_threshold_passes_and_with_positive_threshold_fails():
+    tie = {"roc_auc": 0.88}
+    assert decide(GateConfig({}, {"roc_auc": 0.0}), tie, tie, "1", intervals={"roc_auc": _interval(0.0, 0.0)}).blessed
+    assert not decide(GateConfig({}, {"roc_auc": 0.001}), tie, tie, "1", intervals={"roc_auc": _interval(0.0, 0.0)}).blessed
+
+
+def test_lower_is_better_interval_is_of_the_decrease():
+    decision = decide(GateConfig({}, {"log_loss": 0.01}), CANDIDATE, CHAMPION, "1",
+                      intervals={"log_loss": _interval(0.02, 0.08)})
+    assert decision.blessed and "log_loss improves by 0.0500" in decision.reasons[0]
+
+
+def test_slices_must_meet_their_thresholds():
+    slices = {"SEX=1": {"rows": 900, "roc_auc": 0.91}, "SEX=2": {"rows": 850, "roc_auc": 0.61}}
+    decision = decide(GateConfig({"roc_auc": 0.8}, {}, slice_absolute={"roc_auc": 0.7}), CANDIDATE, None, None,
+                      slices=slices)
+    assert not decision.blessed
+    assert any("slice SEX=2 (850 rows): roc_auc 0.6100 < 0.7" in r for r in decision.reasons)
+
+
+def test_a_failed_behavioural_test_blocks_promotion():
+    behaviour = [{"test": "invariant to x3", "threshold": 0.05, "value": 0.2, "passed": False,
+                  "detail": "mean |change in probability| 0.2000 when x3 is shuffled"}]
+    decision = decide(GateConfig({"roc_auc": 0.8}, {}), CANDIDATE, None, None, behaviour=behaviour)
+    assert not decision.blessed and any("invariant to x3" in r for r in decision.reasons)
+
+
+def test_confidence_can_be_switched_off_for_point_estimates():
+    decision = decide(GateConfig({}, {"roc_auc": 0.001}, require_confidence=False), CANDIDATE, CHAMPION, "1",
+                      intervals={"roc_auc": _interval(-0.004, 0.041)})
+    assert decision.blessed

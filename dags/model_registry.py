@@ -1,0 +1,147 @@
+"""promote_model and rollback_model: move `champion` by hand, after a review or when something went wrong.
+
+Wiring only: each task is one call into `ml_tasks.registry`. Both moves are
+compare-and-set under the registry lock and are appended to the registered
+model's alias history, like the nightly's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from ml_tasks.datasets import DATASETS
+
+MODELS = sorted({spec.registered_model for spec in DATASETS.values()})
+VERSION_PATTERN = r"^[1-9][0-9]{0,8}$"
+
+PROMOTE_DOC = """
+### Promote a reviewed version
+Moves the `champion` alias of **model** to **version** after a reviewer has read
+its model card (the version's description in the MLflow registry). Versions that
+failed infra validation are refused. With **expected_champion** set, the move
+happens only if `champion` still points there (compare-and-set), so a review of
+stale numbers cannot promote over a newer champion. The move is appended to the
+model's alias history with **reason**.
+"""
+
+ROLLBACK_DOC = """
+### Roll back the champion
+Moves the `champion` alias of **model** back to the champion before the current
+one, or to **to_version**. Serving (`ratchet serve`) follows the alias. The move
+is appended to the model's alias history.
+"""
+
+COMMON = {"owner": "ratchet", "retries": 0}
+
+
+def _fail_permanently(exc: Exception) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(str(exc)) from exc
+
+
+@dag(dag_id="promote_model", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
+     doc_md=PROMOTE_DOC, tags=["ratchet", "registry"], default_args=COMMON, max_active_runs=1,
+     params={
+         "model": Param(MODELS[0], type="string", enum=MODELS, title="Registered model"),
+         "version": Param("1", type="string", pattern=VERSION_PATTERN, title="Version to promote"),
+         "expected_champion": Param("", type="string", pattern=r"^$|" + VERSION_PATTERN, title="Expected champion",
+                                    description="Promote only if champion still points here (empty: no check)."),
+         "reason": Param("approved after review", type="string", minLength=3, maxLength=300, title="Reason"),
+     })
+def promote_model() -> None:
+    @task(pool="ratchet_promotion")
+    def promote() -> dict[str, Any]:
+        from airflow.sdk import get_current_context
+
+        from ml_tasks.errors import PERMANENT_ERRORS
+        from ml_tasks.registry import promote_version
+
+        context = get_current_context()
+        params = context["params"]
+        expected = params["expected_champion"] or None
+        reason = f"{params['reason']} (promote_model run {context['dag_run'].run_id})"
+        try:
+            return promote_version(params["model"], params["version"], reason, expected, check_expected=bool(expected)).to_dict()
+        except PERMANENT_ERRORS as exc:
+            _fail_permanently(exc)
+            raise
+
+    promote()
+
+
+@dag(dag_id="rollback_model", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
+     doc_md=ROLLBACK_DOC, tags=["ratchet", "registry"], default_args=COMMON, max_active_runs=1,
+     params={
+         "model": Param(MODELS[0], type="string", enum=MODELS, title="Registered model"),
+         "to_version": Param("", type="string", pattern=r"^$|" + VERSION_PATTERN, title="Version to restore",
+                             description="Empty: the champion before the current one."),
+     })
+def rollback_model() -> None:
+    @task(pool="ratchet_promotion")
+    def rollback() -> dict[str, Any]:
+        from airflow.sdk import get_current_context
+
+        from ml_tasks.errors import PERMANENT_ERRORS
+        from ml_tasks.registry import rollback as roll_back
+
+        params = get_current_context()["params"]
+        try:
+            return roll_back(params["model"], params["to_version"] or None).to_dict()
+        except PERMANENT_ERRORS as exc:
+            _fail_permanently(exc)
+            raise
+
+    rollback()
+
+
+promote_model()
+rollback_model()
+
+
+COMPRESS_DOC = """
+### Compress a model
+Post-training dynamic-range, float16 and int8 quantization (TFLite, int8 with a
+representative sample of the training data), magnitude pruning (Keras 3 masks)
+and distillation into a smaller MLP, of a Keras version of **dataset**'s model
+(default: the champion). Each result is measured against the original on the same
+held-out rows (size, latency, accuracy) and registered as its own model
+(`<model>_<method>`) only when it loses at most **max_accuracy_loss** accuracy.
+"""
+
+
+@dag(dag_id="compress_model", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
+     doc_md=COMPRESS_DOC, tags=["ratchet", "registry", "compression"], default_args=COMMON, max_active_runs=1,
+     params={
+         "dataset": Param(sorted(DATASETS)[0], type="string", enum=sorted(DATASETS), title="Data set"),
+         "version": Param("", type="string", pattern=r"^$|" + VERSION_PATTERN, title="Version",
+                          description="Empty: the current champion."),
+         "methods": Param(["dynamic_range", "float16", "int8", "pruned", "distilled"], type="array", title="Methods",
+                          items={"type": "string", "enum": ["dynamic_range", "float16", "int8", "pruned", "distilled"]},
+                          minItems=1, uniqueItems=True),
+         "max_accuracy_loss": Param(0.01, type="number", minimum=0, maximum=0.5, title="Largest accuracy loss"),
+     })
+def compress_model() -> None:
+    @task
+    def compress() -> dict[str, Any]:
+        from airflow.sdk import get_current_context
+
+        from ml_tasks.errors import PERMANENT_ERRORS
+        from ml_tasks.pipeline import compress_version
+
+        params = get_current_context()["params"]
+        try:
+            result = compress_version(params["dataset"], params["version"] or None, list(params["methods"]),
+                                      float(params["max_accuracy_loss"]))
+        except PERMANENT_ERRORS as exc:
+            _fail_permanently(exc)
+            raise
+        return {k: result[k] for k in ("source_model", "source_version", "registered", "passed", "failed", "results")}
+
+    compress()
+
+
+compress_model()
