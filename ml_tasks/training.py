@@ -31,6 +31,7 @@ from ml_tasks.isolation import run_isolated
 log = logging.getLogger(__name__)
 
 OVERFIT_GAP = 0.05
+TRAINING_HISTORY_FILE = "history.csv"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class TrainResult:
     accelerators: dict[str, Any]
     reused: bool
     family: str = "keras_mlp"
+    # The epoch a retried run resumed from (0: it started fresh).
+    initial_epoch: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,47 +118,77 @@ class _Fitted:
     best_epoch: int
     train_auc: float
     val_auc: float
+    initial_epoch: int = 0
 
 
-def _fit_keras(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str, Any], data: tuple[Any, Any, Any, Any]) -> _Fitted:
-    """Fit the MLP (checkpointed, early stopping on the validation AUC, best weights restored)."""
+def _fit_keras(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str, Any], target: str) -> _Fitted:
+    """Fit the MLP (checkpointed, early stopping on the validation AUC, best weights restored).
+
+    The prepared Parquet is fed by `input_pipeline.fit_source`: in memory when
+    it fits the budget, streamed otherwise. A retried run resumes from the last
+    epoch `BackupAndRestore` saved; the per-epoch history is appended to a CSV
+    file beside the checkpoints, so the learning curve keeps the epochs before
+    the kill. (EarlyStopping's patience counter is not part of the backup:
+    after a resume it counts afresh, so a resumed run never stops earlier than
+    an uninterrupted one would.)
+    """
+    import csv
+    import json
+
     import keras
 
+    from ml_tasks.input_pipeline import fit_source
     from ml_tasks.io import atomic_path
     from ml_tasks.models import build_mlp, configure_accelerators, distribution_scope
     from ml_tasks.pyfunc_model import KERAS_ARTIFACT
 
-    x_train, y_train, x_val, y_val = data
     model_dir = run_ctx.model_dir
+    checkpoints = model_dir / "checkpoints"
+    history_csv = model_dir / TRAINING_HISTORY_FILE
+    metadata = checkpoints / "training_metadata.json"
+    # BackupAndRestore records the next epoch to run
+    initial_epoch = int(json.loads(metadata.read_text()).get("epoch", 0)) if metadata.is_file() else 0
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if initial_epoch == 0:
+        history_csv.unlink(missing_ok=True)  # a fresh start: no history of an earlier, unfinished attempt
     accelerators = configure_accelerators()
     replicas = max(1, len(accelerators["gpus"]))
+    folder = run_ctx.prepared_dir
+    source = fit_source(str(folder / TRAIN_FILE), str(folder / VALIDATION_SPLIT_FILE), int(hyper["batch_size"]) * replicas,
+                        target=target, seed=train_config.seed)
     with distribution_scope(accelerators["gpus"]):
-        model = build_mlp(x_train.shape[1], hyper, seed=train_config.seed)
+        model = build_mlp(source.n_features, hyper, seed=train_config.seed)
     callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir=str(model_dir / "checkpoints")),
+        keras.callbacks.BackupAndRestore(backup_dir=str(checkpoints)),
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=train_config.patience,
                                       restore_best_weights=True),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
     ]
-    fit = model.fit(
-        x_train, y_train, validation_data=(x_val, y_val), epochs=train_config.max_epochs,
-        batch_size=int(hyper["batch_size"]) * replicas, callbacks=callbacks, verbose=2,
-    )
-    history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    model.fit(**source.fit_kwargs(), epochs=train_config.max_epochs, callbacks=callbacks, verbose=2)
+    rows: dict[int, dict[str, str]] = {}
+    with history_csv.open() as handle:
+        for row in csv.DictReader(handle):
+            rows[int(row["epoch"])] = row  # an epoch logged twice (killed between log and backup): the last wins
+    history = {k: [float(rows[e][k]) for e in sorted(rows)] for k in next(iter(rows.values())) if k != "epoch"}
     model_path = model_dir / MODEL_FILE
     with atomic_path(model_path) as tmp:
         keras_tmp = tmp.with_suffix(".keras")
         model.save(keras_tmp)
         keras_tmp.replace(tmp)
     best_epoch = int(max(range(len(history["val_auc"])), key=history["val_auc"].__getitem__))
-    return _Fitted({KERAS_ARTIFACT: str(model_path)}, history, accelerators, len(history["loss"]), best_epoch,
-                   history["auc"][best_epoch], history["val_auc"][best_epoch])
+    log.info("fitted %s from epoch %s to %s on %s rows (%s input)", run_ctx.tracking_key, initial_epoch,
+             len(history["loss"]), source.train_rows, source.pipeline)
+    return _Fitted({KERAS_ARTIFACT: str(model_path)}, history, {**accelerators, "input": source.pipeline},
+                   len(history["loss"]), best_epoch, history["auc"][best_epoch], history["val_auc"][best_epoch],
+                   initial_epoch)
 
 
-def _fit_sklearn(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str, Any], data: tuple[Any, Any, Any, Any]) -> _Fitted:
+def _fit_sklearn(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str, Any], target: str) -> _Fitted:
     """Fit a scikit-learn family, or reuse the model file a killed earlier attempt finished."""
     import json
 
     from ml_tasks import families
+    from ml_tasks.input_pipeline import load_arrays
     from ml_tasks.io import atomic_path, write_json
     from ml_tasks.pyfunc_model import SKLEARN_ARTIFACT
 
@@ -166,6 +199,8 @@ def _fit_sklearn(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str
         log.info("%s model for %s already fitted; reusing %s", train_config.family, run_ctx.tracking_key, model_path)
         fitted = json.loads(fit_record.read_text())
     else:
+        folder = run_ctx.prepared_dir
+        data = (*load_arrays(folder / TRAIN_FILE, target), *load_arrays(folder / VALIDATION_SPLIT_FILE, target))
         model, fit = families.fit_sklearn(train_config.family, hyper, *data, seed=train_config.seed)
         with atomic_path(model_path) as tmp:
             families.save_sklearn(model, tmp)
@@ -188,8 +223,8 @@ def train_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict[s
     from ml_tasks.datasets import get_dataset
     from ml_tasks.families import DEFAULT_PARAMS, KERAS_MLP
     from ml_tasks.io import write_json
-    from ml_tasks.models import load_xy
     from ml_tasks.pyfunc_model import TRANSFORM_ARTIFACT, RatchetClassifier
+    from ml_tasks.system_metrics import system_metrics
 
     run_ctx = RunContext.from_dict(ctx)
     train_config = TrainConfig(**config)
@@ -202,10 +237,8 @@ def train_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict[s
 
     hyper = {**DEFAULT_PARAMS[family], **params}
     folder = run_ctx.prepared_dir
-    x_train, y_train = load_xy(str(folder / TRAIN_FILE), spec.target)
-    x_val, y_val = load_xy(str(folder / VALIDATION_SPLIT_FILE), spec.target)
-    data = (x_train, y_train, x_val, y_val)
-    fitted = (_fit_keras if family == KERAS_MLP else _fit_sklearn)(run_ctx, train_config, hyper, data)
+    with system_metrics(parent_run_id, node_id="train"):
+        fitted = (_fit_keras if family == KERAS_MLP else _fit_sklearn)(run_ctx, train_config, hyper, spec.target)
     history, train_auc, val_auc, best_epoch = fitted.history, fitted.train_auc, fitted.val_auc, fitted.best_epoch
 
     tracking.configure()
@@ -233,6 +266,7 @@ def train_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict[s
         model_uri=info.model_uri, model_path=next(iter(fitted.artifacts.values())), epochs_run=fitted.epochs_run,
         best_epoch=best_epoch, train_auc=train_auc, val_auc=val_auc,
         fit_diagnosis=diagnose_fit(train_auc, val_auc), accelerators=fitted.accelerators, reused=False, family=family,
+        initial_epoch=fitted.initial_epoch,
     )
     write_json(done_record, result.to_dict())
     log.info("trained %s (%s): %s epochs/steps, best %s, val AUC %.4f; %s", run_ctx.tracking_key, family,

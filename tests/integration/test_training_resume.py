@@ -104,14 +104,16 @@ def test_sigkilled_training_resumes_from_its_last_checkpoint(ratchet_home: Path,
     result = train(ctx, config, PARAMS, parent_run)
     retry_output = capfd.readouterr().out
 
-    first_epoch = MAX_EPOCHS - result.epochs_run  # 0-based index of the retry's first epoch
+    first_epoch = result.initial_epoch  # 0-based index of the retry's first epoch
     assert first_epoch == checkpointed > 0, (first_epoch, checkpointed)
+    # the learning curve keeps the epochs before the kill: one entry per epoch, none twice
+    assert result.epochs_run == MAX_EPOCHS
     progress = [int(m) for m in re.findall(rf"^Epoch (\d+)/{MAX_EPOCHS}$", retry_output, flags=re.M)]
     # Keras' own progress lines (1-based) from the child, which writes to this process's stdout.
     assert progress and progress[0] == checkpointed + 1 and progress[-1] == MAX_EPOCHS, progress
     epochs_before_kill = len(re.findall(rf"^Epoch \d+/{MAX_EPOCHS}$", first_run_output, flags=re.M))  # begun, some unfinished
     assert epochs_before_kill >= checkpointed
-    total = epochs_before_kill + result.epochs_run
+    total = epochs_before_kill + (MAX_EPOCHS - first_epoch)
     assert total < 2 * MAX_EPOCHS and total <= MAX_EPOCHS + 1, (epochs_before_kill, result.epochs_run)
 
     # One model results: the done record, the .keras file, one logged model, and the checkpoints cleaned up.
