@@ -159,6 +159,11 @@ def _stage(name: str, *args: Any) -> Any:
             DEFAULT_CHANGE_THRESHOLDS, title="Change thresholds", **METRIC_THRESHOLDS_SCHEMA,
             description="Metric → least improvement over the champion on the same rows. Both empty: never promote.",
         ),
+        "adversarial_epsilon": Param(
+            0.0, type="number", minimum=0, maximum=1, title="Adversarial training (FGSM epsilon)",
+            description="Keras MLP only: train every batch also on FGSM-perturbed copies of its rows, this far "
+                        "(standardised units) along the loss gradient's sign (0: off).",
+        ),
         "augment_noise_copies": Param(
             0, type="integer", minimum=0, maximum=5, title="Noise copies (augmentation)",
             description="Copies of each training row with Gaussian noise on the numerics (0: off). Training split only.",

@@ -87,6 +87,8 @@ class TrainConfig:
     batch_size: int = 512
     seed: int = 0
     family: str = "keras_mlp"
+    # FGSM adversarial training of Keras models (0: off), in standardised units of the numeric inputs.
+    adversarial_epsilon: float = 0.0
 
     def __post_init__(self) -> None:
         from ml_tasks.families import check_family
@@ -94,6 +96,10 @@ class TrainConfig:
         if not 1 <= self.max_epochs <= 1000:
             raise ConfigError(f"max_epochs must be 1..1000, got {self.max_epochs}")
         check_family(self.family)
+        if not 0.0 <= self.adversarial_epsilon <= 1.0:
+            raise ConfigError(f"adversarial_epsilon must be 0..1, got {self.adversarial_epsilon}")
+        if self.adversarial_epsilon and self.family != "keras_mlp":
+            raise ConfigError(f"adversarial training is for Keras models, not {self.family}")
 
 
 @dataclass(frozen=True)
@@ -203,7 +209,8 @@ class RunConfig:
                 workers=int(params.get("tuning_workers", TuneConfig.workers)),
             ),
             train=TrainConfig(max_epochs=int(params.get("max_epochs", TrainConfig.max_epochs)),
-                              family=str(params.get("model_family", TrainConfig.family))),
+                              family=str(params.get("model_family", TrainConfig.family)),
+                              adversarial_epsilon=float(params.get("adversarial_epsilon", 0.0))),
             gate=GateConfig(
                 absolute={k: float(v) for k, v in dict(params.get("absolute_thresholds") or {}).items()},
                 change={k: float(v) for k, v in dict(params.get("change_thresholds") or {}).items()},

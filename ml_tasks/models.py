@@ -89,3 +89,50 @@ def load_xy(path: str, target: str, max_rows: int | None = None, seed: int = 0) 
         frame = frame.sample(n=max_rows, random_state=seed)
     y = frame.pop(target).to_numpy(dtype="float32")
     return frame.to_numpy(dtype="float32"), y
+
+
+def adversarial_trainer(base: Any, epsilon: float, perturbable: list[bool]) -> Any:
+    """`base` wrapped for FGSM adversarial training (Goodfellow et al., 2015), TensorFlow backend.
+
+    Each batch trains on its clean rows and on the same rows moved by
+    `epsilon` in the sign of the loss gradient, on the columns `perturbable`
+    marks (the standardised numerics: a fractional one-hot is no real input).
+    Validation, checkpoints and early stopping see the wrapper; what is saved
+    and served is `base`, an ordinary Keras model.
+    """
+    import keras
+    import tensorflow as tf
+
+    class FGSMTrainer(keras.Model):
+        def __init__(self) -> None:
+            super().__init__(name="fgsm_trainer")
+            self.base = base
+            self.mask = tf.constant([1.0 if p else 0.0 for p in perturbable], dtype="float32")
+
+        def call(self, inputs: Any, training: bool = False) -> Any:
+            return self.base(inputs, training=training)
+
+        def train_step(self, data: Any) -> dict[str, Any]:
+            x, y = data[0], tf.reshape(tf.cast(data[1], "float32"), (-1, 1))
+            x = tf.cast(x, "float32")
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                probe = self.compute_loss(x=x, y=y, y_pred=tf.cast(self.base(x, training=False), "float32"))
+            adversarial = tf.stop_gradient(x + epsilon * tf.sign(tape.gradient(probe, x)) * self.mask)
+            both_x, both_y = tf.concat([x, adversarial], axis=0), tf.concat([y, y], axis=0)
+            with tf.GradientTape() as tape:
+                predicted = self(both_x, training=True)
+                loss = self.compute_loss(x=both_x, y=both_y, y_pred=predicted)
+            self.optimizer.apply(tape.gradient(loss, self.trainable_variables), self.trainable_variables)
+            for metric in self.metrics:
+                if metric.name == "loss":
+                    metric.update_state(loss)
+                else:
+                    metric.update_state(both_y, predicted)
+            return {m.name: m.result() for m in self.metrics}
+
+    trainer = FGSMTrainer()
+    trainer(tf.zeros((1, len(perturbable))))  # built before fit: BackupAndRestore needs the weights to exist
+    trainer.compile(optimizer=base.optimizer, loss=base.loss,
+                    metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")])
+    return trainer

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from ml_tasks.config import RunContext, TrainConfig
@@ -158,6 +159,9 @@ def _fit_keras(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str, 
                         target=target, seed=train_config.seed)
     with distribution_scope(accelerators["gpus"]):
         model = build_mlp(source.n_features, hyper, seed=train_config.seed)
+        network = model
+        if train_config.adversarial_epsilon:
+            model = _adversarial(model, train_config.adversarial_epsilon, folder)
     callbacks = [
         keras.callbacks.BackupAndRestore(backup_dir=str(checkpoints)),
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=train_config.patience,
@@ -173,7 +177,7 @@ def _fit_keras(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str, 
     model_path = model_dir / MODEL_FILE
     with atomic_path(model_path) as tmp:
         keras_tmp = tmp.with_suffix(".keras")
-        model.save(keras_tmp)
+        network.save(keras_tmp)
         keras_tmp.replace(tmp)
     best_epoch = int(max(range(len(history["val_auc"])), key=history["val_auc"].__getitem__))
     log.info("fitted %s from epoch %s to %s on %s rows (%s input)", run_ctx.tracking_key, initial_epoch,
@@ -181,6 +185,23 @@ def _fit_keras(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str, 
     return _Fitted({KERAS_ARTIFACT: str(model_path)}, history, {**accelerators, "input": source.pipeline},
                    len(history["loss"]), best_epoch, history["auc"][best_epoch], history["val_auc"][best_epoch],
                    initial_epoch)
+
+
+def _adversarial(model: Any, epsilon: float, prepared: Path) -> Any:
+    """The MLP wrapped for FGSM adversarial training on its standardised numeric inputs (TensorFlow only)."""
+    import json
+
+    import keras
+
+    from ml_tasks.errors import ConfigError
+    from ml_tasks.models import adversarial_trainer
+    from ml_tasks.transform import FittedTransform
+
+    if keras.backend.backend() != "tensorflow":
+        raise ConfigError(f"adversarial training needs the TensorFlow backend, not {keras.backend.backend()}")
+    transform = FittedTransform.from_dict(json.loads((prepared / TRANSFORM_FILE).read_text()))
+    numeric = len(transform.numeric)
+    return adversarial_trainer(model, epsilon, [i < numeric for i in range(len(transform.feature_names))])
 
 
 def _fit_sklearn(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str, Any], target: str) -> _Fitted:

@@ -7,10 +7,9 @@ The test lets it checkpoint at least two epochs, SIGKILLs the child (no chance t
 clean up, as when a worker node dies), calls `train` again with the same arguments
 and checks that the retry started from the checkpoint, not from epoch 0.
 
-Where the retry started: `TrainResult.epochs_run` counts only the epochs the retry
-ran (Keras' history starts at the restored epoch), and with early stopping out of
-reach (patience == max_epochs) the first epoch index is `max_epochs - epochs_run`;
-Keras' own "Epoch k/N" progress lines in the child's stdout say the same directly.
+Where the retry started: `TrainResult.initial_epoch` (read from BackupAndRestore's
+metadata); Keras' own "Epoch k/N" progress lines in the child's stdout say the same
+directly. The learning curve (`epochs_run`) still counts every epoch once.
 """
 
 from __future__ import annotations

@@ -109,3 +109,38 @@ def test_confidence_can_be_switched_off_for_point_estimates():
     decision = decide(GateConfig({}, {"roc_auc": 0.001}, require_confidence=False), CANDIDATE, CHAMPION, "1",
                       intervals={"roc_auc": _interval(-0.004, 0.041)})
     assert decision.blessed
+
+
+def test_a_run_whose_candidate_is_better_by_less_than_its_interval_keeps_the_champion(ratchet_home):
+    """The gate stage end to end on scores: a real paired bootstrap, the blessing record, the MLflow tags."""
+    import json
+
+    import numpy as np
+
+    from ml_tasks import tracking
+    from ml_tasks.config import RunConfig, RunContext
+    from ml_tasks.metrics import classification_metrics, paired_bootstrap
+    from ml_tasks.pipeline import gate
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    champion = 1 / (1 + np.exp(-(1.2 * (2 * y - 1) + rng.normal(size=len(y)))))
+    # the candidate is the champion plus a little noise: its AUC differs by a hair, either way, by luck
+    candidate = np.clip(champion + rng.normal(scale=0.02, size=len(y)), 0.001, 0.999)
+    evaluated = {
+        "candidate": classification_metrics(y, candidate), "champion": classification_metrics(y, champion),
+        "champion_version": "1", "expected_champion": "1",
+        "intervals": {m: i.to_dict() for m, i in paired_bootstrap(y, candidate, champion, ["roc_auc"]).items()},
+    }
+    interval = evaluated["intervals"]["roc_auc"]
+    assert interval["lower"] < 0 < interval["upper"]
+    ctx = RunContext("synthetic", "ci-run")
+    prepared = {"mlflow_run_id": tracking.ensure_parent_run(ctx)}
+    config = RunConfig.from_params({"dataset": "synthetic", "absolute_thresholds": {"roc_auc": 0.6},
+                                    "change_thresholds": {"roc_auc": 0.0}})
+    record = gate(ctx, config, prepared, evaluated)
+    assert not record["blessed"] and record["decision"] == "keep_champion"
+    blessing = json.loads((ctx.report_dir / "blessing.json").read_text())
+    assert blessing["intervals"]["roc_auc"] == interval and blessing["thresholds"]["require_confidence"] is True
+    tags = tracking.client().get_run(prepared["mlflow_run_id"]).data.tags
+    assert tags["ratchet.gate.decision"] == "keep_champion" and "interval" in tags["ratchet.gate.reasons"]
