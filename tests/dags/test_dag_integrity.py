@@ -25,6 +25,17 @@ print(json.dumps(out))
 """
 
 
+def _assert_refused(dagbag, dag_id, name, value):
+    """The trigger form and the REST API validate a run's conf against these Params before any task runs."""
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = ParamsDict(dagbag.dags[dag_id].params)
+    with pytest.raises(ParamValidationError):
+        params[name] = value
+        params.validate()
+
+
 @pytest.fixture(scope="module")
 def dagbag(tmp_path_factory):
     from airflow.dag_processing.dagbag import DagBag
@@ -80,13 +91,7 @@ def test_params_are_typed_and_documented(dagbag):
     ("slice_thresholds", {"roc_auc": "0.7"}), ("model_family", "deep_forest"),
 ])
 def test_invalid_param_values_are_refused(dagbag, name, value):
-    from airflow.sdk.definitions.param import ParamsDict
-    from airflow.sdk.exceptions import ParamValidationError
-
-    params = ParamsDict(dagbag.dags["nightly_retrain"].params)
-    with pytest.raises(ParamValidationError):
-        params[name] = value
-        params.validate()
+    _assert_refused(dagbag, "nightly_retrain", name, value)
 
 
 def test_every_dag_is_documented_owned_and_tagged(dagbag):
@@ -101,13 +106,7 @@ def test_every_dag_is_documented_owned_and_tagged(dagbag):
     ("src", "ftp://host/x"), ("dst", "relative/path"), ("workers", 0), ("delete", "yes please"),
 ])
 def test_storage_sync_refuses_bad_params(dagbag, name, value):
-    from airflow.sdk.definitions.param import ParamsDict
-    from airflow.sdk.exceptions import ParamValidationError
-
-    params = ParamsDict(dagbag.dags["storage_sync"].params)
-    with pytest.raises(ParamValidationError):
-        params[name] = value
-        params.validate()
+    _assert_refused(dagbag, "storage_sync", name, value)
 
 
 @pytest.mark.parametrize("name, value", [
@@ -115,13 +114,7 @@ def test_storage_sync_refuses_bad_params(dagbag, name, value):
     ("data_docs", "sometimes"),
 ])
 def test_data_validation_refuses_bad_params(dagbag, name, value):
-    from airflow.sdk.definitions.param import ParamsDict
-    from airflow.sdk.exceptions import ParamValidationError
-
-    params = ParamsDict(dagbag.dags["data_validation"].params)
-    with pytest.raises(ParamValidationError):
-        params[name] = value
-        params.validate()
+    _assert_refused(dagbag, "data_validation", name, value)
 
 
 def test_data_validation_offers_every_committed_suite(dagbag):
@@ -135,13 +128,7 @@ def test_data_validation_offers_every_committed_suite(dagbag):
     ("compress_model", "methods", []), ("compress_model", "max_accuracy_loss", 2),
 ])
 def test_registry_dags_refuse_bad_params(dagbag, dag_id, name, value):
-    from airflow.sdk.definitions.param import ParamsDict
-    from airflow.sdk.exceptions import ParamValidationError
-
-    params = ParamsDict(dagbag.dags[dag_id].params)
-    with pytest.raises(ParamValidationError):
-        params[name] = value
-        params.validate()
+    _assert_refused(dagbag, dag_id, name, value)
 
 
 def test_registry_moves_run_one_at_a_time(dagbag):
