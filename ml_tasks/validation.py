@@ -106,6 +106,9 @@ def _collapse_missing_columns(failures: list[dict[str, Any]], frame: pd.DataFram
     missing: dict[str, int] = {}
     for failure in failures:
         column = failure.get("column")
+        if column is None and failure["expectation"] != "expect_table_columns_to_match_ordered_list":
+            # a multi-column expectation (duplicate rows) fails because one of its columns is absent
+            column = next((c for c in failure.get("column_list") or [] if c not in present), None)
         if column is not None and column not in present:
             missing[column] = missing.get(column, 0) + 1
         else:
