@@ -88,6 +88,14 @@ def _run() -> tuple[Any, Any, str]:
     return run_ctx, RunConfig.from_params(params), day.strftime("%Y-%m-%d")
 
 
+def _review_answer() -> str | None:
+    """The reviewer's answer at approve_promotion ("Approve" or "Reject"), or None when nobody was asked."""
+    from airflow.sdk import get_current_context
+
+    answer = get_current_context()["ti"].xcom_pull(task_ids="approve_promotion") or {}
+    return (answer.get("chosen_options") or [None])[0]
+
+
 def _stage(name: str, *args: Any) -> Any:
     """Call `ml_tasks.pipeline.<name>`; permanent errors (bad data, bad config) fail the task without retries."""
     from airflow.sdk.exceptions import AirflowFailException
@@ -270,25 +278,17 @@ def nightly_retrain() -> None:
 
     @task(trigger_rule="none_failed_min_one_success", pool="ratchet_promotion")
     def promote(registered: dict[str, Any]) -> dict[str, Any]:
-        from airflow.sdk import get_current_context
 
-        review = None
-        if registered["needs_review"]:
-            answer = get_current_context()["ti"].xcom_pull(task_ids="approve_promotion") or {}
-            review = (answer.get("chosen_options") or [None])[0]
-        return _stage("promote", registered, review)
+        return _stage("promote", registered, _review_answer() if registered["needs_review"] else None)
 
     @task(trigger_rule="all_done", retries=0)
     def report() -> dict[str, Any]:
-        from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowFailException
 
         from ml_tasks import pipeline
 
         run_ctx, _, _ = _run()
-        answer = get_current_context()["ti"].xcom_pull(task_ids="approve_promotion") or {}
-        review = (answer.get("chosen_options") or [None])[0]
-        outcome = pipeline.report(run_ctx, review=review)
+        outcome = pipeline.report(run_ctx, review=_review_answer())
         if not outcome["completed"]:
             raise AirflowFailException(f"run stopped at {outcome['stopped_at']}: {outcome['error']}")
         return outcome

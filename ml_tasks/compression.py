@@ -373,7 +373,7 @@ def _measure(method: str, runtime: str, path: Path, predict: Any, data: dict[str
     """Size, latency (in the runtime that serves it) and test metrics of one model."""
     import numpy as np
 
-    from ml_tasks.evaluation import classification_metrics
+    from ml_tasks.metrics import classification_metrics
 
     x_test = data["x_test"]
     batch = np.resize(x_test, (config.latency_batch_rows, x_test.shape[1])).astype("float32")
@@ -381,7 +381,7 @@ def _measure(method: str, runtime: str, path: Path, predict: Any, data: dict[str
     latency_single = _median_ms(predict, single, config.latency_runs)
     latency_batch = _median_ms(predict, batch, max(3, config.latency_runs // 5))
     probability = np.asarray(predict(x_test), dtype="float64").reshape(-1)
-    metrics = classification_metrics(data["y_test"], probability, DECISION_THRESHOLD)
+    metrics = classification_metrics(data["y_test"], probability, threshold=DECISION_THRESHOLD)
     size, gzipped = _file_sizes(path)
     result = CompressedModel(
         method=method, runtime=runtime, path=str(path), size_bytes=size, gzip_bytes=gzipped,

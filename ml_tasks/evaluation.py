@@ -51,13 +51,6 @@ class EvaluationResult:
         return asdict(self)
 
 
-def classification_metrics(y_true: Any, probability: Any, threshold: float = 0.5) -> dict[str, float]:
-    """The gate's metrics for a binary classifier (see `ml_tasks.metrics`)."""
-    from ml_tasks.metrics import classification_metrics as metrics_of
-
-    return metrics_of(y_true, probability, threshold=threshold)
-
-
 def evaluate(ctx: RunContext, candidate_model_uri: str, champion_version: str | None, parent_run_id: str) -> EvaluationResult:
     result = run_isolated(
         "ml_tasks.evaluation:evaluate_in_process",

@@ -48,7 +48,6 @@ from ml_tasks.transform import FittedTransform, category_text, fit_categorical, 
 
 if TYPE_CHECKING:
     import numpy as np
-    import pandas as pd
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
@@ -344,23 +343,6 @@ def split_positions(labels: np.ndarray, target: str, seed: int = 0) -> tuple[np.
     train, rest = train_test_split(positions, test_size=1 - SPLIT_FRACTIONS[0], stratify=labels, random_state=seed)
     val, test = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=seed)
     return train, val, test
-
-
-def split(frame: pd.DataFrame, target: str, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Stratified, seeded train/val/test split (70/15/15) of a frame."""
-    train, val, test = split_positions(frame[target].to_numpy(), target, seed)
-    return (frame.iloc[train].reset_index(drop=True), frame.iloc[val].reset_index(drop=True),
-            frame.iloc[test].reset_index(drop=True))
-
-
-def fingerprint(frame: pd.DataFrame) -> str:
-    """A content hash of a frame: same rows, columns and types, same hash."""
-    import pandas as pd
-
-    digest = hashlib.sha256()
-    digest.update(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _data_fingerprint(spec: DatasetSpec, hashes: np.ndarray, rows: np.ndarray) -> str:
@@ -777,22 +759,3 @@ def log_to_mlflow(run_id: str, ctx: RunContext, prepared: PreparedData) -> None:
             "data.augmented_rows": sum(prepared.augmented_rows.values()),
             "data.positive_rate": prepared.positive_rate,
         })
-
-
-def clean(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The frame's rows kept by the declared row policies (duplicates, missing targets, missing features), with counts."""
-    import pyarrow as pa
-
-    _require_columns([str(c) for c in frame.columns], spec)
-    table = pa.Table.from_pandas(frame[list(spec.columns)], preserve_index=False)
-    sources = [(Path("frame"), table)]
-    numeric = {n: _as_float64(_read_column(sources, n), n) for n in spec.numeric_features}
-    columns = _Columns(n_rows=len(frame), numeric=numeric, numeric_types={},
-                       categorical={n: _categories(_read_column(sources, n)) for n in spec.categorical_features},
-                       target=_as_float64(_read_column(sources, spec.target), spec.target))
-    rows, counts = _clean_rows(columns, spec, _row_hashes(columns))
-    out = frame[list(spec.columns)].iloc[rows].reset_index(drop=True)
-    out[spec.target] = out[spec.target].astype("int64")
-    imputable = out[list(spec.features)].isna().sum().sum()
-    return out, {**counts, "missing_values_imputed": int(imputable)}
-

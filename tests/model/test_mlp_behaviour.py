@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ml_tasks.datasets import SYNTHETIC, synthetic
-from ml_tasks.evaluation import classification_metrics
+from ml_tasks.metrics import classification_metrics
 from ml_tasks.models import DEFAULT_MLP_PARAMS, build_mlp, configure_accelerators
 from ml_tasks.transform import FittedTransform
 
