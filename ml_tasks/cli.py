@@ -275,6 +275,13 @@ Ctrl-C stops both.""", flush=True)
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve models:/MODEL@champion over HTTP; the real work lives in ml_tasks.serving."""
+    from ml_tasks.serving import serve_from_args
+
+    return serve_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ratchet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -349,6 +356,17 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--airflow-port", type=int, default=8080)
     up.add_argument("--mlflow-port", type=int, default=5000)
     up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser("serve", help="serve models:/MODEL@champion over HTTP (/invocations, /health, /version)")
+    serve.add_argument("model", help="registered model name")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=5001)
+    serve.add_argument("--alias", default="champion", help="the alias to serve and watch")
+    serve.add_argument("--poll-seconds", type=float, default=5.0, help="how often the alias is checked for a new version")
+    serve.add_argument("--log-sample", type=float, default=None,
+                       help="fraction of served rows written to the inference log (default RATCHET_INFERENCE_LOG_SAMPLE or 1.0)")
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

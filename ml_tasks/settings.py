@@ -68,6 +68,16 @@ class Settings:
     def bench(self) -> Path:
         return self.home / "bench"
 
+    @property
+    def inference_logs(self) -> Path:
+        """Sampled request inputs and predictions that `ratchet serve` writes; `model_monitoring` reads them."""
+        return Path(os.environ.get("RATCHET_INFERENCE_LOG_DIR") or self.home / "inference")
+
+    @property
+    def feedback(self) -> Path:
+        """Labels that arrive after the fact (request_id, label), one folder per registered model."""
+        return Path(os.environ.get("RATCHET_FEEDBACK_DIR") or self.home / "feedback")
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
