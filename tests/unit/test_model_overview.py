@@ -1,0 +1,77 @@
+"""The Models view's data on a real MLflow store (SQLite + local artifacts), with no Airflow involved."""
+
+from __future__ import annotations
+
+import pytest
+
+from ml_tasks.constants import TAG_GATE_DECISION, TAG_GATE_REASONS
+
+MODEL = "overview_test_model"
+
+
+@pytest.fixture
+def registered(ratchet_home, monkeypatch):
+    import mlflow
+    from mlflow.pyfunc import PythonModel
+
+    from ml_tasks import registry, tracking
+
+    class Constant(PythonModel):  # the registry only needs an artifact to point at
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    monkeypatch.setenv("RATCHET_MLFLOW_UI_URL", "http://mlflow.example:5000/")
+    tracking.configure()
+    made = []
+    for i, decision in enumerate(["promote", "reject", "promote"]):
+        with mlflow.start_run() as run:
+            mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=["mlflow"])
+            mlflow.log_metrics({"test.roc_auc": 0.8 + i / 100, "test.accuracy": 0.7, "test.log_loss": 0.5,
+                                "train.final_val_auc": 0.9})
+        tags = {TAG_GATE_DECISION: decision, TAG_GATE_REASONS: f"roc_auc check {i}; <b>accuracy</b> ok"}
+        made.append(registry.register_candidate(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id, tags))
+    registry.promote(MODEL, made[0], None, "first")
+    registry.set_challenger(MODEL, made[1], "candidate of run 2")
+    registry.promote(MODEL, made[2], made[0], "better")
+    registry.set_challenger(MODEL, made[2], "candidate of run 3")
+    return made
+
+
+def test_overview_lists_champion_challenger_metrics_gate_and_history(registered):
+    from ml_tasks.model_overview import overview
+
+    result = overview()
+    assert result["mlflow_ui_url"] == "http://mlflow.example:5000"
+    (model,) = result["models"]
+    assert model["name"] == MODEL and model["version_count"] == 3
+    champion = model["champion"]
+    assert champion["version"] == registered[2] and champion["aliases"] == ["challenger", "champion"]
+    assert champion["metrics"] == pytest.approx({"roc_auc": 0.82, "accuracy": 0.7, "log_loss": 0.5})
+    assert champion["gate_decision"] == "promote"
+    assert champion["gate_reasons"] == ["roc_auc check 2", "<b>accuracy</b> ok"]
+    assert champion["mlflow_url"] == f"http://mlflow.example:5000/#/models/{MODEL}/versions/{registered[2]}"
+    assert "/#/experiments/" in champion["run_url"] and champion["run_id"] in champion["run_url"]
+    assert model["challenger"]["version"] == registered[2]
+    assert [v["version"] for v in model["versions"]] == list(reversed(registered))  # newest first
+    assert model["versions"][1]["gate_decision"] == "reject" and model["versions"][1]["aliases"] == []
+    history = [(h["alias"], h["version"], h["previous"]) for h in model["alias_history"]]  # newest first
+    assert history == [("challenger", registered[2], registered[1]), ("champion", registered[2], registered[0]),
+                       ("challenger", registered[1], None), ("champion", registered[0], None)]
+
+
+def test_recent_limits_versions_but_keeps_the_aliased_ones(registered):
+    from ml_tasks import tracking
+    from ml_tasks.model_overview import model_overview
+    from ml_tasks.registry import promote_version
+
+    promote_version(MODEL, registered[0], "rollback test")
+    model = model_overview(tracking.client(), MODEL, recent=1)
+    assert [v["version"] for v in model["versions"]] == [registered[2]]
+    assert model["champion"]["version"] == registered[0]  # older than `recent`, still shown as champion
+    assert model["champion"]["metrics"]["roc_auc"] == pytest.approx(0.80)
+
+
+def test_an_empty_registry_has_no_models(ratchet_home):
+    from ml_tasks.model_overview import overview
+
+    assert overview()["models"] == []
