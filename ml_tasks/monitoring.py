@@ -1,0 +1,551 @@
+"""Monitoring of the served champion: input drift and live performance, one window at a time.
+
+`ratchet serve` logs every served row (inputs, probability, prediction, request id) to
+`<inference_logs>/<model>/date=YYYY-MM-DD/part-*.jsonl`; labels that arrive later land in
+`<feedback>/<model>/` as (request_id, label). `monitor` reads one window of that log, measures
+it against the drift reference stored with the champion (the same `ml_tasks.drift` statistics the
+nightly drift stage uses), scores the rows whose labels have arrived, and judges both against
+`MonitorConfig`. Each window's result is a JSON record keyed by the window (a rerun rewrites the
+same file), a point per metric in one MLflow run per model (step = the window's end, so the points
+form a time series), and a plot of every window so far. Too few rows in the window means no
+judgement, said so in the result, never a guess.
+
+This module stays light at import time: DAG files import `retrain_request_uri` from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ml_tasks.config import DriftConfig, checked_name
+from ml_tasks.constants import (
+    EVALUATION_METRICS,
+    FEEDBACK_LABEL,
+    FEEDBACK_REQUEST_ID,
+    INFERENCE_LOG_PARTITION,
+    INFERENCE_LOG_SUFFIX,
+    LOWER_IS_BETTER,
+)
+from ml_tasks.datasets import DATASETS, DatasetSpec
+from ml_tasks.errors import ConfigError
+from ml_tasks.settings import get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+# The Airflow Asset a drifting or decaying model updates; nightly_retrain is scheduled on it as well.
+RETRAIN_REQUEST_URI = "ratchet://models/{model}/retrain-request"
+MONITORING_EXPERIMENT = "ratchet-monitoring"
+TAG_MONITORED_MODEL = "ratchet.monitoring.model"
+MONITORING_REPORT_DIR = "monitoring"
+MONITORING_PLOT_FILE = "monitoring_over_time.png"
+MONITORING_ARTIFACT_DIR = "monitoring"
+FEEDBACK_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl")
+# The plot shows at most this many of the latest windows.
+PLOT_WINDOWS = 500
+_SAMPLE_SEED = 20261129
+
+
+def retrain_request_uri(model: str) -> str:
+    """The URI of `model`'s retrain-request Asset (one per registered model)."""
+    return RETRAIN_REQUEST_URI.format(model=checked_name(model, "registered model"))
+
+
+def monitored_models() -> list[str]:
+    """Every registered model of a declared data set."""
+    return sorted({spec.registered_model for spec in DATASETS.values()})
+
+
+def spec_for_model(model: str) -> DatasetSpec:
+    for spec in DATASETS.values():
+        if spec.registered_model == model:
+            return spec
+    raise ConfigError(f"{model!r} is not the registered model of a declared data set; known: {monitored_models()}")
+
+
+def dataset_for_asset_uri(uri: str) -> str | None:
+    """The data set whose model's retrain-request Asset has this URI (None for any other URI)."""
+    for spec in DATASETS.values():
+        if retrain_request_uri(spec.registered_model) == uri:
+            return spec.name
+    return None
+
+
+@dataclass(frozen=True)
+class DecayConfig:
+    """When live performance counts as decayed: a floor, and a largest drop below the champion's evaluation.
+
+    For lower-is-better metrics (log_loss, brier) `min_value` is a ceiling and the drop is an increase.
+    """
+
+    metric: str = "roc_auc"
+    min_value: float | None = 0.70
+    max_drop: float | None = 0.05
+    min_labeled_rows: int = 200
+
+    def __post_init__(self) -> None:
+        if self.metric not in EVALUATION_METRICS:
+            raise ConfigError(f"decay metric must be one of {', '.join(EVALUATION_METRICS)}, got {self.metric!r}")
+        for name in ("min_value", "max_drop"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value < 0):
+                raise ConfigError(f"decay {name} must be a non-negative number or null, got {value!r}")
+        if isinstance(self.min_labeled_rows, bool) or not isinstance(self.min_labeled_rows, int) \
+                or self.min_labeled_rows < 1:
+            raise ConfigError(f"min_labeled_rows must be a positive integer, got {self.min_labeled_rows!r}")
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Thresholds of one monitoring window. Drift thresholds are the nightly drift stage's (`DriftConfig`)."""
+
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    decay: DecayConfig = field(default_factory=DecayConfig)
+    # Rows in the window before drift is judged (PSI and KS of a handful of rows are noise).
+    min_rows: int = 500
+    # Rows read per window at most; above it a seeded uniform sample of this many (bounded memory).
+    max_rows: int = 200_000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.min_rows, bool) or not isinstance(self.min_rows, int) or self.min_rows < 1:
+            raise ConfigError(f"min_rows must be a positive integer, got {self.min_rows!r}")
+        if isinstance(self.max_rows, bool) or not isinstance(self.max_rows, int) or self.max_rows < self.min_rows:
+            raise ConfigError(f"max_rows must be an integer >= min_rows ({self.min_rows}), got {self.max_rows!r}")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> MonitorConfig:
+        """From the model_monitoring DAG's flat Params."""
+        decay = DecayConfig(
+            metric=str(params.get("decay_metric", DecayConfig.metric)),
+            min_value=_optional_float(params.get("decay_min_value", DecayConfig.min_value)),
+            max_drop=_optional_float(params.get("decay_max_drop", DecayConfig.max_drop)),
+            min_labeled_rows=int(params.get("min_labeled_rows", DecayConfig.min_labeled_rows)),
+        )
+        return cls(
+            drift=DriftConfig.from_params("warn", params.get("drift_thresholds")),
+            decay=decay,
+            min_rows=int(params.get("min_rows", cls.min_rows)),
+            max_rows=int(params.get("max_rows", cls.max_rows)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload["drift"].pop("action", None)  # monitoring never stops anything; it requests a retrain
+        return payload
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+# --- the window ----------------------------------------------------------------------------------------------
+
+
+def _utc(moment: datetime | str) -> datetime:
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if moment.tzinfo is None:
+        raise ConfigError(f"window bound {moment.isoformat()} has no time zone; give UTC times")
+    return moment.astimezone(UTC)
+
+
+def window_key(start: datetime, end: datetime) -> str:
+    return f"{start.strftime('%Y%m%dT%H%M%SZ')}_{end.strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def _days(start: datetime, end: datetime) -> Iterator[date]:
+    day, last = start.date(), (end - timedelta(microseconds=1)).date()
+    while day <= last:
+        yield day
+        day += timedelta(days=1)
+
+
+def log_files(model: str, start: datetime, end: datetime) -> list[Path]:
+    """The inference-log files of the days the window touches, in a stable order."""
+    root = get_settings().inference_logs / checked_name(model, "registered model")
+    files: list[Path] = []
+    for day in _days(start, end):
+        folder = root / INFERENCE_LOG_PARTITION.format(date=day.isoformat())
+        if folder.is_dir():
+            files.extend(sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(INFERENCE_LOG_SUFFIX)))
+    return files
+
+
+@dataclass
+class LogWindow:
+    """The window's served rows (a sample when over `max_rows`) and what reading them found."""
+
+    frame: pd.DataFrame
+    files: int
+    rows: int
+    malformed: int
+    versions: dict[str, int]
+
+
+def read_log_window(model: str, spec: DatasetSpec, start: datetime, end: datetime, max_rows: int) -> LogWindow:
+    """Stream the window's log lines; keep only the features, ids and outputs, at most `max_rows` of them."""
+    import numpy as np
+    import pandas as pd
+
+    rng = random.Random(_SAMPLE_SEED)
+    kept: list[tuple[Any, ...]] = []
+    seen = malformed = 0
+    versions: dict[str, int] = {}
+    files = log_files(model, start, end)
+    for path in files:
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                    ts = _utc(str(entry["ts"]).replace("Z", "+00:00"))
+                    inputs = entry["inputs"]
+                    row = (str(entry["request_id"]), str(entry.get("version", "")), float(entry["probability"]),
+                           entry.get("prediction"), *(inputs.get(name) for name in spec.features))
+                except (ValueError, KeyError, TypeError, AttributeError, ConfigError):
+                    malformed += 1
+                    continue
+                if not start <= ts < end:
+                    continue
+                seen += 1
+                versions[row[1]] = versions.get(row[1], 0) + 1
+                if len(kept) < max_rows:
+                    kept.append(row)
+                else:  # reservoir sampling: every row of the window is kept with the same chance
+                    slot = rng.randrange(seen)
+                    if slot < max_rows:
+                        kept[slot] = row
+    if malformed:
+        log.warning("%s: skipped %d malformed inference-log line(s) in %d file(s)", model, malformed, len(files))
+    columns = ["request_id", "version", "probability", "prediction", *spec.features]
+    frame = pd.DataFrame.from_records(kept, columns=columns)
+    for name in spec.numeric_features:
+        frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
+    frame["probability"] = frame["probability"].astype("float64")
+    predicted = pd.to_numeric(frame["prediction"], errors="coerce")
+    frame["prediction"] = predicted.where(predicted.notna(), (frame["probability"] >= 0.5).astype("float64"))
+    frame["prediction"] = frame["prediction"].to_numpy(dtype=np.float64)
+    log.info("%s: %d served rows in %s .. %s from %d file(s), %d kept", model, seen, start, end, len(files), len(frame))
+    return LogWindow(frame, len(files), seen, malformed, dict(sorted(versions.items())))
+
+
+def read_feedback(model: str, request_ids: set[str]) -> tuple[dict[str, Any], list[str]]:
+    """Labels that arrived for these request ids (a later file wins), and the files that could not be read."""
+    import pandas as pd
+
+    folder = get_settings().feedback / checked_name(model, "registered model")
+    labels: dict[str, Any] = {}
+    problems: list[str] = []
+    if not folder.is_dir() or not request_ids:
+        return labels, problems
+    wanted = [FEEDBACK_REQUEST_ID, FEEDBACK_LABEL]
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FEEDBACK_SUFFIXES):
+        try:
+            if path.suffix.lower() == ".csv":
+                table = pd.read_csv(path, usecols=wanted, dtype={FEEDBACK_REQUEST_ID: str})
+            elif path.suffix.lower() == ".jsonl":
+                table = pd.read_json(path, lines=True, dtype={FEEDBACK_REQUEST_ID: str})[wanted]
+            else:
+                table = pd.read_parquet(path, columns=wanted)
+        except Exception as exc:  # a bad feedback file must not stop drift monitoring: it is reported
+            problems.append(f"{path.name}: {type(exc).__name__}: {exc}"[:300])
+            continue
+        table = table[table[FEEDBACK_REQUEST_ID].astype(str).isin(request_ids)]
+        labels.update(zip(table[FEEDBACK_REQUEST_ID].astype(str), table[FEEDBACK_LABEL], strict=True))
+    if problems:
+        log.warning("%s: %d feedback file(s) could not be read: %s", model, len(problems), problems)
+    return labels, problems
+
+
+# --- judgement -----------------------------------------------------------------------------------------------
+
+
+def _champion_metric(model: str, version: str | None, metric: str) -> float | None:
+    """The champion's metric on its held-out rows at evaluation (`test.<metric>` on its MLflow run)."""
+    if version is None:
+        return None
+    from ml_tasks import tracking
+
+    client = tracking.client()
+    run_id = client.get_model_version(model, version).run_id
+    value = client.get_run(str(run_id)).data.metrics.get(f"test.{metric}")
+    return None if value is None else float(value)
+
+
+def _positive(labels: pd.Series, spec: DatasetSpec) -> pd.Series:
+    """Raw labels as 1 (the data set's positive label) or 0; unreadable labels are NaN and dropped."""
+    import pandas as pd
+
+    numeric = pd.to_numeric(labels.map(lambda v: int(v) if isinstance(v, bool) else v), errors="coerce")
+    return (numeric == spec.positive_label).astype("float64").where(numeric.notna())
+
+
+def _judge_drift(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[str, Any] | None, why_not: str,
+                 config: MonitorConfig) -> dict[str, Any]:
+    from ml_tasks import drift
+
+    if reference is None:
+        return {"judged": False, "why_not": why_not}
+    if len(frame) < config.min_rows:
+        return {"judged": False, "why_not": f"too few served rows to judge drift: {len(frame)} < min_rows {config.min_rows}"}
+    thresholds = drift.DriftThresholds.from_dict(config.drift.thresholds)
+    scored = frame[list(spec.features)].copy()
+    scored[spec.target] = frame["prediction"].astype("int64")  # the prediction against the training labels
+    found = drift.compare(reference, scored, spec, thresholds)
+    features = {name: {m: stats[m] for m in ("psi", "ks", "js") if stats.get(m) is not None}
+                | {"drifted": stats["drifted"], "fired": stats["fired"]} for name, stats in found.features.items()}
+    prediction = None
+    if found.label is not None:
+        prediction = {k: found.label[k] for k in ("psi", "js", "reference", "current", "drifted")}
+    largest = {m: max((f[m] for f in features.values() if m in f), default=None) for m in ("psi", "ks", "js")}
+    return {"judged": True, "drifted_features": found.drifted_features, "features": features,
+            "prediction_shift": prediction, "largest": largest, "thresholds": thresholds.to_dict(),
+            "summary": found.summary()}
+
+
+def _judge_decay(frame: pd.DataFrame, labels: dict[str, Any], spec: DatasetSpec, config: MonitorConfig,
+                 champion_value: float | None) -> dict[str, Any]:
+    from ml_tasks import metrics
+
+    decay = config.decay
+    labeled = frame.assign(label=_positive(frame["request_id"].map(labels), spec)).dropna(subset=["label"])
+    out: dict[str, Any] = {"labeled_rows": len(labeled), "metric": decay.metric, "champion_value": champion_value}
+    if len(labeled) < decay.min_labeled_rows:
+        out.update(judged=False, why_not=f"too few rows with labels to judge performance: {len(labeled)} < "
+                                         f"min_labeled_rows {decay.min_labeled_rows}")
+        return out
+    scores = metrics.classification_metrics(labeled["label"].to_numpy(), labeled["probability"].to_numpy())
+    live: dict[str, float | None] = {k: (v if math.isfinite(v) else None) for k, v in scores.items()}
+    value = live.get(decay.metric)
+    reasons: list[str] = []
+    lower = decay.metric in LOWER_IS_BETTER
+    if value is None:
+        out.update(judged=False, live=live, why_not=f"live {decay.metric} is undefined (one class among the labels)")
+        return out
+    if decay.min_value is not None and (value > decay.min_value if lower else value < decay.min_value):
+        reasons.append(f"live {decay.metric} {value:.4f} {'above' if lower else 'below'} "
+                       f"{'maximum' if lower else 'minimum'} {decay.min_value:g} on {len(labeled)} labeled rows")
+    drop = None
+    if champion_value is not None:
+        drop = (value - champion_value) if lower else (champion_value - value)
+        if decay.max_drop is not None and drop > decay.max_drop:
+            reasons.append(f"live {decay.metric} {value:.4f} is {drop:.4f} worse than the champion's evaluated "
+                           f"{champion_value:.4f} (max_drop {decay.max_drop:g})")
+    out.update(judged=True, live=live, value=value, drop=drop, decayed=bool(reasons), reasons=reasons)
+    return out
+
+
+# --- MLflow, records and the plot ----------------------------------------------------------------------------
+
+
+def record_dir(model: str) -> Path:
+    return get_settings().reports / MONITORING_REPORT_DIR / checked_name(model, "registered model")
+
+
+def monitoring_run(model: str) -> str:
+    """The one MLflow run of this model's monitoring time series: found by its tag, or created once."""
+    from ml_tasks import registry, tracking
+
+    client = tracking.client()
+    with registry.model_lock(f"monitoring-{model}"):
+        experiment = client.get_experiment_by_name(MONITORING_EXPERIMENT)
+        if experiment is None:
+            experiment_id = client.create_experiment(MONITORING_EXPERIMENT,
+                                                     artifact_location=get_settings().mlflow_artifact_root)
+        else:
+            experiment_id = experiment.experiment_id
+        found = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_MONITORED_MODEL}` = '{model}'",
+                                   max_results=1)
+        if found:
+            return str(found[0].info.run_id)
+        run = client.create_run(experiment_id, run_name=f"monitoring-{model}", tags={TAG_MONITORED_MODEL: model})
+        client.set_terminated(run.info.run_id, status="FINISHED")  # a series, not a job: always "finished"
+        log.info("created MLflow monitoring run %s for %s", run.info.run_id, model)
+        return str(run.info.run_id)
+
+
+def series_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """The numbers of one window that go into MLflow as time-series points."""
+    out: dict[str, float] = {"monitoring.rows": float(record["rows"]["served"]),
+                             "monitoring.rows_labeled": float(record["decay"].get("labeled_rows", 0))}
+    drift = record["drift"]
+    if drift.get("judged"):
+        out["drift.features_drifted"] = float(len(drift["drifted_features"]))
+        for measure, value in drift["largest"].items():
+            if value is not None:
+                out[f"drift.max_{measure}"] = float(value)
+        for name, stats in drift["features"].items():
+            for measure in ("psi", "ks", "js"):
+                if stats.get(measure) is not None:
+                    out[f"drift.{name}.{measure}"] = float(stats[measure])
+        if drift.get("prediction_shift"):
+            out["drift.prediction.psi"] = float(drift["prediction_shift"]["psi"])
+    for name, value in (record["decay"].get("live") or {}).items():
+        if value is not None:
+            out[f"live.{name}"] = float(value)
+    return out
+
+
+def _log_points(run_id: str, points: dict[str, float], step: int, timestamp_ms: int) -> int:
+    """Log each point once per window: a rerun of a window adds no second point at the same step."""
+    from mlflow.entities import Metric
+
+    from ml_tasks import tracking
+
+    client = tracking.client()
+    logged = client.get_run(run_id).data.metrics
+    new = []
+    for key, value in sorted(points.items()):
+        if key in logged and any(m.step == step for m in client.get_metric_history(run_id, key)):
+            continue
+        new.append(Metric(key, value, timestamp_ms, step))
+    for chunk in range(0, len(new), 500):
+        client.log_batch(run_id, metrics=new[chunk:chunk + 500])
+    return len(new)
+
+
+def _load_records(folder: Path) -> list[dict[str, Any]]:
+    records = []
+    for path in sorted(folder.glob("*.json"))[-PLOT_WINDOWS:]:
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            log.warning("skipping unreadable monitoring record %s", path)
+    return records
+
+
+def plot_over_time(records: list[dict[str, Any]], target: Path, config: MonitorConfig) -> Path:
+    """Rows, drift and live performance per window, with their thresholds (one PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ml_tasks.io import atomic_path
+
+    ends = [datetime.fromisoformat(r["window"]["end"]) for r in records]
+    fig, axes = plt.subplots(3, 1, figsize=(8, 7.5), sharex=True)
+    axes[0].plot(ends, [r["rows"]["served"] for r in records], marker=".", label="served rows")
+    axes[0].plot(ends, [r["decay"].get("labeled_rows", 0) for r in records], marker=".", label="rows with labels")
+    axes[0].set_ylabel("rows")
+    thresholds = config.drift.thresholds
+    for measure, colour in (("psi", "tab:red"), ("ks", "tab:blue"), ("js", "tab:green")):
+        values = [(r["drift"].get("largest") or {}).get(measure) for r in records]
+        axes[1].plot(ends, [math.nan if v is None else v for v in values], marker=".", color=colour,
+                     label=f"max {measure}")
+        axes[1].axhline(thresholds[measure], color=colour, linestyle=":", linewidth=1)
+    axes[1].set_ylabel("drift (largest feature)")
+    metric = config.decay.metric
+    values = [((r["decay"].get("live") or {}).get(metric)) for r in records]
+    axes[2].plot(ends, [math.nan if v is None else v for v in values], marker=".", label=f"live {metric}")
+    if config.decay.min_value is not None:
+        axes[2].axhline(config.decay.min_value, color="tab:red", linestyle=":", linewidth=1, label="threshold")
+    axes[2].set_ylabel(metric)
+    for ax in axes:
+        ax.legend(loc="best", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_title(f"{records[-1]['model']}: monitoring per window" if records else "monitoring")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+    return target
+
+
+# --- the entry point -----------------------------------------------------------------------------------------
+
+
+def monitor(model_name: str, window_start: datetime | str, window_end: datetime | str,
+            config: MonitorConfig | None = None) -> dict[str, Any]:
+    """Judge one window of the served model: drift against the champion's training data, live performance.
+
+    Returns small JSON: {model, window, drift_detected, decay_detected, judged, reasons, metrics,
+    record_uri, mlflow_run_id, champion_version}.
+    """
+    from ml_tasks.io import write_json
+    from ml_tasks.pipeline import champion_drift_reference
+
+    config = config or MonitorConfig()
+    model = checked_name(model_name, "registered model")
+    spec = spec_for_model(model)
+    start, end = _utc(window_start), _utc(window_end)
+    if not start < end:
+        raise ConfigError(f"monitoring window must end after it starts: {start.isoformat()} .. {end.isoformat()}")
+    key = window_key(start, end)
+
+    window = read_log_window(model, spec, start, end, config.max_rows)
+    version, reference, why_not = champion_drift_reference(model)
+    drift_result = _judge_drift(window.frame, spec, reference, why_not, config)
+    labels, feedback_problems = read_feedback(model, set(window.frame["request_id"])) if len(window.frame) else ({}, [])
+    decay_result = _judge_decay(window.frame, labels, spec, config, _champion_metric(model, version, config.decay.metric))
+
+    reasons: list[str] = []
+    if drift_result.get("judged"):
+        for name in drift_result["drifted_features"]:
+            stats = drift_result["features"][name]
+            fired = ", ".join(f"{m} {stats[m]:.3f} > {drift_result['thresholds'][m]:g}" for m in stats["fired"])
+            reasons.append(f"feature {name} drifted ({fired})")
+        shift = drift_result.get("prediction_shift")
+        if shift and shift["drifted"]:
+            reasons.append(f"prediction shift: psi {shift['psi']:.3f} > {drift_result['thresholds']['psi']:g} "
+                           "against the training labels")
+    drift_detected = bool(reasons)
+    reasons.extend(decay_result.get("reasons", []))
+    decay_detected = bool(decay_result.get("decayed"))
+    not_judged = [r["why_not"] for r in (drift_result, decay_result) if not r.get("judged")]
+
+    record: dict[str, Any] = {
+        "model": model,
+        "dataset": spec.name,
+        "window": {"start": start.isoformat(), "end": end.isoformat(), "key": key},
+        "champion_version": version,
+        "rows": {"served": window.rows, "used": len(window.frame), "files": window.files,
+                 "malformed_lines": window.malformed, "by_version": window.versions},
+        "drift": drift_result,
+        "decay": decay_result,
+        "feedback_problems": feedback_problems,
+        "drift_detected": drift_detected,
+        "decay_detected": decay_detected,
+        "reasons": reasons,
+        "not_judged": not_judged,
+        "config": config.to_dict(),
+    }
+    record = json.loads(json.dumps(record, default=str, allow_nan=False))  # plain JSON, as a rerun reads it back
+    points = series_metrics(record)
+    run_id = monitoring_run(model)
+    logged = _log_points(run_id, points, step=int(end.timestamp()), timestamp_ms=int(end.timestamp() * 1000))
+    folder = record_dir(model)
+    record_path = write_json(folder / f"{key}.json", record)
+    plot = plot_over_time(_load_records(folder), folder / MONITORING_PLOT_FILE, config)
+    from ml_tasks import tracking
+
+    tracking.client().log_artifact(run_id, str(plot), artifact_path=MONITORING_ARTIFACT_DIR)
+    tracking.client().log_artifact(run_id, str(record_path), artifact_path=f"{MONITORING_ARTIFACT_DIR}/records")
+
+    if drift_detected or decay_detected:
+        log.warning("%s window %s: %s", model, key, "; ".join(reasons))
+    else:
+        log.info("%s window %s: no drift or decay%s", model, key,
+                 f" (not judged: {'; '.join(not_judged)})" if not_judged else "")
+    headline = {k: v for k, v in points.items() if not k.startswith("drift.") or k.startswith("drift.max_")
+                or k in ("drift.features_drifted", "drift.prediction.psi")}
+    return {
+        "model": model, "dataset": spec.name, "window": record["window"], "champion_version": version,
+        "drift_detected": drift_detected, "decay_detected": decay_detected,
+        "judged": {"drift": bool(drift_result.get("judged")), "decay": bool(decay_result.get("judged"))},
+        "reasons": reasons, "not_judged": not_judged, "metrics": headline,
+        "record_uri": record_path.as_uri(), "mlflow_run_id": run_id, "points_logged": logged,
+    }

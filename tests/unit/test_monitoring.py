@@ -1,0 +1,242 @@
+"""monitor() on a real MLflow store (SQLite + local artifacts) and inference logs written here in the documented format.
+
+The champion is a registered stand-in (a constant pyfunc): monitoring never loads the model, it only
+reads the drift reference and the evaluated metrics stored with the champion's run.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ml_tasks.datasets import SYNTHETIC, synthetic
+from ml_tasks.monitoring import MonitorConfig, monitor
+
+MODEL = SYNTHETIC.registered_model
+START = datetime(2026, 3, 1, 10, tzinfo=UTC)
+END = START + timedelta(hours=1)
+CHAMPION_AUC = 0.88
+
+
+def probabilities(frame):
+    """The generating rule's own probability: a good model of undrifted rows."""
+    import numpy as np
+
+    weights = np.array([1.5, -1.0, 0.8, 0.0, 0.5, -0.6])
+    seg = {"retail": 0.4, "business": -0.3, "public": 0.0}
+    chan = {"web": 0.0, "store": 0.3, "phone": -0.4, "partner": 0.2}
+    logit = frame[list(SYNTHETIC.numeric_features)].to_numpy() @ weights
+    logit = logit + frame["segment"].map(seg).to_numpy() + frame["channel"].map(chan).to_numpy()
+    return 1.0 / (1.0 + np.exp(-2.0 * logit))
+
+
+def write_log(frame, start=START, span=timedelta(hours=1), prefix="r", part="a"):
+    """Served rows as `ratchet serve` logs them, spread evenly over [start, start + span)."""
+    from ml_tasks.settings import get_settings
+
+    p = probabilities(frame)
+    step = span / len(frame)
+    by_day: dict[str, list[str]] = {}
+    for i, row in enumerate(frame.to_dict("records")):
+        ts = start + i * step
+        inputs = {k: row[k] for k in SYNTHETIC.features}
+        entry = {"ts": ts.isoformat().replace("+00:00", "Z"), "request_id": f"{prefix}{i}", "model": MODEL,
+                 "version": "1", "inputs": inputs, "probability": float(p[i]), "prediction": int(p[i] >= 0.5)}
+        by_day.setdefault(ts.date().isoformat(), []).append(json.dumps(entry))
+    for day, lines in by_day.items():
+        folder = get_settings().inference_logs / MODEL / f"date={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"part-{part}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def write_feedback(frame, prefix="r", name="labels.csv"):
+    """Labels for the served rows `<prefix>0..`; each test uses its own prefix and file."""
+    import pandas as pd
+
+    from ml_tasks.settings import get_settings
+
+    folder = get_settings().feedback / MODEL
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame({"request_id": [f"{prefix}{i}" for i in range(len(frame))], "label": frame["label"]})
+    if name.endswith(".parquet"):
+        table.to_parquet(folder / name, index=False)
+    elif name.endswith(".jsonl"):
+        table.to_json(folder / name, orient="records", lines=True)
+    else:
+        table.to_csv(folder / name, index=False)
+
+
+def window(day: int) -> tuple[datetime, datetime]:
+    """Each test its own window (a day of March), so tests share one store and champion."""
+    start = START + timedelta(days=day)
+    return start, start + timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+def champion(module_home):
+    import mlflow
+    from mlflow.pyfunc import PythonModel
+
+    from ml_tasks import drift, registry, tracking
+
+    class Constant(PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    tracking.configure()
+    reference = drift.compute_reference(synthetic.generate(4000, seed=1), SYNTHETIC)
+    ref_path = module_home / "drift_reference.json"
+    ref_path.parent.mkdir(parents=True, exist_ok=True)
+    ref_path.write_text(json.dumps(reference))
+    with mlflow.start_run() as run:
+        mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=[])
+        mlflow.log_artifact(str(ref_path), artifact_path="data")
+        mlflow.log_metric("test.roc_auc", CHAMPION_AUC)
+    version = registry.register_candidate(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id, {})
+    registry.promote(MODEL, version, None, "test champion")
+    return version
+
+
+def test_undrifted_window_with_good_labels_finds_nothing(champion):
+    start, end = window(0)
+    frame = synthetic.generate(1500, seed=7)
+    write_log(frame, start, prefix="good")
+    write_feedback(frame, prefix="good", name="good.csv")
+    result = monitor(MODEL, start, end)
+    assert result["judged"] == {"drift": True, "decay": True}, result["not_judged"]
+    assert not result["drift_detected"] and not result["decay_detected"], result["reasons"]
+    assert result["reasons"] == [] and result["champion_version"] == champion
+    assert result["metrics"]["monitoring.rows"] == 1500 and result["metrics"]["monitoring.rows_labeled"] == 1500
+    assert result["metrics"]["live.roc_auc"] > 0.8
+    record = json.loads(Path(result["record_uri"].removeprefix("file://")).read_text())
+    assert record["window"]["key"] == "20260301T100000Z_20260301T110000Z"
+    assert set(record["drift"]["features"]) == set(SYNTHETIC.features)
+
+
+def test_injected_drift_names_the_drifted_feature(champion):
+    frame = synthetic.generate(1500, seed=8)
+    frame["x2"] = frame["x2"] + 1.0
+    start, end = window(1)
+    write_log(frame, start, prefix="drift")
+    result = monitor(MODEL, start, end)
+    assert result["drift_detected"] and not result["decay_detected"]
+    assert any(r.startswith("feature x2 drifted (psi") for r in result["reasons"]), result["reasons"]
+    assert not any(f"feature {name} " in " ".join(result["reasons"]) for name in ("x0", "x1", "x3", "segment"))
+    assert result["judged"]["decay"] is False and "too few rows with labels" in " ".join(result["not_judged"])
+
+
+def test_degraded_labels_are_decay(champion):
+    start, end = window(2)
+    frame = synthetic.generate(1500, seed=9)
+    write_log(frame, start, prefix="decay")
+    degraded = synthetic.generate(1500, seed=9, label_noise=0.45)  # the same rows, labels mostly noise
+    write_feedback(degraded.iloc[:600], prefix="decay", name="decay.parquet")  # labels for 600 served rows
+    result = monitor(MODEL, start, end)
+    assert result["decay_detected"] and not result["drift_detected"]
+    assert result["metrics"]["monitoring.rows_labeled"] == 600
+    text = " ".join(result["reasons"])
+    assert "live roc_auc" in text and "below minimum 0.7" in text and f"champion's evaluated {CHAMPION_AUC:.4f}" in text
+
+
+def test_too_few_rows_gives_no_judgement(champion):
+    frame = synthetic.generate(60, seed=10)
+    frame["x0"] = frame["x0"] + 3.0  # would be drift, but 60 rows judge nothing
+    start, end = window(3)
+    write_log(frame, start, prefix="few")
+    write_feedback(frame, prefix="few", name="few.jsonl")
+    result = monitor(MODEL, start, end)
+    assert not result["drift_detected"] and not result["decay_detected"]
+    assert result["judged"] == {"drift": False, "decay": False}
+    assert "too few served rows to judge drift: 60 < min_rows 500" in result["not_judged"]
+    assert any("60 < min_labeled_rows 200" in r for r in result["not_judged"])
+
+
+def test_rows_outside_the_window_and_malformed_lines_are_not_counted(champion):
+    from ml_tasks.settings import get_settings
+
+    start, end = window(4)
+    write_log(synthetic.generate(720, seed=11), start - timedelta(minutes=30), prefix="edge", part="edge")
+    part = get_settings().inference_logs / MODEL / "date=2026-03-05" / "part-edge.jsonl"
+    with part.open("a") as handle:
+        handle.write('{"ts": "2026-03-05T10:10:00Z", "request_id": "broken"\nnot json at all\n')
+    result = monitor(MODEL, start, end, MonitorConfig(min_rows=100))
+    record = json.loads(Path(result["record_uri"].removeprefix("file://")).read_text())
+    assert record["rows"]["served"] == 360 and record["rows"]["malformed_lines"] == 2
+
+
+def test_rerun_of_a_window_rewrites_the_same_record_and_adds_no_metric_points(champion):
+    from ml_tasks import tracking
+    from ml_tasks.monitoring import MONITORING_EXPERIMENT
+
+    start, end = window(5)
+    frame = synthetic.generate(1500, seed=12)
+    frame["x0"] = frame["x0"] - 1.0
+    write_log(frame, start, prefix="rerun")
+    write_feedback(frame, prefix="rerun", name="rerun.csv")
+    first = monitor(MODEL, start, end)
+    record_path = Path(first["record_uri"].removeprefix("file://"))
+    first_bytes = record_path.read_bytes()
+    second = monitor(MODEL, start.isoformat(), end.isoformat())  # ISO strings, as XCom would carry them
+    assert record_path.read_bytes() == first_bytes
+    assert first["points_logged"] > 10 and second["points_logged"] == 0
+    assert {k: v for k, v in first.items() if k != "points_logged"} == {k: v for k, v in second.items()
+                                                                          if k != "points_logged"}
+    client = tracking.client()
+    experiment = client.get_experiment_by_name(MONITORING_EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    run_id = runs[0].info.run_id
+    steps = [(m.step, m.timestamp) for m in client.get_metric_history(run_id, "drift.x0.psi")]
+    assert steps.count((int(end.timestamp()), int(end.timestamp()) * 1000)) == 1
+    # the next window is one more point of the same series, and the plot covers every window
+    points = len(client.get_metric_history(run_id, "monitoring.rows"))
+    write_log(synthetic.generate(1500, seed=13), end, prefix="next", part="next")
+    monitor(MODEL, end, end + timedelta(hours=1))
+    assert len(client.get_metric_history(run_id, "monitoring.rows")) == points + 1
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "monitoring")}
+    assert "monitoring/monitoring_over_time.png" in artifacts
+
+
+def test_no_champion_means_no_judgement(champion):
+    from ml_tasks.datasets import ACS_EMPLOYMENT
+
+    start, end = window(6)
+    result = monitor(ACS_EMPLOYMENT.registered_model, start, end)  # no champion, no log
+    assert result["champion_version"] is None and not result["drift_detected"]
+    assert result["metrics"]["monitoring.rows"] == 0
+    assert any("no champion yet" in r for r in result["not_judged"])
+
+
+@pytest.mark.parametrize("params", [
+    {"decay_metric": "wow"}, {"decay_min_value": -1}, {"min_rows": 0}, {"min_rows": 10, "max_rows": 5},
+    {"drift_thresholds": {"psi": 0}}, {"min_labeled_rows": 0},
+])
+def test_config_refuses_bad_values(params):
+    from ml_tasks.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        MonitorConfig.from_params(params)
+
+
+def test_window_and_model_names_are_checked(champion):
+    from ml_tasks.errors import ConfigError, UnsafePathError
+
+    with pytest.raises(UnsafePathError):
+        monitor("../etc", START, END)
+    with pytest.raises(ConfigError):
+        monitor("not_a_model", START, END)
+    with pytest.raises(ConfigError):
+        monitor(MODEL, END, START)
+    with pytest.raises(ConfigError):
+        monitor(MODEL, "2026-03-01T10:00:00", "2026-03-01T11:00:00")  # no time zone
+
+
+def test_asset_uri_maps_back_to_its_data_set():
+    from ml_tasks.monitoring import dataset_for_asset_uri, retrain_request_uri
+
+    assert retrain_request_uri(MODEL) == "ratchet://models/synthetic_classifier/retrain-request"
+    assert dataset_for_asset_uri(retrain_request_uri(MODEL)) == "synthetic"
+    assert dataset_for_asset_uri("ratchet://models/other/retrain-request") is None
