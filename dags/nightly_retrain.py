@@ -12,7 +12,7 @@ from typing import Any
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from ml_tasks.config import (
     DEFAULT_ABSOLUTE_THRESHOLDS,
@@ -26,10 +26,16 @@ from ml_tasks.config import (
 from ml_tasks.constants import EVALUATION_METRICS
 from ml_tasks.datasets import ACS_EMPLOYMENT, DATASETS
 from ml_tasks.families import MODEL_FAMILIES
+from ml_tasks.monitoring import monitored_models, retrain_request_uri
+
+# model_monitoring updates one of these when a served champion drifts or decays: retraining starts early.
+RETRAIN_REQUESTS = [Asset(retrain_request_uri(model)) for model in monitored_models()]
 
 DOC = """
 ### Nightly retraining
-Retrains the declared data set's model every night at 02:00 UTC and promotes it
+Retrains the declared data set's model every night at 02:00 UTC, **or earlier** when `model_monitoring`
+updates a model's retrain-request Asset (`ratchet://models/<model>/retrain-request`: drift or decay of the
+served champion), and promotes it
 to the `champion` alias in the MLflow registry **only** when the drop passed its
 Great Expectations suite and the candidate clears the gate's thresholds against
 the current champion on the same held-out rows.
@@ -48,6 +54,11 @@ the current champion on the same held-out rows.
 * **evaluate** scores candidate and champion through pyfunc on the same rows.
 * **gate** writes the blessing record; **register** registers the version, moves `challenger`, and `champion` on a pass.
 * **report** writes `run_report.json` whatever happened, and fails the run if it stopped early.
+
+A run started by a retrain request has no data interval: it retrains the data set of the model that asked
+(the latest request when several did), with the other Params at their defaults, on the drop of the day it
+starts (`RATCHET_HOME/landing/<dataset>/<date>/`); its outputs are keyed by its run id
+(`asset_triggered__<time>`), so it never overwrites a nightly run's and a rerun of it reuses its own.
 """
 
 REVIEW_BODY = """
@@ -81,11 +92,26 @@ def _run() -> tuple[Any, Any, str]:
     interval_start = context.get("data_interval_start")
     day = interval_start or context.get("logical_date") or dag_run.run_after
     params = dict(context["params"])
+    if interval_start is None and (requested := _requested_dataset(context)) is not None:
+        params["dataset"] = requested
     run_ctx = RunContext(
         dataset=params["dataset"], run_key=run_key_for(interval_start, dag_run.run_id),
         dag_id=dag_run.dag_id, run_id=dag_run.run_id,
     )
     return run_ctx, RunConfig.from_params(params), day.strftime("%Y-%m-%d")
+
+
+def _requested_dataset(context: Any) -> str | None:
+    """The data set whose retrain-request Asset started this run (the latest event), or None."""
+    from ml_tasks.monitoring import dataset_for_asset_uri
+
+    latest: tuple[Any, str] | None = None
+    for events in (context.get("triggering_asset_events") or {}).values():
+        for event in events:
+            dataset = dataset_for_asset_uri(event.asset.uri)
+            if dataset is not None and (latest is None or event.timestamp > latest[0]):
+                latest = (event.timestamp, dataset)
+    return latest[1] if latest else None
 
 
 def _review_answer() -> str | None:
@@ -121,7 +147,8 @@ def _stage(name: str, *args: Any) -> Any:
 
 @dag(
     dag_id="nightly_retrain",
-    schedule="0 2 * * *",
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
+                                 assets=AssetAny(*RETRAIN_REQUESTS)),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

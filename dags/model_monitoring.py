@@ -1,0 +1,164 @@
+"""model_monitoring: drift and live performance of each served champion, and a retrain request when they slip.
+
+Wiring only: `monitor` is one call into `ml_tasks.monitoring`; alerts are callbacks from
+`ratchet_airflow.alerts`, imported when they run.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import Asset, CronTriggerTimetable, Param, TaskGroup, dag, task
+
+from ml_tasks.config import DriftConfig
+from ml_tasks.constants import EVALUATION_METRICS
+from ml_tasks.monitoring import DecayConfig, MonitorConfig, monitored_models, retrain_request_uri
+
+MODELS = monitored_models()
+# Cron of the monitoring runs (UTC); each run judges the `window_hours` before its scheduled time.
+SCHEDULE = os.environ.get("RATCHET_MONITORING_SCHEDULE", "0 * * * *")
+
+DOC = f"""
+### Model monitoring
+Every hour (cron `{SCHEDULE}` UTC, set by `RATCHET_MONITORING_SCHEDULE`), for each registered model
+(`{"`, `".join(MODELS)}`):
+
+* **monitor** reads the window's inference log (`RATCHET_HOME/inference/<model>/date=YYYY-MM-DD/`, written by
+  `ratchet serve`; the `window_hours` before the run's time), measures it against the drift reference stored
+  with the champion (PSI, KS, Jensen-Shannon per feature, prediction shift against the training labels:
+  `drift_thresholds`), and scores the rows whose labels have arrived in `RATCHET_HOME/feedback/<model>/`
+  (`request_id,label`) against `decay_min_value` and the champion's evaluated `decay_metric` less
+  `decay_max_drop`. Too few rows (`min_rows`, `min_labeled_rows`) means no judgement, said so.
+  The numbers go to MLflow (experiment `ratchet-monitoring`, one run per model, one point per window) with a
+  plot over time; a JSON record per window goes to `RATCHET_HOME/reports/monitoring/<model>/`.
+* **request_retrain** runs only when drift or decay was found: it updates the Asset
+  `ratchet://models/<model>/retrain-request` (the reasons in the event's extra), which `nightly_retrain` is
+  also scheduled on, so retraining starts early. Its success callback alerts: a WARNING log line always,
+  e-mail through `smtp_conn_id` to `alert_emails` and Slack through `slack_conn_id` when those Connections
+  exist (skipped with a log line when not).
+"""
+
+_DRIFT = DriftConfig()
+_DECAY = DecayConfig()
+
+
+def _alert_retrain(context: Any) -> None:
+    from ratchet_airflow.alerts import retrain_requested
+
+    retrain_requested(context)
+
+
+def _alert_failure(context: Any) -> None:
+    from ratchet_airflow.alerts import task_failed
+
+    task_failed(context)
+
+
+def _window() -> tuple[str, str]:
+    """The window this run judges: the `window_hours` before its logical date (a manual run: its run_after)."""
+    from airflow.sdk import get_current_context
+
+    context = get_current_context()
+    end = context.get("logical_date") or context["dag_run"].run_after
+    hours = int(context["params"]["window_hours"])
+    return (end - timedelta(hours=hours)).isoformat(), end.isoformat()
+
+
+def _monitor(model: str) -> dict[str, Any]:
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from ml_tasks.errors import PERMANENT_ERRORS
+    from ml_tasks.monitoring import monitor
+
+    params = get_current_context()["params"]
+    if model not in params["models"]:
+        raise AirflowSkipException(f"{model} is not among this run's models {params['models']}")
+    start, end = _window()
+    try:
+        return monitor(model, start, end, MonitorConfig.from_params(params))
+    except PERMANENT_ERRORS as exc:
+        raise AirflowFailException(f"monitor {model}: {exc}") from exc
+
+
+def _request_retrain(model: str, result: dict[str, Any]) -> dict[str, Any]:
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    if not (result["drift_detected"] or result["decay_detected"]):
+        raise AirflowSkipException(f"{model}: no drift or decay in window {result['window']['key']}")
+    asset = Asset(retrain_request_uri(model))
+    extra = {"model": model, "dataset": result["dataset"], "window": result["window"]["key"],
+             "drift": result["drift_detected"], "decay": result["decay_detected"],
+             "reasons": result["reasons"][:20], "record_uri": result["record_uri"]}
+    get_current_context()["outlet_events"][asset].extra = extra
+    return {**result, "asset_uri": asset.uri}
+
+
+@dag(
+    dag_id="model_monitoring",
+    schedule=CronTriggerTimetable(SCHEDULE, timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=DOC,
+    tags=["ratchet", "monitoring"],
+    default_args={"owner": "ratchet", "retries": 1, "retry_delay": timedelta(seconds=30),
+                  "on_failure_callback": _alert_failure},
+    params={
+        "models": Param(MODELS, type="array", items={"type": "string", "enum": MODELS}, minItems=1, uniqueItems=True,
+                        title="Models", description="Registered models to monitor in this run."),
+        "window_hours": Param(1, type="integer", minimum=1, maximum=168, title="Window (hours)",
+                              description="The run judges the served rows of this many hours before its time."),
+        "min_rows": Param(MonitorConfig.min_rows, type="integer", minimum=1, maximum=10_000_000,
+                          title="Least rows for drift", description="Fewer served rows in the window: drift is not judged."),
+        "max_rows": Param(MonitorConfig.max_rows, type="integer", minimum=1, maximum=10_000_000,
+                          title="Rows read at most", description="Above it, a seeded uniform sample of the window."),
+        "min_labeled_rows": Param(_DECAY.min_labeled_rows, type="integer", minimum=1, maximum=10_000_000,
+                                  title="Least labeled rows",
+                                  description="Fewer rows with feedback labels: live performance is not judged."),
+        "decay_metric": Param(_DECAY.metric, type="string", enum=list(EVALUATION_METRICS), title="Decay metric",
+                              description="The live metric judged (log_loss, brier, calibration_error: lower is better)."),
+        "decay_min_value": Param(_DECAY.min_value, type=["number", "null"], minimum=0, title="Decay floor",
+                                 description="Live metric below this (lower-is-better: above) is decay. null: off."),
+        "decay_max_drop": Param(_DECAY.max_drop, type=["number", "null"], minimum=0, title="Largest drop",
+                                description="Live metric this much worse than the champion's evaluated value is "
+                                            "decay. null: off."),
+        "drift_thresholds": Param(
+            _DRIFT.thresholds, type="object", title="Drift thresholds",
+            properties={"psi": {"type": "number", "exclusiveMinimum": 0, "maximum": 10},
+                        "ks": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                        "js": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}},
+            additionalProperties=False,
+            description="Per-feature limits, as in nightly_retrain: PSI, KS (numeric), Jensen-Shannon (categorical).",
+        ),
+        "alert_emails": Param([], type="array", items={"type": "string", "pattern": r"^[^@\s]+@[^@\s]+$"},
+                              title="Alert e-mail recipients",
+                              description="Written to when the SMTP Connection exists (empty: no e-mail)."),
+        "smtp_conn_id": Param("smtp_default", type="string", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+                              title="SMTP Connection id", description="Skipped with a log line when it does not exist."),
+        "slack_conn_id": Param("ratchet_slack", type="string", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+                               title="Slack Connection id",
+                               description="Incoming-webhook URL in its password (or host); skipped when missing."),
+    },
+)
+def model_monitoring() -> None:
+    for model in MODELS:
+        with TaskGroup(group_id=model):
+            asset = Asset(retrain_request_uri(model))
+
+            @task(task_id="monitor")
+            def monitor_model(model: str = model) -> dict[str, Any]:
+                return _monitor(model)
+
+            @task(task_id="request_retrain", outlets=[asset], on_success_callback=_alert_retrain, retries=0)
+            def request_retrain(result: dict[str, Any], model: str = model) -> dict[str, Any]:
+                return _request_retrain(model, result)
+
+            request_retrain(monitor_model())
+
+
+model_monitoring()
