@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 SYNC_FLAGS := $(if $(GPU),--no-group cpu --group gpu,)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit up bench lint clean
+.PHONY: setup browser demo test test-unit up bench lint clean
 
 $(UV):
 	@echo "uv not found: installing it into ~/.local/bin"
@@ -16,10 +16,17 @@ $(UV):
 setup: $(UV)
 	$(UV) sync --frozen --compile-bytecode $(SYNC_FLAGS)
 
+# The UI tests drive Debian's Chromium (never a browser downloaded by a test tool); installed when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "chromium not found: installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }; \
+	  else sudo apt-get install -y -q chromium; fi; }
+
 demo: setup
 	$(UV) run --frozen --no-sync ratchet demo
 
-test: setup
+test: setup browser
 	$(UV) run --frozen --no-sync pytest $(PYTEST_ARGS)
 
 test-unit: setup
