@@ -75,8 +75,9 @@ def window(day: int) -> tuple[datetime, datetime]:
     return start, start + timedelta(hours=1)
 
 
-@pytest.fixture(scope="module")
-def champion(module_home):
+def register_stand_in_champion(home: Path) -> str:
+    """A champion as monitoring sees one: a registered version whose run holds the training data's drift
+    reference and an evaluated `test.roc_auc` (the model itself is a constant pyfunc; it is never loaded)."""
     import mlflow
     from mlflow.pyfunc import PythonModel
 
@@ -88,7 +89,7 @@ def champion(module_home):
 
     tracking.configure()
     reference = drift.compute_reference(synthetic.generate(4000, seed=1), SYNTHETIC)
-    ref_path = module_home / "drift_reference.json"
+    ref_path = home / "drift_reference.json"
     ref_path.parent.mkdir(parents=True, exist_ok=True)
     ref_path.write_text(json.dumps(reference))
     with mlflow.start_run() as run:
@@ -98,6 +99,11 @@ def champion(module_home):
     version = registry.register_candidate(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id, {})
     registry.promote(MODEL, version, None, "test champion")
     return version
+
+
+@pytest.fixture(scope="module")
+def champion(module_home):
+    return register_stand_in_champion(module_home)
 
 
 def test_undrifted_window_with_good_labels_finds_nothing(champion):
