@@ -1,0 +1,148 @@
+"""Serving without a server: payload parsing and refusals, the inference log's sampling, the model-file checks."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+
+from ml_tasks.errors import ConfigError, UnsafePathError
+from ml_tasks.serving import (
+    INTEGER,
+    NUMBER,
+    STRING,
+    Column,
+    InferenceLog,
+    LoadedModel,
+    ModelLoadError,
+    PayloadError,
+    ServeConfig,
+    check_model_files,
+    parse_csv,
+    parse_json,
+)
+
+MODEL = LoadedModel(name="m", version="3", alias="champion", run_id="r", loaded_at="t",
+                    columns=(Column("age", INTEGER), Column("x", NUMBER), Column("city", STRING)), pyfunc=None)
+WANT = {"age": [30, 41], "x": [0.5, None], "city": ["Oslo", None]}
+
+
+def _parse(payload: object) -> tuple[dict[str, list[object]], int]:
+    return parse_json(MODEL, json.dumps(payload).encode(), max_rows=10)
+
+
+def test_every_json_format_gives_the_same_columns() -> None:
+    records = [{"age": 30, "x": 0.5, "city": "Oslo"}, {"age": 41, "x": None, "city": None}]
+    for payload in (
+        {"dataframe_split": {"columns": ["city", "x", "age"], "data": [["Oslo", 0.5, 30], [None, None, 41]]}},
+        {"dataframe_split": {"columns": ["age", "x", "city"], "data": [[30, 0.5, "Oslo"], [41, None, None]],
+                             "index": [7, 8]}},
+        {"dataframe_records": records},
+        {"instances": records},
+        {"inputs": records},
+        {"inputs": {"age": [30, 41], "x": [0.5, None], "city": ["Oslo", None]}},
+        {"instances": {"age": [30, 41], "x": [0.5, None], "city": ["Oslo", None]}, "params": {}},
+    ):
+        assert _parse(payload) == (WANT, 2), payload
+    assert _parse({"inputs": {"age": 30, "x": 0.5, "city": "Oslo"}}) == ({"age": [30], "x": [0.5], "city": ["Oslo"]}, 1)
+    csv = b"\xef\xbb\xbfcity,x,age\r\nOslo,0.5,30\r\n,,41\r\n"
+    assert parse_csv(MODEL, csv, max_rows=10) == (WANT, 2)
+
+
+@pytest.mark.parametrize(("payload", "status", "words"), [
+    ({"dataframe_records": [{"age": 1.5, "x": 1, "city": "a"}]}, 422, "column 'age' row 0: expected an integer, got 1.5"),
+    ({"dataframe_records": [{"age": 1, "x": "1", "city": "a"}]}, 422, "column 'x' row 0: expected a number or null, got string"),
+    ({"dataframe_records": [{"age": 1, "x": 1, "city": 3}]}, 422, "column 'city' row 0: expected a string or null, got number"),
+    ({"dataframe_records": [{"age": 1, "x": False, "city": "a"}]}, 422, "got boolean"),
+    ({"dataframe_records": [{"age": 1, "x": {"a": 1}, "city": "a"}]}, 422, "got object"),
+    ({"dataframe_records": [{"age": 1, "x": 1}]}, 400, "missing columns ['city']"),
+    ({"dataframe_records": [{"age": 1, "x": 1, "city": "a", "zip": 1}]}, 400, "unknown columns ['zip']"),
+    ({"dataframe_records": [{"age": 1, "x": 1, "city": "a"}] * 11}, 413, "at most 10"),
+    ({"dataframe_split": {"columns": ["age", "x", "city"]}}, 400, "takes 'columns', 'data'"),
+    ({"dataframe_split": {"columns": ["age", "x", "city"], "data": [[1, 2, "a"]], "index": [1, 2]}}, 400, "'index'"),
+    ({"dataframe_split": [[1, 2, "a"]]}, 400, "must be an object"),
+    ({"inputs": {"age": [1], "x": 1, "city": ["a"]}}, 400, "every column a list"),
+    ({"inputs": {"age": [1, 2], "x": [1], "city": ["a"]}}, 400, "different lengths"),
+    ({"inputs": 5}, 400, "list of row objects or an object of columns"),
+    ({"params": {}}, 400, "exactly one of"),
+])
+def test_refusals_name_the_problem(payload: object, status: int, words: str) -> None:
+    with pytest.raises(PayloadError) as caught:
+        _parse(payload)
+    assert caught.value.status == status and words in caught.value.message, caught.value.message
+
+
+def test_json_and_csv_refuse_non_finite_numbers_and_bad_text() -> None:
+    for body in (b'{"inputs": {"age": [1], "x": [Infinity], "city": ["a"]}}',
+                 b'{"inputs": {"age": [1e999], "x": [1], "city": ["a"]}}'):
+        with pytest.raises(PayloadError, match="finite"):
+            parse_json(MODEL, body, 10)
+    with pytest.raises(PayloadError, match="deeply"):
+        parse_json(MODEL, b"[" * 100_000 + b"]" * 100_000, 10)
+    with pytest.raises(PayloadError, match="column 'x' row 1: expected a number"):
+        parse_csv(MODEL, b"age,x,city\n1,2,a\n1,two,b\n", 10)
+    with pytest.raises(PayloadError, match="not a finite number"):
+        parse_csv(MODEL, b"age,x,city\n1,nan,a\n", 10)
+    with pytest.raises(PayloadError, match="row 0: 2 fields"):
+        parse_csv(MODEL, b"age,x,city\n1,2\n", 10)
+
+
+def _logged(root: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for path in sorted(root.rglob("*.jsonl")) for line in path.read_text().splitlines()]
+
+
+def test_inference_log_sampling(tmp_path: Path) -> None:
+    columns = {"age": list(range(1000)), "x": [0.5] * 1000, "city": ["Oslo"] * 1000}
+    probability, prediction = [0.25] * 1000, [0] * 1000
+    for sample, folder in ((0.0, "none"), (0.2, "some"), (1.0, "all")):
+        log = InferenceLog(tmp_path / folder, "m", sample, seed=1)
+        for i in range(5):
+            log.submit(f"req-{i}", "3", columns, 1000, probability, prediction)
+        log.close()
+    assert not (tmp_path / "none").exists()
+    every = _logged(tmp_path / "all")
+    assert len(every) == 5000 and every[0]["inputs"] == {"age": 0, "x": 0.5, "city": "Oslo"}
+    assert set(every[0]) == {"ts", "request_id", "model", "version", "inputs", "probability", "prediction"}
+    some = _logged(tmp_path / "some")
+    assert 800 < len(some) < 1200  # 20% of 5,000 rows
+    files = list((tmp_path / "all" / "m").glob("date=*/part-*.jsonl"))
+    assert len(files) == 1  # one file per process per day
+
+
+def test_config_refuses_unsafe_names_and_bad_fractions() -> None:
+    with pytest.raises(UnsafePathError):
+        ServeConfig(model="../etc")
+    with pytest.raises(UnsafePathError):
+        ServeConfig(model="m", alias="champion/../x")
+    with pytest.raises(ConfigError, match="fraction"):
+        ServeConfig(model="m", log_sample=1.5)
+    config = ServeConfig(model="m", log_sample=0.25, workers=2)
+    assert ServeConfig.from_json(config.to_json()) == config
+
+
+class Evil:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("this would run on load",))
+
+
+def _model_folder(tmp_path: Path, loader: str, pickled: bytes | None) -> Path:
+    folder = tmp_path / f"model-{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    flavor = {"loader_module": loader, "python_model": "python_model.pkl", "code": None}
+    (folder / "MLmodel").write_text(json.dumps({"flavors": {"python_function": flavor}}))  # JSON is YAML
+    if pickled is not None:
+        (folder / "python_model.pkl").write_bytes(pickled)
+    return folder
+
+
+def test_only_our_pyfunc_is_loaded(tmp_path: Path) -> None:
+    from ml_tasks.pyfunc_model import RatchetClassifier
+
+    check_model_files(_model_folder(tmp_path, "mlflow.pyfunc.model", pickle.dumps(RatchetClassifier())))
+    check_model_files(_model_folder(tmp_path, "ml_tasks.compression", None))
+    with pytest.raises(ModelLoadError, match="builtins.print"):
+        check_model_files(_model_folder(tmp_path, "mlflow.pyfunc.model", pickle.dumps(Evil())))
+    with pytest.raises(ModelLoadError, match="loader"):
+        check_model_files(_model_folder(tmp_path, "mlflow.sklearn", None))
