@@ -36,7 +36,7 @@ up: setup
 	$(UV) run --frozen --no-sync ratchet up
 
 bench: setup
-	$(UV) run --frozen --no-sync python bench/run_all.py
+	TOPICS="$(TOPICS)" $(UV) run --frozen --no-sync python bench/run_all.py
 
 lint: setup
 	$(UV) run --frozen --no-sync ruff check .

@@ -1,0 +1,236 @@
+"""Orchestration overhead and scaling of the nightly pipeline.
+
+(a) overhead.nightly_run_scheduler_vs_plain_process: one `nightly_retrain` run through the real Airflow
+    scheduler (`airflow standalone`: LocalExecutor on SQLite, triggered over the REST API; the run's wall time
+    is its end_date - queued_at, so Airflow's own start-up is left out) against the same `ml_tasks.pipeline`
+    calls, in the same order and with the same conf and data, in one plain Python process. Each side has its
+    own fresh RATCHET_HOME (no champion: both promote v1). ratio = plain / Airflow; target 1/1.15 (Airflow at
+    most 15% slower). The per-task overhead (task-instance duration minus the same call's plain duration) and
+    the time between tasks (scheduling, process start) are printed as `INFO` lines.
+(b) overhead.time_vs_rows_exponent: the same plain pipeline at 10k, 100k and 1M rows; the least-squares
+    exponent of wall time against rows (log-log); target at most 1.1 (ratio = 1.1 / exponent).
+(c) overhead.peak_memory_<n>_rows: peak RSS of the pipeline process and its training subprocess, against a
+    budget of 20x the drop's in-memory size (pandas) plus 1.5 GB of fixed cost (Python, TensorFlow, MLflow, GX).
+
+Runs alone: `uv run python bench/overhead.py` (about 10-15 minutes on 2 cores); `--quick` skips 1M rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _bench import bench_line  # noqa: E402
+
+OVERHEAD_ROWS = 100_000
+SCALING_ROWS = (10_000, 100_000, 1_000_000)
+CONF = {"dataset": "synthetic", "tuning_trials": 4, "tuning_epochs": 3, "max_epochs": 8, "model_family": "keras_mlp",
+        "change_thresholds": {}}
+DAG_ID = "nightly_retrain"
+RUN_DATE = "2026-03-01"
+
+
+def _land(folder: Path, rows: int) -> str:
+    from ml_tasks.datasets import synthetic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = synthetic.generate(rows, seed=7, label_noise=0.05)
+    frame.to_parquet(folder / "part-000.parquet", index=False)
+    return folder.as_uri()
+
+
+def plain_pipeline(conf: dict[str, Any], out: Path) -> None:
+    """The DAG's calls, in its order, in this process (the DAG's `_stage` without Airflow)."""
+    from ml_tasks import pipeline
+    from ml_tasks.config import RunConfig, RunContext
+
+    ctx = RunContext(dataset=conf["dataset"], run_key="plain", dag_id=DAG_ID, run_id="plain")
+    config = RunConfig.from_params(conf)
+    durations: dict[str, float] = {}
+
+    def timed(name: str, fn: Any, *args: Any) -> Any:
+        start = time.perf_counter()
+        result = fn(*args)
+        durations[name] = durations.get(name, 0.0) + time.perf_counter() - start
+        return result
+
+    start = time.perf_counter()
+    synced = timed("sync", pipeline.sync, ctx, config, RUN_DATE, None)
+    validated = timed("validate", pipeline.validate, ctx, synced)
+    timed("drift", pipeline.check_drift, ctx, config, synced)
+    prepared = timed("prepare", pipeline.prepare, ctx, config, synced)
+    slots = timed("tune_plan", pipeline.tune, ctx, config, prepared, "plan")["slots"]
+    for slot in slots:
+        timed("tune_slot", pipeline.tune, ctx, config, prepared, "slot", slot)
+    tuned = timed("tune", pipeline.tune, ctx, config, prepared, "summary")
+    trained = timed("train", pipeline.train, ctx, config, prepared, tuned)
+    evaluated = timed("evaluate", pipeline.evaluate, ctx, prepared, trained)
+    gated = timed("gate", pipeline.gate, ctx, config, prepared, evaluated)
+    registered = timed("register", pipeline.register_version, ctx, config, prepared, validated, trained, gated)
+    timed("promote", pipeline.promote, ctx, registered, None)
+    outcome = timed("report", pipeline.report, ctx, None)
+    wall = time.perf_counter() - start
+    peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    out.write_text(json.dumps({"wall": wall, "durations": durations, "peak_mb": peak_kb / 1024,
+                               "completed": outcome.get("completed"), "promoted": outcome.get("promoted")}))
+
+
+def _run_plain(home: Path, conf: dict[str, Any]) -> dict[str, Any]:
+    out = home / "plain.json"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AIRFLOW_HOME")}
+    env["RATCHET_HOME"] = str(home)
+    subprocess.run([sys.executable, __file__, "--plain", json.dumps(conf), str(out)], env=env, check=True)
+    return json.loads(out.read_text())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _airflow_run(home: Path, conf: dict[str, Any]) -> dict[str, Any]:
+    """Start `airflow standalone` on its own RATCHET_HOME, trigger one run over REST, return its timings."""
+    import requests
+
+    os.environ["RATCHET_HOME"] = str(home)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AIRFLOW_HOME"):
+        os.environ.pop(name, None)
+    from ml_tasks.airflow_cli import airflow_env, init_airflow
+    from ml_tasks.settings import get_settings
+
+    get_settings.cache_clear()
+    init_airflow()
+    port = _free_port()
+    env = {**airflow_env(), "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__HOST": "127.0.0.1",
+           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/"}
+    log_path = home / "standalone.log"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"], env=env,
+                            stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if requests.get(f"{base}/api/v2/monitor/health", timeout=3).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Airflow did not come up: {log_path.read_text()[-2000:]}")
+            time.sleep(2)
+        passwords = get_settings().airflow_home / "simple_auth_manager_passwords.json.generated"
+        while not passwords.is_file():
+            time.sleep(1)
+        username, password = next(iter(json.loads(passwords.read_text()).items()))
+        token = requests.post(f"{base}/auth/token", json={"username": username, "password": password}, timeout=10)
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        while not session.get(f"{base}/api/v2/dags/{DAG_ID}", timeout=10).ok:
+            time.sleep(2)
+        session.patch(f"{base}/api/v2/dags/{DAG_ID}", json={"is_paused": False}, timeout=30).raise_for_status()
+        created = session.post(f"{base}/api/v2/dags/{DAG_ID}/dagRuns",
+                               json={"logical_date": f"{RUN_DATE}T02:00:00Z", "conf": conf}, timeout=30)
+        created.raise_for_status()
+        run_id = created.json()["dag_run_id"]
+        while True:
+            run = session.get(f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", timeout=30).json()
+            if run["state"] in ("success", "failed"):
+                break
+            time.sleep(2)
+        tis = session.get(f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", timeout=30).json()
+        return {"run": run, "task_instances": tis["task_instances"]}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _seconds(start: str | None, end: str | None) -> float:
+    from datetime import datetime
+
+    if not start or not end:
+        return 0.0
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def overhead(root: Path) -> list[str]:
+    drop = _land(root / "drop", OVERHEAD_ROWS)
+    conf = {**CONF, "source_uri": drop}
+    plain = _run_plain(root / "plain", conf)
+    observed = _airflow_run(root / "airflow", conf)
+    run = observed["run"]
+    if run["state"] != "success":
+        raise RuntimeError(f"the Airflow run ended {run['state']}")
+    airflow_wall = _seconds(run["queued_at"], run["end_date"])
+    in_tasks = 0.0
+    rows = []
+    per_task: dict[str, float] = {}
+    for ti in observed["task_instances"]:
+        if ti["state"] != "success" or ti["operator"] in ("EmptyOperator", "ApprovalOperator"):
+            continue
+        per_task[ti["task_id"]] = per_task.get(ti["task_id"], 0.0) + float(ti["duration"] or 0.0)
+    for task_id, duration in sorted(per_task.items()):
+        ours = plain["durations"].get(task_id, 0.0)
+        in_tasks += duration - ours
+        rows.append(f"INFO overhead.task {task_id}: {duration:.2f}s in Airflow vs {ours:.2f}s plain (+{duration - ours:.2f}s)")
+    for row in rows:
+        print(row)
+    between = airflow_wall - plain["wall"] - in_tasks
+    print(f"INFO overhead.total Airflow {airflow_wall:.1f}s vs plain {plain['wall']:.1f}s: +{in_tasks:.1f}s inside "
+          f"{len(per_task)} task instances (process start, imports, XCom), +{between:.1f}s between them (scheduling)")
+    print(f"INFO overhead.factor {airflow_wall / plain['wall']:.3f} (target at most 1.15)")
+    return [bench_line("overhead.nightly_run_scheduler_vs_plain_process", airflow_wall, plain["wall"], 1 / 1.15)]
+
+
+def scaling(root: Path, sizes: tuple[int, ...]) -> list[str]:
+    lines = []
+    walls = []
+    for rows in sizes:
+        drop = _land(root / f"drop-{rows}", rows)
+        result = _run_plain(root / f"scale-{rows}", {**CONF, "source_uri": drop})
+        walls.append(result["wall"])
+        frame_mb = rows * 1.2e-4  # ~120 bytes a row in pandas for the synthetic schema (12 columns)
+        budget = 20 * frame_mb + 1536
+        print(f"INFO overhead.scaling {rows} rows: {result['wall']:.1f}s, peak {result['peak_mb']:.0f} MB")
+        lines.append(bench_line(f"overhead.peak_memory_{rows // 1000}k_rows_vs_budget", result["peak_mb"], budget, 1,
+                                unit="MB"))
+    xs = [math.log(r) for r in sizes]
+    ys = [math.log(w) for w in walls]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    exponent = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum((x - mean_x) ** 2 for x in xs)
+    lines.append(bench_line(f"overhead.time_vs_rows_exponent_{sizes[0] // 1000}k_to_{sizes[-1] // 1000}k",
+                            exponent, 1.1, 1, unit=""))
+    return lines
+
+
+def main() -> int:
+    quick = "--quick" in sys.argv
+    with tempfile.TemporaryDirectory(prefix="ratchet-bench-overhead-") as tmp:
+        root = Path(tmp)
+        overhead(root)
+        scaling(root, SCALING_ROWS[:2] if quick else SCALING_ROWS)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--plain":
+        plain_pipeline(json.loads(sys.argv[2]), Path(sys.argv[3]))
+        sys.exit(0)
+    sys.exit(main())
