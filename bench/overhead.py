@@ -93,6 +93,7 @@ def _run_plain(home: Path, conf: dict[str, Any]) -> dict[str, Any]:
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AIRFLOW_HOME")}
     env["RATCHET_HOME"] = str(home)
+    env["RATCHET_LOCAL_ROOTS"] = str(home.parent)  # the drops lie beside the homes
     subprocess.run([sys.executable, __file__, "--plain", json.dumps(conf), str(out)], env=env, check=True)
     return json.loads(out.read_text())
 
@@ -108,6 +109,7 @@ def _airflow_run(home: Path, conf: dict[str, Any]) -> dict[str, Any]:
     import requests
 
     os.environ["RATCHET_HOME"] = str(home)
+    os.environ["RATCHET_LOCAL_ROOTS"] = str(home.parent)  # the drops lie beside the homes
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AIRFLOW_HOME"):
         os.environ.pop(name, None)
     from ml_tasks.airflow_cli import airflow_env, init_airflow

@@ -40,7 +40,8 @@ a drop before the nightly run sees it.
     params={
         "source_uri": Param("file:///", type="string", pattern=r"^(file|s3|hdfs)://.+", maxLength=2048,
                             title="Drop to validate",
-                            description="Folder of CSV/Parquet files: file://, s3://bucket/prefix or hdfs://..."),
+                            description="Folder of CSV/Parquet files: file:// (inside RATCHET_HOME or RATCHET_LOCAL_ROOTS), "
+                                        "s3://bucket/prefix or hdfs://..."),
         "suite": Param(SUITES[0] if SUITES else "", type="string", enum=SUITES, title="Expectation suite",
                        description="A suite committed in expectations/suites/."),
         "data_docs": Param("checkpoint", type="string", enum=["checkpoint", "always", "on_failure", "never"],
@@ -56,7 +57,7 @@ def data_validation() -> None:
         from airflow.sdk.exceptions import AirflowFailException
         from ratchet_airflow.connections import storage_options
 
-        from ml_tasks.config import run_key_for
+        from ml_tasks.config import confined_uri, run_key_for
         from ml_tasks.errors import PERMANENT_ERRORS
         from ml_tasks.validation import validate_uri
 
@@ -66,7 +67,8 @@ def data_validation() -> None:
         options = storage_options(params["s3_conn_id"], params["hdfs_conn_id"])
         docs = None if params["data_docs"] == "checkpoint" else params["data_docs"]
         try:
-            return validate_uri(params["source_uri"], params["suite"], run_key, options, data_docs=docs).to_dict()
+            source = confined_uri(params["source_uri"], "source_uri")
+            return validate_uri(source, params["suite"], run_key, options, data_docs=docs).to_dict()
         except PERMANENT_ERRORS as exc:
             raise AirflowFailException(str(exc)) from exc  # the same drop fails the same way: no retry
 

@@ -42,9 +42,11 @@ consumer that sees it knows the set is whole.
     default_args={"owner": "ratchet", "retries": 2},
     params={
         "src": Param("file:///", type="string", pattern=URI_PATTERN, maxLength=2048, title="Source",
-                     description="file:///path, s3://bucket/prefix or hdfs://namenode:port/path"),
+                     description="file:///path (inside RATCHET_HOME or RATCHET_LOCAL_ROOTS), s3://bucket/prefix or "
+                                 "hdfs://namenode:port/path"),
         "dst": Param("file:///", type="string", pattern=URI_PATTERN, maxLength=2048, title="Destination",
-                     description="file:///path, s3://bucket/prefix or hdfs://namenode:port/path"),
+                     description="file:///path (inside RATCHET_HOME or RATCHET_LOCAL_ROOTS), s3://bucket/prefix or "
+                                 "hdfs://namenode:port/path"),
         "delete": Param(False, type="boolean", title="Delete extra objects at the destination"),
         "dry_run": Param(False, type="boolean", title="Dry run", description="Report only; change nothing."),
         "workers": Param(16, type="integer", minimum=1, maximum=64, title="Concurrent transfers"),
@@ -59,13 +61,15 @@ def storage_sync() -> None:
         from airflow.sdk.exceptions import AirflowFailException
         from ratchet_airflow.connections import storage_options
 
+        from ml_tasks.config import confined_uri
         from ml_tasks.errors import PERMANENT_ERRORS
         from ml_tasks.storage import sync as run_sync
 
         params = get_current_context()["params"]
         options = storage_options(params["s3_conn_id"], params["hdfs_conn_id"], int(params["workers"]))
         try:
-            result = run_sync(params["src"], params["dst"], delete=bool(params["delete"]),
+            src, dst = confined_uri(params["src"], "src"), confined_uri(params["dst"], "dst")
+            result = run_sync(src, dst, delete=bool(params["delete"]),
                               dry_run=bool(params["dry_run"]), options=options)
         except PERMANENT_ERRORS as exc:
             raise AirflowFailException(str(exc)) from exc  # the same input fails the same way: no retry

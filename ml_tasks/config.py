@@ -38,6 +38,36 @@ def checked_name(raw: str, what: str) -> str:
     return raw
 
 
+def local_roots() -> list[Path]:
+    """Folders a file:// URI from outside (a DAG Param) may point into: RATCHET_HOME and RATCHET_LOCAL_ROOTS."""
+    import os
+
+    roots = [get_settings().home]
+    roots += [Path(p) for p in os.environ.get("RATCHET_LOCAL_ROOTS", "").split(os.pathsep) if p.strip()]
+    return [root.resolve() for root in roots]
+
+
+def confined_uri(uri: str, what: str) -> str:
+    """A URI from outside: a local one (file://) must resolve inside `local_roots()`, symlinks followed.
+
+    Remote URIs (s3://, hdfs://) are confined by their own credentials; their keys are checked when copied.
+    A trigger form must not read /etc or write over the scheduler's files through a `file:///` Param.
+    """
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme != "file":
+        return uri
+    if parts.netloc not in ("", "localhost"):
+        raise UnsafePathError(f"{what} {uri!r}: a file:// URI names a host ({parts.netloc!r})")
+    path = Path(unquote(parts.path)).resolve()
+    roots = local_roots()
+    if not any(path == root or path.is_relative_to(root) for root in roots):
+        raise UnsafePathError(f"{what} {uri!r} resolves to {path}, outside the allowed local roots "
+                              f"({', '.join(map(str, roots))}); add a folder to RATCHET_LOCAL_ROOTS to allow it")
+    return uri
+
+
 def run_key_for(data_interval_start: Any | None, run_id: str | None) -> str:
     """Partition by the data interval; manual runs without one by their run id."""
     if data_interval_start is not None:

@@ -64,10 +64,14 @@ def default_source(ctx: RunContext, drop_date: str) -> str:
 
 def sync(ctx: RunContext, config: RunConfig, drop_date: str, options: StorageOptions | None = None) -> dict[str, Any]:
     """Mirror the drop (file://, s3:// or hdfs://) into the run's staging area."""
+    from ml_tasks.config import confined_uri
     from ml_tasks.storage import sync_drop
 
-    source = config.source_uri or default_source(ctx, drop_date)
-    return run_stage(ctx, "sync", lambda: sync_drop(source, ctx.staging_dir, options))
+    def work() -> dict[str, Any]:
+        source = confined_uri(config.source_uri, "source_uri") if config.source_uri else default_source(ctx, drop_date)
+        return sync_drop(source, ctx.staging_dir, options)
+
+    return run_stage(ctx, "sync", work)
 
 
 def validate(ctx: RunContext, synced: dict[str, Any]) -> dict[str, Any]:

@@ -329,12 +329,13 @@ def test_storage_sync_dag_uses_an_airflow_connection_and_masks_its_secret(module
     connection = {"conn_type": "aws", "login": "test", "password": secret,
                   "extra": {"endpoint_url": url, "region_name": "us-east-1"}}
     os.environ["AIRFLOW_CONN_RATCHET_S3"] = json.dumps(connection)
+    os.environ["RATCHET_LOCAL_ROOTS"] = str(tmp_path)  # the source folder lies outside RATCHET_HOME
     try:
         conf = {"src": (tmp_path / "src").as_uri(), "dst": f"s3://{bucket}/via-dag", "s3_conn_id": "ratchet_s3"}
         log = tmp_path / "dag.log"
         done = airflow("dags", "test", "storage_sync", "-c", json.dumps(conf), log_path=log, check=False)
     finally:
-        del os.environ["AIRFLOW_CONN_RATCHET_S3"]
+        del os.environ["AIRFLOW_CONN_RATCHET_S3"], os.environ["RATCHET_LOCAL_ROOTS"]
     text = log.read_text()
     assert done.returncode == 0, text[-3000:]
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="via-dag/")["Contents"]}

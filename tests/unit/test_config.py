@@ -61,3 +61,35 @@ def test_augmentation_and_review_params_reach_the_run_config():
     assert config.cv_folds == 5 and config.require_approval and config.gate.slice_absolute == {"roc_auc": 0.7}
     plain = RunConfig.from_params({"dataset": "synthetic"})
     assert plain.augment == {} and not plain.require_approval and plain.gate.require_confidence
+
+
+def test_local_uris_from_params_are_confined_to_the_allowed_roots(ratchet_home, tmp_path, monkeypatch):
+    from ml_tasks.config import confined_uri
+
+    inside = ratchet_home / "landing" / "synthetic" / "2026-01-02"
+    inside.mkdir(parents=True)
+    assert confined_uri(inside.as_uri(), "source_uri") == inside.as_uri()
+    assert confined_uri("s3://bucket/prefix", "source_uri") == "s3://bucket/prefix"
+    for uri in ("file:///etc", "file:///", f"{inside.as_uri()}/../../../../..", "file://otherhost/tmp"):
+        with pytest.raises(UnsafePathError):
+            confined_uri(uri, "source_uri")
+    outside = tmp_path / "drops"
+    outside.mkdir()
+    escape = ratchet_home / "escape"
+    escape.symlink_to("/etc")
+    with pytest.raises(UnsafePathError, match="RATCHET_LOCAL_ROOTS"):
+        confined_uri(outside.as_uri(), "source_uri")
+    with pytest.raises(UnsafePathError):
+        confined_uri(escape.as_uri(), "source_uri")  # a symlink inside a root that points out of it
+    monkeypatch.setenv("RATCHET_LOCAL_ROOTS", str(outside))
+    assert confined_uri(outside.as_uri(), "source_uri") == outside.as_uri()
+
+
+def test_the_nightly_sync_refuses_a_source_outside_the_roots(ratchet_home):
+    from ml_tasks import pipeline
+
+    ctx = RunContext("synthetic", "20260102T020000Z")
+    config = RunConfig.from_params({"dataset": "synthetic", "source_uri": "file:///etc"})
+    with pytest.raises(UnsafePathError, match="outside the allowed local roots"):
+        pipeline.sync(ctx, config, "2026-01-02")
+    assert not ctx.staging_dir.exists()
