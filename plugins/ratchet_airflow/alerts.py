@@ -40,8 +40,8 @@ def _connection(conn_id: str) -> Any | None:
         return None
 
 
-def alert_text(result: Mapping[str, Any]) -> tuple[str, str]:
-    """Subject and body of a retrain request raised by model_monitoring."""
+def alert_text(result: Mapping[str, Any]) -> tuple[str, str, str]:
+    """Subject, body and one-line summary (for the log) of a retrain request raised by model_monitoring."""
     window = result.get("window") or {}
     kinds = [k for k, flag in (("drift", result.get("drift_detected")), ("decay", result.get("decay_detected"))) if flag]
     subject = f"[ratchet] {result.get('model')}: {' and '.join(kinds) or 'alert'} in window {window.get('key', '?')}"
@@ -53,7 +53,8 @@ def alert_text(result: Mapping[str, Any]) -> tuple[str, str]:
         *(f"  - {reason}" for reason in reasons),
         f"record: {result.get('record_uri')}",
     ]
-    return subject, "\n".join(lines)
+    summary = f"{subject}: {'; '.join(reasons) or 'no reasons given'} (record {result.get('record_uri')})"
+    return subject, "\n".join(lines), summary
 
 
 def send_email(conn_id: str, recipients: list[str], subject: str, body: str) -> bool:
@@ -113,9 +114,9 @@ def send_slack(conn_id: str, text: str) -> bool:
     return True
 
 
-def notify(subject: str, body: str, params: Mapping[str, Any]) -> dict[str, bool]:
-    """The log line, then every configured channel; returns which channels delivered."""
-    log.warning("RATCHET ALERT %s\n%s", subject, body)
+def notify(subject: str, body: str, params: Mapping[str, Any], summary: str = "") -> dict[str, bool]:
+    """The log line (one line: `summary`, else the subject), then every configured channel; which delivered."""
+    log.warning("RATCHET ALERT %s", summary or subject)
     return {
         "email": send_email(str(params.get("smtp_conn_id") or "smtp_default"), list(params.get("alert_emails") or []),
                             subject, body),
@@ -128,8 +129,8 @@ def retrain_requested(context: Mapping[str, Any]) -> None:
     ti = context["ti"]
     try:
         result = ti.xcom_pull(task_ids=ti.task_id) or {}
-        subject, body = alert_text(result)
-        notify(subject, body, context.get("params") or {})
+        subject, body, summary = alert_text(result)
+        notify(subject, body, context.get("params") or {}, summary)
     except Exception:  # a callback that raises would only hide the alert: log it whole
         log.exception("alert for %s could not be sent", ti.task_id)
 
@@ -141,6 +142,6 @@ def task_failed(context: Mapping[str, Any]) -> None:
         error = context.get("exception")
         subject = f"[ratchet] {ti.dag_id}.{ti.task_id} failed"
         body = f"run {ti.run_id}, try {ti.try_number}: {type(error).__name__ if error else 'error'}: {error}"
-        notify(subject, body, context.get("params") or {})
+        notify(subject, body, context.get("params") or {}, f"{subject}: {body}")
     except Exception:
         log.exception("failure alert for %s could not be sent", ti.task_id)

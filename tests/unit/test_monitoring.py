@@ -246,3 +246,90 @@ def test_asset_uri_maps_back_to_its_data_set():
     assert retrain_request_uri(MODEL) == "ratchet://models/synthetic_classifier/retrain-request"
     assert dataset_for_asset_uri(retrain_request_uri(MODEL)) == "synthetic"
     assert dataset_for_asset_uri("ratchet://models/other/retrain-request") is None
+
+
+# --- alerts (plugins/ratchet_airflow/alerts.py) and nightly_retrain's reading of a retrain request -------------
+
+
+@pytest.fixture
+def alerts(monkeypatch):
+    import sys
+
+    from tests.dags.test_dag_integrity import ROOT
+
+    monkeypatch.syspath_prepend(str(ROOT / "plugins"))
+    for name in ("AIRFLOW_CONN_SMTP_DEFAULT", "AIRFLOW_CONN_RATCHET_SLACK"):
+        monkeypatch.delenv(name, raising=False)
+    from ratchet_airflow import alerts
+
+    yield alerts
+    sys.modules.pop("ratchet_airflow.alerts", None)
+
+
+RESULT = {"model": MODEL, "champion_version": "3", "drift_detected": True, "decay_detected": False,
+          "window": {"key": "20260301T090000Z_20260301T100000Z", "start": "2026-03-01T09:00:00+00:00",
+                     "end": "2026-03-01T10:00:00+00:00"},
+          "reasons": ["feature x0 drifted (psi 0.870 > 0.2)"], "record_uri": "file:///r.json",
+          "asset_uri": "ratchet://models/synthetic_classifier/retrain-request"}
+
+
+def _logged(caplog, capfd) -> str:
+    """Log text wherever it went: once Airflow is imported, its structlog set-up writes to the process's stdout."""
+    out, err = capfd.readouterr()
+    return caplog.text + out + err
+
+
+def test_alert_without_connections_is_a_log_line_and_never_fails(alerts, caplog, capfd):
+    import logging
+
+    subject, body, summary = alerts.alert_text(RESULT)
+    assert subject == f"[ratchet] {MODEL}: drift in window 20260301T090000Z_20260301T100000Z"
+    assert "feature x0 drifted" in summary and "\n" not in summary
+    with caplog.at_level(logging.INFO, logger="ratchet_airflow.alerts"):
+        delivered = alerts.notify(subject, body, {"alert_emails": ["ops@example.com"]}, summary)
+    assert delivered == {"email": False, "slack": False}
+    text = _logged(caplog, capfd)
+    assert f"RATCHET ALERT {summary}" in text
+    assert "no SMTP Connection 'smtp_default'" in text and "no Slack Connection 'ratchet_slack'" in text
+
+
+def test_slack_webhook_must_be_https_and_failures_are_logged_without_the_url(alerts, monkeypatch, caplog, capfd):
+    import logging
+    import socket
+
+    monkeypatch.setenv("AIRFLOW_CONN_RATCHET_SLACK", json.dumps({"conn_type": "http",
+                                                                 "password": "http://hooks.example.com/T/B/secret"}))
+    assert alerts.send_slack("ratchet_slack", "hi") is False  # plain http off this host: refused, not sent
+    with socket.socket() as probe:  # a local port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("AIRFLOW_CONN_RATCHET_SLACK", json.dumps({"conn_type": "http",
+                                                                 "password": f"http://127.0.0.1:{port}/T/B/secret"}))
+    with caplog.at_level(logging.INFO, logger="ratchet_airflow.alerts"):
+        assert alerts.send_slack("ratchet_slack", "hi") is False
+    text = _logged(caplog, capfd)
+    assert "Slack alert through 'ratchet_slack' failed" in text and "secret" not in text
+
+
+def test_nightly_retrain_retrains_the_data_set_whose_request_started_it():
+    import runpy
+    from types import SimpleNamespace
+
+    from ml_tasks.config import run_key_for
+    from ml_tasks.datasets import ACS_EMPLOYMENT
+    from ml_tasks.monitoring import retrain_request_uri
+    from tests.dags.test_dag_integrity import DAGS
+
+    requested = runpy.run_path(str(DAGS / "nightly_retrain.py"))["_requested_dataset"]
+
+    def event(model, minute):
+        return SimpleNamespace(asset=SimpleNamespace(uri=retrain_request_uri(model)),
+                               timestamp=datetime(2026, 3, 1, 10, minute, tzinfo=UTC))
+
+    assert requested({}) is None  # a nightly or manual run keeps its Param
+    assert requested({"triggering_asset_events": {"a": [event(MODEL, 5)]}}) == "synthetic"
+    both = {"a": [event(MODEL, 5)], "b": [event(ACS_EMPLOYMENT.registered_model, 7)]}
+    assert requested({"triggering_asset_events": both}) == ACS_EMPLOYMENT.name  # the latest request wins
+    # an asset-triggered run has no data interval: its outputs are keyed by its run id, one partition per run
+    key = run_key_for(None, "asset_triggered__2026-03-01T10:07:00.123456+00:00")
+    assert key == "asset_triggered__2026-03-01T10_07_00.123456_00_00"
