@@ -42,3 +42,22 @@ def init_airflow(gpu_slots: int | None = None) -> None:
     airflow("pools", "set", PROMOTION_POOL, "1", "Moves of the champion alias: one at a time")
     slots = gpu_slots if gpu_slots is not None else int(os.environ.get("RATCHET_GPU_SLOTS", "1"))
     airflow("pools", "set", GPU_POOL, str(max(1, slots)), "Training tasks: one slot per GPU (1 on a CPU-only host)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ml_tasks.airflow_cli init`: the airflow-init step of the production profile (and compose)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ml_tasks.airflow_cli")
+    parser.add_argument("command", choices=["init"])
+    parser.parse_args(argv)
+    try:
+        init_airflow()
+    except subprocess.CalledProcessError as exc:
+        print(f"{' '.join(map(str, exc.cmd))} failed:\n{exc.stdout or ''}{exc.stderr or ''}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
