@@ -139,7 +139,16 @@ class DataDocsLink(_RatchetLink):
     def url(self, own: dict[str, Any], results: dict[str, dict[str, Any]], ti_key: TaskInstanceKey) -> str | None:
         found = _first(own, results, "data_docs_uri")
         relative = data_docs_path(str(found["data_docs_uri"])) if found else _failed_validation_docs(ti_key)
-        return app_url(f"data-docs/{quote(relative)}") if relative else None
+        return app_url(f"data-docs/{quote(validation_page(relative))}") if relative else None
+
+
+def validation_page(index: str) -> str:
+    """The run's validation result page when there is one (the site's index lists it only with CDN scripts)."""
+    from ml_tasks.settings import get_settings
+
+    folder = (get_settings().data_docs / index).parent
+    pages = sorted((folder / "validations").glob("**/*.html"))
+    return pages[-1].relative_to(get_settings().data_docs).as_posix() if pages else index
 
 
 def _failed_validation_docs(ti_key: TaskInstanceKey) -> str | None:

@@ -175,3 +175,129 @@ def test_a_reviewer_approves_a_blessed_candidate_in_the_ui_before_it_becomes_cha
     from ml_tasks import tracking
 
     assert tracking.client().get_model_version(SYNTHETIC.registered_model, "2").tags["ratchet.review"] == "Approve"
+
+
+# --- The UI in a real browser: headless Chromium (Debian's `chromium`) driven by Playwright. ---------------------
+# Screenshots are saved as test artifacts under .ratchet/test-artifacts/ui/ in the repository root (ignored by git).
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".ratchet" / "test-artifacts" / "ui"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def ui(airflow_api):
+    """A logged-in Chromium page on the running Airflow UI (the simple auth manager's generated password)."""
+    from playwright.sync_api import sync_playwright
+
+    from ml_tasks.settings import get_settings
+
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: the UI tests need Debian's Chromium (apt-get install chromium)")
+    base, _ = airflow_api
+    passwords = get_settings().airflow_home / "simple_auth_manager_passwords.json.generated"
+    username, password = next(iter(json.loads(passwords.read_text()).items()))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(f"{base}/")
+            page.wait_for_url("**/auth/login**")  # auth is on: the UI sends a stranger to its login page
+            page.get_by_label("Username").fill(username)
+            page.get_by_label("Password").fill(password)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(f"{base}/")
+            yield base, page
+        finally:
+            browser.close()
+
+
+def _manual_runs(base: str, session: requests.Session) -> int:
+    runs = session.get(f"{base}/api/v2/dags/{DAG_ID}/dagRuns", params={"run_type": "manual"}, timeout=30).json()
+    return int(runs["total_entries"])
+
+
+def test_trigger_form_shows_documented_params_and_refuses_bad_values(ui, airflow_api):
+    """The trigger form renders the Params' titles and descriptions; out-of-bounds and malformed values never run."""
+    base, page = ui
+    _, session = airflow_api
+    runs_before = _manual_runs(base, session)
+    page.goto(f"{base}/dags/{DAG_ID}")
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Run Parameters").wait_for()
+    for text in ("Data set", "Tuning trials", "Optuna trials (budget) for this run.", "Model family",
+                 "Require a reviewer's approval", "Per-feature limits: population stability index"):
+        assert dialog.get_by_text(text).count() >= 1, text
+    trials = dialog.locator("[name=element_tuning_trials]")
+    assert trials.get_attribute("aria-valuemin") == "1" and trials.get_attribute("aria-valuemax") == "500"
+    trials.fill("0")
+    trials.press("Tab")
+    assert trials.input_value() == "1"  # the form clamps to the Param's minimum: 0 trials is never sent
+    trials.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "trigger_form_tuning_trials.png"))
+    # A value the form cannot check itself (a pattern) is refused by the API behind it, before any run exists.
+    source = dialog.locator("#element_source_uri")
+    source.fill("ftp://host/drop")
+    with page.expect_response(lambda r: r.url.endswith(f"/dags/{DAG_ID}/dagRuns") and r.request.method == "POST") as posted:
+        dialog.get_by_role("button", name="Trigger").click()
+    assert posted.value.status == 400 and "source_uri" in posted.value.text()
+    page.get_by_text("Failed to Trigger Dag").first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "trigger_form_refused.png"))
+    assert _manual_runs(base, session) == runs_before
+    page.keyboard.press("Escape")
+
+
+def test_models_view_shows_champion_gate_decisions_and_alias_history(ui, airflow_api):
+    """The "Models" nav entry opens the plugin's page inside the UI, with what the registry says."""
+    from ml_tasks import tracking
+    from ml_tasks.registry import alias_history
+
+    base, page = ui
+    name = SYNTHETIC.registered_model
+    champion = tracking.client().get_model_version_by_alias(name, "champion")
+    assert requests.get(f"{base}/ratchet/models/", timeout=30).status_code == 401  # behind Airflow's auth
+    page.goto(f"{base}/")
+    page.get_by_role("link", name="Models").click()
+    page.wait_for_url("**/plugin/ratchet-models")
+    frame = page.frame_locator("iframe")
+    section = frame.locator(f"section[data-model='{name}']")
+    section.wait_for()
+    row = section.locator("tr[data-role=champion]")
+    assert f"v{champion.version}" in row.inner_text()
+    assert champion.tags["ratchet.gate.decision"] in row.locator(".badge").inner_text()
+    recent = section.locator("table.recent").inner_text()
+    assert champion.tags["ratchet.gate.decision"] in recent and champion.tags["ratchet.gate.reasons"].split("; ")[0] in recent
+    history = section.locator("table.history tbody tr")
+    assert history.count() == len(alias_history(name))
+    assert "champion" in history.first.inner_text() or "challenger" in history.first.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "models_view.png"), full_page=True)
+
+
+def test_task_instance_page_links_to_mlflow_run_model_version_and_data_docs(ui):
+    """Extra links on a nightly_retrain task instance; the Data Docs open through the plugin with the UI's session."""
+    from urllib.parse import quote
+
+    from ml_tasks import tracking
+    from ml_tasks.model_overview import version_url
+
+    base, page = ui
+    name = SYNTHETIC.registered_model
+    champion = tracking.client().get_model_version_by_alias(name, "champion")
+    run_id = champion.tags["ratchet.airflow.run_id"]
+    page.goto(f"{base}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/tasks/validate/details")
+    page.get_by_text("Extra Links").wait_for()
+    links = {n: page.get_by_role("link", name=n, exact=True) for n in ("MLflow run", "Model version", "Data Docs")}
+    page.screenshot(path=str(ARTIFACTS / "task_instance_extra_links.png"))
+    assert links["Model version"].get_attribute("href") == version_url(name, champion.version)
+    redirect = page.request.get(f"{base}{links['MLflow run'].get_attribute('href')}", max_redirects=0)
+    assert redirect.status == 307
+    assert redirect.headers["location"].endswith(f"/runs/{champion.run_id}") and "/#/experiments/" in redirect.headers["location"]
+    links["Data Docs"].click()
+    page.wait_for_url("**/ratchet/data-docs/**/validations/**")
+    text = page.inner_text("body")
+    assert "Expectation Validation Result" in text and "Expectation Suite: synthetic" in text
+    page.screenshot(path=str(ARTIFACTS / "data_docs.png"))
