@@ -191,6 +191,9 @@ class LogWindow:
     rows: int
     malformed: int
     versions: dict[str, int]
+    # Request ids shared by several rows of the window (a request of many rows): a label per request id
+    # cannot say which row it belongs to, so those rows are not scored.
+    shared_ids: set[str] = field(default_factory=set)
 
 
 def read_log_window(model: str, spec: DatasetSpec, start: datetime, end: datetime, max_rows: int) -> LogWindow:
@@ -202,6 +205,7 @@ def read_log_window(model: str, spec: DatasetSpec, start: datetime, end: datetim
     kept: list[tuple[Any, ...]] = []
     seen = malformed = 0
     versions: dict[str, int] = {}
+    id_counts: dict[str, int] = {}
     files = log_files(model, start, end)
     for path in files:
         with path.open(encoding="utf-8") as handle:
@@ -221,6 +225,7 @@ def read_log_window(model: str, spec: DatasetSpec, start: datetime, end: datetim
                     continue
                 seen += 1
                 versions[row[1]] = versions.get(row[1], 0) + 1
+                id_counts[row[0]] = id_counts.get(row[0], 0) + 1
                 if len(kept) < max_rows:
                     kept.append(row)
                 else:  # reservoir sampling: every row of the window is kept with the same chance
@@ -238,7 +243,8 @@ def read_log_window(model: str, spec: DatasetSpec, start: datetime, end: datetim
     frame["prediction"] = predicted.where(predicted.notna(), (frame["probability"] >= 0.5).astype("float64"))
     frame["prediction"] = frame["prediction"].to_numpy(dtype=np.float64)
     log.info("%s: %d served rows in %s .. %s from %d file(s), %d kept", model, seen, start, end, len(files), len(frame))
-    return LogWindow(frame, len(files), seen, malformed, dict(sorted(versions.items())))
+    shared = {request_id for request_id, count in id_counts.items() if count > 1}
+    return LogWindow(frame, len(files), seen, malformed, dict(sorted(versions.items())), shared)
 
 
 def read_feedback(model: str, request_ids: set[str]) -> tuple[dict[str, Any], list[str]]:
@@ -316,12 +322,15 @@ def _judge_drift(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[str, An
 
 
 def _judge_decay(frame: pd.DataFrame, labels: dict[str, Any], spec: DatasetSpec, config: MonitorConfig,
-                 champion_value: float | None) -> dict[str, Any]:
+                 champion_value: float | None, shared_ids: set[str] | None = None) -> dict[str, Any]:
     from ml_tasks import metrics
 
     decay = config.decay
     labeled = frame.assign(label=_positive(frame["request_id"].map(labels), spec)).dropna(subset=["label"])
-    out: dict[str, Any] = {"labeled_rows": len(labeled), "metric": decay.metric, "champion_value": champion_value}
+    ambiguous = labeled["request_id"].isin(shared_ids or set())
+    labeled = labeled[~ambiguous]
+    out: dict[str, Any] = {"labeled_rows": len(labeled), "metric": decay.metric, "champion_value": champion_value,
+                           "ambiguous_label_rows": int(ambiguous.sum())}
     if len(labeled) < decay.min_labeled_rows:
         out.update(judged=False, why_not=f"too few rows with labels to judge performance: {len(labeled)} < "
                                          f"min_labeled_rows {decay.min_labeled_rows}")
@@ -490,7 +499,8 @@ def monitor(model_name: str, window_start: datetime | str, window_end: datetime 
     version, reference, why_not = champion_drift_reference(model)
     drift_result = _judge_drift(window.frame, spec, reference, why_not, config)
     labels, feedback_problems = read_feedback(model, set(window.frame["request_id"])) if len(window.frame) else ({}, [])
-    decay_result = _judge_decay(window.frame, labels, spec, config, _champion_metric(model, version, config.decay.metric))
+    decay_result = _judge_decay(window.frame, labels, spec, config, _champion_metric(model, version, config.decay.metric),
+                                window.shared_ids)
 
     reasons: list[str] = []
     if drift_result.get("judged"):

@@ -33,8 +33,8 @@ def probabilities(frame):
     return 1.0 / (1.0 + np.exp(-2.0 * logit))
 
 
-def write_log(frame, start=START, span=timedelta(hours=1), prefix="r", part="a"):
-    """Served rows as `ratchet serve` logs them, spread evenly over [start, start + span)."""
+def write_log(frame, start=START, span=timedelta(hours=1), prefix="r", part="a", batch=1):
+    """Served rows as `ratchet serve` logs them, spread evenly over [start, start + span); `batch` rows a request."""
     from ml_tasks.settings import get_settings
 
     p = probabilities(frame)
@@ -43,7 +43,7 @@ def write_log(frame, start=START, span=timedelta(hours=1), prefix="r", part="a")
     for i, row in enumerate(frame.to_dict("records")):
         ts = start + i * step
         inputs = {k: row[k] for k in SYNTHETIC.features}
-        entry = {"ts": ts.isoformat().replace("+00:00", "Z"), "request_id": f"{prefix}{i}", "model": MODEL,
+        entry = {"ts": ts.isoformat().replace("+00:00", "Z"), "request_id": f"{prefix}{i // batch}", "model": MODEL,
                  "version": "1", "inputs": inputs, "probability": float(p[i]), "prediction": int(p[i] >= 0.5)}
         by_day.setdefault(ts.date().isoformat(), []).append(json.dumps(entry))
     for day, lines in by_day.items():
@@ -204,6 +204,18 @@ def test_rerun_of_a_window_rewrites_the_same_record_and_adds_no_metric_points(ch
     assert len(client.get_metric_history(run_id, "monitoring.rows")) == points + 1
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "monitoring")}
     assert "monitoring/monitoring_over_time.png" in artifacts
+
+
+def test_a_label_for_a_request_of_many_rows_scores_none_of_them(champion):
+    start, end = window(7)
+    frame = synthetic.generate(1000, seed=15)
+    write_log(frame.iloc[:600], start, prefix="batch", part="batch", batch=3)  # 200 requests of 3 rows
+    write_log(frame.iloc[600:], start, prefix="single", part="single")
+    write_feedback(frame.iloc[:200], prefix="batch", name="batch.csv")
+    write_feedback(frame.iloc[600:], prefix="single", name="single.csv")
+    result = monitor(MODEL, start, end)
+    record = json.loads(Path(result["record_uri"].removeprefix("file://")).read_text())
+    assert record["decay"]["ambiguous_label_rows"] == 600 and record["decay"]["labeled_rows"] == 400
 
 
 def test_no_champion_means_no_judgement(champion):
