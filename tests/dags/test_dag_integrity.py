@@ -135,3 +135,94 @@ def test_registry_moves_run_one_at_a_time(dagbag):
     for dag_id in ("promote_model", "rollback_model"):
         dag = dagbag.dags[dag_id]
         assert dag.max_active_runs == 1 and all(t.pool == "ratchet_promotion" for t in dag.tasks)
+
+
+# Gaps these checks found in DAG files outside the UI work, reported to the lead; remove an entry once its DAG is fixed
+# (the test fails on a stale entry, so the list cannot outlive the gap).
+KNOWN_PARAM_GAPS_BY_KIND = {
+    # the trigger form shows a Param's description under its field; a title alone says little
+    "no description": {"compress_model.dataset", "compress_model.max_accuracy_loss", "compress_model.methods",
+                       "data_validation.hdfs_conn_id", "data_validation.s3_conn_id", "nightly_retrain.tuning_epochs",
+                       "promote_model.model", "promote_model.reason", "promote_model.version", "rollback_model.model",
+                       "storage_sync.delete", "storage_sync.hdfs_conn_id", "storage_sync.s3_conn_id",
+                       "storage_sync.workers"},
+    # a Connection id wants a pattern like model_monitoring's ^[A-Za-z0-9_.-]{1,250}$
+    "free text without enum, pattern or length limit": {
+        "nightly_retrain.s3_conn_id", "nightly_retrain.hdfs_conn_id", "data_validation.s3_conn_id",
+        "data_validation.hdfs_conn_id", "storage_sync.s3_conn_id", "storage_sync.hdfs_conn_id"},
+    "number without an upper bound": {"model_monitoring.decay_min_value", "model_monitoring.decay_max_drop"},
+    # "" meaning "none" in a required string: the trigger form counts "" as missing and keeps Trigger disabled, so
+    # the DAG cannot be triggered from the UI with its defaults (seen in Chromium). Param(None, type=["null",
+    # "string"], ...) is optional in the form.
+    "empty default in a required string": {"nightly_retrain.source_uri", "compress_model.version",
+                                           "rollback_model.to_version", "promote_model.expected_champion"},
+}
+KNOWN_PARAM_GAPS = {(*name.split("."), kind) for kind, names in KNOWN_PARAM_GAPS_BY_KIND.items() for name in names}
+
+
+def _param_gaps(dag_id: str, name: str, schema: dict, default, description) -> list[tuple[str, str, str]]:
+    types = schema.get("type")
+    types = set(types) if isinstance(types, list) else {types}
+    gaps = []
+    if not schema.get("type"):
+        gaps.append("no JSON-schema type")
+    if not schema.get("title"):
+        gaps.append("no title")
+    if not (description or schema.get("description")):
+        gaps.append("no description")
+    if types & {"integer", "number"}:
+        if not {"minimum", "exclusiveMinimum"} & set(schema):
+            gaps.append("number without a lower bound")
+        if not {"maximum", "exclusiveMaximum"} & set(schema):
+            gaps.append("number without an upper bound")
+    if "string" in types:
+        if not {"enum", "pattern", "maxLength", "format"} & set(schema):
+            gaps.append("free text without enum, pattern or length limit")
+        if default == "" and "null" not in types:
+            gaps.append("empty default in a required string")
+    if "object" in types and not {"properties", "additionalProperties", "propertyNames"} & set(schema):
+        gaps.append("object without a schema for its keys or values")
+    if "array" in types and "items" not in schema:
+        gaps.append("array without an items schema")
+    return [(dag_id, name, gap) for gap in gaps]
+
+
+def test_every_dag_has_docs_tags_and_a_real_owner(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.doc_md and dag.doc_md.strip(), f"{dag_id} has no doc_md"
+        assert dag.tags, f"{dag_id} has no tags"
+        assert all(t.owner and t.owner != "airflow" for t in dag.tasks), f"{dag_id} has a task owned by 'airflow'"
+
+
+def test_every_param_is_typed_bounded_and_documented(dagbag):
+    """Types, enums, bounds and descriptions are what the trigger form and the REST API check a conf against."""
+    found = set()
+    for dag_id, dag in dagbag.dags.items():
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            found.update(_param_gaps(dag_id, name, param.schema, param.value, param.description))
+    assert sorted(found - KNOWN_PARAM_GAPS) == []
+    assert sorted(KNOWN_PARAM_GAPS - found) == [], "fixed: remove these from KNOWN_PARAM_GAPS"
+
+
+def test_enum_params_default_to_a_member(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            if "enum" in param.schema and param.value is not None:
+                assert param.value in param.schema["enum"], f"{dag_id}.{name}"
+
+
+def test_ratchet_plugin_loads_with_models_view_app_and_links():
+    """The plugins folder loads without errors: one Models nav entry, its FastAPI app, links on every @task."""
+    from airflow import plugins_manager
+    from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
+
+    plugins, errors = plugins_manager._get_plugins()
+    assert errors == {}
+    (plugin,) = [p for p in plugins if p.name == "ratchet"]
+    assert [v["url_route"] for v in plugin.external_views] == ["ratchet-models"]
+    assert plugin.external_views[0]["destination"] == "nav"
+    assert [a["url_prefix"] for a in plugin.fastapi_apps] == ["/ratchet"]
+    assert {link.name for link in plugin.operator_extra_links} == {"MLflow run", "Model version", "Data Docs"}
+    assert all(link.operators == [_PythonDecoratedOperator] for link in plugin.operator_extra_links)

@@ -75,3 +75,65 @@ def test_an_empty_registry_has_no_models(ratchet_home):
     from ml_tasks.model_overview import overview
 
     assert overview()["models"] == []
+
+
+@pytest.fixture
+def plugin_app(ratchet_home, monkeypatch):
+    """The plugin's FastAPI app in-process; `require_reader` is Airflow's auth, tested against a real API server
+    in tests/integration/test_scheduler_api.py, and replaced here by a pass."""
+    import sys
+
+    from fastapi.testclient import TestClient
+
+    from ml_tasks.settings import PROJECT_ROOT
+
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "plugins"))
+    from ratchet_airflow import web
+
+    web.app.dependency_overrides[web.require_reader] = lambda: None
+    try:
+        yield TestClient(web.app), ratchet_home
+    finally:
+        web.app.dependency_overrides.clear()
+        sys.modules.pop("ratchet_airflow.web", None)
+
+
+def test_models_page_escapes_what_it_renders(monkeypatch):
+    from ml_tasks.settings import PROJECT_ROOT
+
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "plugins"))
+    from ratchet_airflow.web import render_models
+
+    hostile = "<script>alert(1)</script>"
+    version = {"version": "1", "aliases": ["champion"], "created_at": 0, "run_id": "r", "metrics": {"roc_auc": 0.9},
+               "gate_decision": hostile, "gate_reasons": [hostile], "review": hostile, "infra_validation": "",
+               "airflow": {"dag_id": "d", "run_id": hostile}, "mlflow_url": "javascript:alert(1)", "run_url": ""}
+    page = render_models({"mlflow_ui_url": "http://m", "key_metrics": ["roc_auc"], "models": [
+        {"name": hostile, "champion": version, "challenger": None, "versions": [version], "version_count": 1,
+         "alias_history": [{"alias": hostile, "version": "1", "previous": None, "reason": hostile, "at": hostile}],
+         "mlflow_url": "http://m/#/models/x"}]})
+    assert hostile not in page and "&lt;script&gt;" in page
+    assert "javascript:" not in page  # a link that is not http(s) is rendered as text
+    assert "0.9000" in page
+
+
+def test_data_docs_are_served_read_only_and_confined(plugin_app):
+    client, home = plugin_app
+    docs = home / "gx" / "data_docs" / "synthetic" / "run1"
+    docs.mkdir(parents=True)
+    (docs / "index.html").write_text("<html>docs</html>")
+    (home / "secret.txt").write_text("no")
+    assert client.get("/data-docs/synthetic/run1/index.html").text == "<html>docs</html>"
+    assert client.get("/data-docs/synthetic/run1/").text == "<html>docs</html>"
+    for path in ("/data-docs/../secret.txt", "/data-docs/%2e%2e/%2e%2e/secret.txt", "/data-docs/..%2f..%2fsecret.txt",
+                 "/data-docs/synthetic/run1/missing.html", f"/data-docs/{home}/secret.txt"):
+        assert client.get(path).status_code == 404, path
+    assert client.post("/data-docs/synthetic/run1/index.html").status_code == 405
+    assert client.get("/mlflow/runs/not-a-run-id").status_code == 404
+
+
+def test_models_json_and_page_on_an_empty_registry(plugin_app):
+    client, _ = plugin_app
+    assert client.get("/api/models").json()["models"] == []
+    page = client.get("/models/")
+    assert page.status_code == 200 and "No registered models yet." in page.text
