@@ -36,7 +36,8 @@ Every hour (cron `{SCHEDULE}` UTC, set by `RATCHET_MONITORING_SCHEDULE`), for ea
   plot over time; a JSON record per window goes to `RATCHET_HOME/reports/monitoring/<model>/`.
 * **request_retrain** runs only when drift or decay was found: it updates the Asset
   `ratchet://models/<model>/retrain-request` (the reasons in the event's extra), which `nightly_retrain` is
-  also scheduled on, so retraining starts early. Its success callback alerts: a WARNING log line always,
+  also scheduled on, so retraining starts early; not again within `retrain_cooldown_hours` of the model's last
+  request (a model the gate would not replace is not retrained every hour). Its success callback alerts: a WARNING log line always,
   e-mail through `smtp_conn_id` to `alert_emails` and Slack through `slack_conn_id` when those Connections
   exist (skipped with a log line when not).
 """
@@ -84,17 +85,37 @@ def _monitor(model: str) -> dict[str, Any]:
         raise AirflowFailException(f"monitor {model}: {exc}") from exc
 
 
+def _last_request_end(context: Any, asset: Asset) -> Any | None:
+    """The end of the window that last requested a retrain of this model (the Asset's latest event)."""
+    from datetime import datetime
+
+    for event in context["inlet_events"][asset].ascending(False).limit(1):
+        end = (event.extra or {}).get("window_end")
+        return datetime.fromisoformat(end) if end else event.timestamp
+    return None
+
+
 def _request_retrain(model: str, result: dict[str, Any]) -> dict[str, Any]:
+    from datetime import datetime
+
     from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowSkipException
 
     if not (result["drift_detected"] or result["decay_detected"]):
         raise AirflowSkipException(f"{model}: no drift or decay in window {result['window']['key']}")
+    context = get_current_context()
     asset = Asset(retrain_request_uri(model))
+    end = datetime.fromisoformat(result["window"]["end"])
+    cooldown = timedelta(hours=int(context["params"]["retrain_cooldown_hours"]))
+    previous = _last_request_end(context, asset) if cooldown else None
+    if previous is not None and timedelta(0) <= end - previous < cooldown:
+        raise AirflowSkipException(
+            f"{model}: drift or decay again, but a retrain was requested for the window ending {previous.isoformat()}, "
+            f"less than retrain_cooldown_hours ({cooldown}) before this one; reasons: {'; '.join(result['reasons'])}")
     extra = {"model": model, "dataset": result["dataset"], "window": result["window"]["key"],
-             "drift": result["drift_detected"], "decay": result["decay_detected"],
+             "window_end": end.isoformat(), "drift": result["drift_detected"], "decay": result["decay_detected"],
              "reasons": result["reasons"][:20], "record_uri": result["record_uri"]}
-    get_current_context()["outlet_events"][asset].extra = extra
+    context["outlet_events"][asset].extra = extra
     return {**result, "asset_uri": asset.uri}
 
 
@@ -135,6 +156,11 @@ def _request_retrain(model: str, result: dict[str, Any]) -> dict[str, Any]:
             additionalProperties=False,
             description="Per-feature limits, as in nightly_retrain: PSI, KS (numeric), Jensen-Shannon (categorical).",
         ),
+        "retrain_cooldown_hours": Param(
+            12, type="integer", minimum=0, maximum=720, title="Retrain cooldown (hours)",
+            description="No second retrain request for a model within this many hours of its last one (the drift "
+                        "stays in the record and MLflow). 0: request every time.",
+        ),
         "alert_emails": Param([], type="array", items={"type": "string", "pattern": r"^[^@\s]+@[^@\s]+$"},
                               title="Alert e-mail recipients",
                               description="Written to when the SMTP Connection exists (empty: no e-mail)."),
@@ -154,7 +180,8 @@ def model_monitoring() -> None:
             def monitor_model(model: str = model) -> dict[str, Any]:
                 return _monitor(model)
 
-            @task(task_id="request_retrain", outlets=[asset], on_success_callback=_alert_retrain, retries=0)
+            @task(task_id="request_retrain", inlets=[asset], outlets=[asset], on_success_callback=_alert_retrain,
+                  retries=0)
             def request_retrain(result: dict[str, Any], model: str = model) -> dict[str, Any]:
                 return _request_retrain(model, result)
 

@@ -122,6 +122,21 @@ def monitored(module_home, channels):
     return done.returncode, log_path.read_text(), module_home
 
 
+@pytest.fixture(scope="module")
+def next_hour(monitored):
+    """The hour after: still drifted, within the retrain cooldown."""
+    from ml_tasks.airflow_cli import airflow
+
+    _, _, home = monitored
+    frame = synthetic.generate(1500, seed=22)
+    frame["x0"] = frame["x0"] + 1.0
+    write_log(frame, END, prefix="next", part="next")
+    log_path = home / "logs" / "model_monitoring_next.log"
+    done = airflow("dags", "test", "model_monitoring", (END + timedelta(hours=1)).isoformat(), "-c",
+                   json.dumps({"models": [MODEL]}), log_path=log_path, check=False)
+    return done.returncode, log_path.read_text()
+
+
 def test_the_run_succeeds_and_alerts_in_the_task_log(monitored):
     code, text, _ = monitored
     assert code == 0, text[-3000:]
@@ -130,7 +145,7 @@ def test_the_run_succeeds_and_alerts_in_the_task_log(monitored):
     assert "/services/T0/B0/secret" not in text  # the webhook URL is a secret
 
 
-def test_metrics_are_a_point_of_the_models_series_in_mlflow(monitored):
+def test_metrics_are_a_point_of_the_models_series_in_mlflow(monitored, next_hour):
     from ml_tasks import tracking
     from ml_tasks.monitoring import MONITORING_EXPERIMENT
 
@@ -138,13 +153,17 @@ def test_metrics_are_a_point_of_the_models_series_in_mlflow(monitored):
     experiment = client.get_experiment_by_name(MONITORING_EXPERIMENT)
     (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`ratchet.monitoring.model` = '{MODEL}'")
     step = int(END.timestamp())
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "drift.x0.psi")] == [step]
+    history = client.get_metric_history(run.info.run_id, "drift.x0.psi")
+    assert sorted(m.step for m in history) == [step, step + 3600]  # one point per window
     assert run.data.metrics["drift.x0.psi"] > 0.2 and run.data.metrics["drift.x1.psi"] < 0.2
-    assert run.data.metrics["monitoring.rows_labeled"] == 1500 and run.data.metrics["live.roc_auc"] > 0.7
+    labeled = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "monitoring.rows_labeled")}
+    assert labeled == {step: 1500, step + 3600: 0}  # labels have arrived for the first hour only
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "live.roc_auc")] == [step]
+    assert run.data.metrics["live.roc_auc"] > 0.7
     assert "monitoring/monitoring_over_time.png" in {a.path for a in client.list_artifacts(run.info.run_id, "monitoring")}
 
 
-def test_the_retrain_request_asset_event_is_recorded_and_queues_nightly_retrain(monitored):
+def test_the_retrain_request_asset_event_is_recorded_and_queues_nightly_retrain(monitored, next_hour):
     _, _, home = monitored
     with sqlite3.connect(home / "airflow" / "airflow.db") as db:
         events = db.execute(
@@ -160,6 +179,10 @@ def test_the_retrain_request_asset_event_is_recorded_and_queues_nightly_retrain(
     assert extra["model"] == MODEL and extra["dataset"] == "synthetic" and extra["drift"] is True
     assert any("x0" in reason for reason in extra["reasons"])
     assert queued == [("nightly_retrain",)]  # the scheduler would start nightly_retrain now, not at 02:00
+    # the next hour drifted too, but within retrain_cooldown_hours: the one request above stands
+    code, text = next_hour
+    assert code == 0, text[-3000:]
+    assert "less than retrain_cooldown_hours" in text and "feature x0 drifted" in text
 
 
 def test_email_and_slack_alerts_were_delivered(monitored, channels):
