@@ -184,30 +184,35 @@ def log_files(model: str, start: datetime, end: datetime) -> list[Path]:
 
 @dataclass
 class LogWindow:
-    """The window's served rows (a sample when over `max_rows`) and what reading them found."""
+    """The window's served rows (a sample when over `max_rows`) and what reading them found.
+
+    `frame["shared"]` marks rows whose request id names several rows (`ratchet serve` logs the rows of a
+    many-row request together, under one id): a label per request id cannot say which row it is for.
+    """
 
     frame: pd.DataFrame
     files: int
     rows: int
     malformed: int
     versions: dict[str, int]
-    # Request ids shared by several rows of the window (a request of many rows): a label per request id
-    # cannot say which row it belongs to, so those rows are not scored.
-    shared_ids: set[str] = field(default_factory=set)
 
 
 def read_log_window(model: str, spec: DatasetSpec, start: datetime, end: datetime, max_rows: int) -> LogWindow:
-    """Stream the window's log lines; keep only the features, ids and outputs, at most `max_rows` of them."""
-    import numpy as np
+    """Stream the window's log lines; keep only the features, ids and outputs, at most `max_rows` of them.
+
+    Memory is bounded by `max_rows`, whatever the window holds: above it, reservoir sampling keeps a seeded
+    uniform sample. Rows of one request follow each other in the log, so they are recognised as they pass.
+    """
     import pandas as pd
 
     rng = random.Random(_SAMPLE_SEED)
-    kept: list[tuple[Any, ...]] = []
+    kept: list[list[Any]] = []
     seen = malformed = 0
     versions: dict[str, int] = {}
-    id_counts: dict[str, int] = {}
     files = log_files(model, start, end)
     for path in files:
+        previous_id: str | None = None
+        previous_slot: int | None = None
         with path.open(encoding="utf-8") as handle:
             for line in handle:
                 if not line.strip():
@@ -216,35 +221,44 @@ def read_log_window(model: str, spec: DatasetSpec, start: datetime, end: datetim
                     entry = json.loads(line)
                     ts = _utc(str(entry["ts"]).replace("Z", "+00:00"))
                     inputs = entry["inputs"]
-                    row = (str(entry["request_id"]), str(entry.get("version", "")), float(entry["probability"]),
-                           entry.get("prediction"), *(inputs.get(name) for name in spec.features))
+                    row = [str(entry["request_id"]), str(entry.get("version", "")), float(entry["probability"]),
+                           entry.get("prediction"), False, *(inputs.get(name) for name in spec.features)]
                 except (ValueError, KeyError, TypeError, AttributeError, ConfigError):
                     malformed += 1
+                    previous_id = previous_slot = None
                     continue
                 if not start <= ts < end:
+                    previous_id = previous_slot = None
                     continue
                 seen += 1
                 versions[row[1]] = versions.get(row[1], 0) + 1
-                id_counts[row[0]] = id_counts.get(row[0], 0) + 1
+                if row[0] == previous_id:
+                    row[4] = True
+                    if previous_slot is not None and kept[previous_slot][0] == previous_id:
+                        kept[previous_slot][4] = True
+                slot: int | None = None
                 if len(kept) < max_rows:
+                    slot = len(kept)
                     kept.append(row)
                 else:  # reservoir sampling: every row of the window is kept with the same chance
-                    slot = rng.randrange(seen)
-                    if slot < max_rows:
+                    drawn = rng.randrange(seen)
+                    if drawn < max_rows:
+                        slot = drawn
                         kept[slot] = row
+                previous_id, previous_slot = row[0], slot
     if malformed:
         log.warning("%s: skipped %d malformed inference-log line(s) in %d file(s)", model, malformed, len(files))
-    columns = ["request_id", "version", "probability", "prediction", *spec.features]
+    columns = ["request_id", "version", "probability", "prediction", "shared", *spec.features]
     frame = pd.DataFrame.from_records(kept, columns=columns)
     for name in spec.numeric_features:
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
     frame["probability"] = frame["probability"].astype("float64")
+    frame["shared"] = frame["shared"].astype(bool)
     predicted = pd.to_numeric(frame["prediction"], errors="coerce")
     frame["prediction"] = predicted.where(predicted.notna(), (frame["probability"] >= 0.5).astype("float64"))
-    frame["prediction"] = frame["prediction"].to_numpy(dtype=np.float64)
+    frame["prediction"] = frame["prediction"].astype("float64")
     log.info("%s: %d served rows in %s .. %s from %d file(s), %d kept", model, seen, start, end, len(files), len(frame))
-    shared = {request_id for request_id, count in id_counts.items() if count > 1}
-    return LogWindow(frame, len(files), seen, malformed, dict(sorted(versions.items())), shared)
+    return LogWindow(frame, len(files), seen, malformed, dict(sorted(versions.items())))
 
 
 def read_feedback(model: str, request_ids: set[str]) -> tuple[dict[str, Any], list[str]]:
@@ -322,12 +336,12 @@ def _judge_drift(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[str, An
 
 
 def _judge_decay(frame: pd.DataFrame, labels: dict[str, Any], spec: DatasetSpec, config: MonitorConfig,
-                 champion_value: float | None, shared_ids: set[str] | None = None) -> dict[str, Any]:
+                 champion_value: float | None) -> dict[str, Any]:
     from ml_tasks import metrics
 
     decay = config.decay
     labeled = frame.assign(label=_positive(frame["request_id"].map(labels), spec)).dropna(subset=["label"])
-    ambiguous = labeled["request_id"].isin(shared_ids or set())
+    ambiguous = labeled["shared"]
     labeled = labeled[~ambiguous]
     out: dict[str, Any] = {"labeled_rows": len(labeled), "metric": decay.metric, "champion_value": champion_value,
                            "ambiguous_label_rows": int(ambiguous.sum())}
@@ -499,8 +513,7 @@ def monitor(model_name: str, window_start: datetime | str, window_end: datetime 
     version, reference, why_not = champion_drift_reference(model)
     drift_result = _judge_drift(window.frame, spec, reference, why_not, config)
     labels, feedback_problems = read_feedback(model, set(window.frame["request_id"])) if len(window.frame) else ({}, [])
-    decay_result = _judge_decay(window.frame, labels, spec, config, _champion_metric(model, version, config.decay.metric),
-                                window.shared_ids)
+    decay_result = _judge_decay(window.frame, labels, spec, config, _champion_metric(model, version, config.decay.metric))
 
     reasons: list[str] = []
     if drift_result.get("judged"):

@@ -160,7 +160,7 @@ def test_too_few_rows_gives_no_judgement(champion):
     assert any("60 < min_labeled_rows 200" in r for r in result["not_judged"])
 
 
-def test_rows_outside_the_window_and_malformed_lines_are_not_counted(champion):
+def test_rows_outside_the_window_and_malformed_lines_are_not_counted_and_a_sample_bounds_memory(champion):
     from ml_tasks.settings import get_settings
 
     start, end = window(4)
@@ -168,9 +168,10 @@ def test_rows_outside_the_window_and_malformed_lines_are_not_counted(champion):
     part = get_settings().inference_logs / MODEL / "date=2026-03-05" / "part-edge.jsonl"
     with part.open("a") as handle:
         handle.write('{"ts": "2026-03-05T10:10:00Z", "request_id": "broken"\nnot json at all\n')
-    result = monitor(MODEL, start, end, MonitorConfig(min_rows=100))
+    result = monitor(MODEL, start, end, MonitorConfig(min_rows=100, max_rows=200))
     record = json.loads(Path(result["record_uri"].removeprefix("file://")).read_text())
     assert record["rows"]["served"] == 360 and record["rows"]["malformed_lines"] == 2
+    assert record["rows"]["used"] == 200 and record["drift"]["judged"]  # a seeded sample of the 360
 
 
 def test_rerun_of_a_window_rewrites_the_same_record_and_adds_no_metric_points(champion):
