@@ -18,10 +18,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How the MLflow REST client rides out a tracking server that is briefly unreachable (a restart, a network blip):
+# urllib3 retries every request with exponential backoff (0, 2, 4, 8, 16, 32 s: about a minute), then raises an
+# error naming the server's URL; Airflow's task retry is the next layer. MLflow's own defaults (7 retries, factor 2,
+# 120 s timeout) keep a task waiting over four minutes. A value the user set in the environment wins.
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+
 
 def _set_uris() -> None:
+    import os
+
     import mlflow
 
+    for name, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)  # read by MLflow on every request; inherited by spawned stages
     settings = get_settings()
     if settings.mlflow_tracking_uri.startswith("sqlite:///"):
         from pathlib import Path
