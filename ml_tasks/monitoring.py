@@ -210,6 +210,7 @@ def read_log_window(model: str, spec: DatasetSpec, start: datetime, end: datetim
     seen = malformed = 0
     versions: dict[str, int] = {}
     files = log_files(model, start, end)
+    features, loads, parse_ts = spec.features, json.loads, datetime.fromisoformat  # the loop runs per served row
     for path in files:
         previous_id: str | None = None
         previous_slot: int | None = None
@@ -218,12 +219,15 @@ def read_log_window(model: str, spec: DatasetSpec, start: datetime, end: datetim
                 if not line.strip():
                     continue
                 try:
-                    entry = json.loads(line)
-                    ts = _utc(str(entry["ts"]).replace("Z", "+00:00"))
+                    entry = loads(line)
+                    ts = parse_ts(entry["ts"])  # "Z" or "+00:00"; an offset-naive time is malformed
+                    if ts.tzinfo is None:
+                        raise ValueError("naive timestamp")
                     inputs = entry["inputs"]
                     row = [str(entry["request_id"]), str(entry.get("version", "")), float(entry["probability"]),
-                           entry.get("prediction"), False, *(inputs.get(name) for name in spec.features)]
-                except (ValueError, KeyError, TypeError, AttributeError, ConfigError):
+                           entry.get("prediction"), False]
+                    row.extend([inputs.get(name) for name in features])
+                except (ValueError, KeyError, TypeError, AttributeError):
                     malformed += 1
                     previous_id = previous_slot = None
                     continue
