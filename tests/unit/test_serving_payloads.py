@@ -111,6 +111,17 @@ def test_inference_log_sampling(tmp_path: Path) -> None:
     assert len(files) == 1  # one file per process per day
 
 
+def test_inference_log_lines_are_the_json_of_each_row(tmp_path: Path) -> None:
+    columns = {"age": [30, None, 2**40], "x": [0.1, -1e-300, 1e300], "city": ['Os"lo\n', None, "Zürich"]}
+    log = InferenceLog(tmp_path, "m", 1.0)
+    log.submit("r-1", "3", columns, 3, [0.125, 1.0, 0.0], [0, 1, 0])
+    log.close()
+    rows = _logged(tmp_path)
+    assert [row["inputs"] for row in rows] == [{name: values[i] for name, values in columns.items()} for i in range(3)]
+    assert [(row["probability"], row["prediction"]) for row in rows] == [(0.125, 0), (1.0, 1), (0.0, 0)]
+    assert {row["request_id"] for row in rows} == {"r-1"} and {row["version"] for row in rows} == {"3"}
+
+
 def test_config_refuses_unsafe_names_and_bad_fractions() -> None:
     with pytest.raises(UnsafePathError):
         ServeConfig(model="../etc")
