@@ -59,7 +59,7 @@ class ProfileSecrets:
         import secrets
 
         return cls(
-            jwt_secret=secrets.token_urlsafe(32),
+            jwt_secret=secrets.token_urlsafe(64),  # HS512 wants a key of 64 bytes or more
             api_secret_key=secrets.token_urlsafe(32),
             fernet_key=base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
             mlflow_admin_password=secrets.token_urlsafe(16),
@@ -101,7 +101,7 @@ class ProductionProfile:
     # SQLAlchemy URL of the PostgreSQL server without a database: postgresql+psycopg2://user[:password]@host:port
     postgres_url: str = field(repr=False)
     redis_url: str = field(repr=False)  # the Celery broker, with its database index: redis://[:password@]host:6379/0
-    s3_endpoint: str  # seen by the MLflow server only
+    s3_endpoint: str  # seen by the MLflow server only (MinIO, moto; empty for AWS S3)
     s3_access_key: str = field(repr=False)
     s3_secret_key: str = field(repr=False)
     artifacts_destination: str = "s3://ratchet/mlflow"
@@ -163,7 +163,7 @@ class ProductionProfile:
             secrets=ProfileSecrets.stored(home / "secrets"),
             postgres_url=need("RATCHET_POSTGRES_URL"),
             redis_url=need("RATCHET_REDIS_URL"),
-            s3_endpoint=need("RATCHET_S3_ENDPOINT"),
+            s3_endpoint=os.environ.get("RATCHET_S3_ENDPOINT", ""),  # empty: AWS S3 itself
             s3_access_key=need("AWS_ACCESS_KEY_ID"),
             s3_secret_key=need("AWS_SECRET_ACCESS_KEY"),
             artifacts_destination=os.environ.get("RATCHET_ARTIFACTS_DESTINATION") or "s3://ratchet/mlflow",
@@ -214,6 +214,8 @@ class ProductionProfile:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db,
             "AIRFLOW__CELERY__BROKER_URL": self.redis_url,
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{airflow_db}",
+            # a task still unacknowledged after this long is handed to another worker: longer than any training
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": DEFAULT_QUEUE,
             "AIRFLOW__API_AUTH__JWT_SECRET": self.secrets.jwt_secret,
             "AIRFLOW__API__SECRET_KEY": self.secrets.api_secret_key,
@@ -231,7 +233,7 @@ class ProductionProfile:
 
     def mlflow_environment(self) -> dict[str, str]:
         """The MLflow server: its stores and S3 credentials (the store URL stays out of the command line)."""
-        return {
+        env = {
             "MLFLOW_BACKEND_STORE_URI": self.database_url(self.mlflow_database),
             "MLFLOW_AUTH_CONFIG_PATH": self.auth_config_path,
             "MLFLOW_AUTH_ADMIN_USERNAME": MLFLOW_ADMIN,
@@ -241,6 +243,9 @@ class ProductionProfile:
             "AWS_ACCESS_KEY_ID": self.s3_access_key,
             "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
         }
+        if not self.s3_endpoint:
+            del env["MLFLOW_S3_ENDPOINT_URL"]
+        return env
 
     def mlflow_auth_ini(self) -> str:
         """MLflow's basic-auth config: users in PostgreSQL, nobody may read without logging in."""
@@ -355,9 +360,15 @@ def stop(procs: dict[str, subprocess.Popen[bytes]], grace: float = 20) -> None:
         proc.wait()
 
 
-def up_production(profile: ProductionProfile | None = None) -> int:
-    """`ratchet up --profile production`: every component of the profile on this host until Ctrl-C."""
+def up_production(profile: ProductionProfile | None = None, *, airflow_port: int | None = None,
+                  mlflow_port: int | None = None) -> int:
+    """`ratchet up --profile production`: every component of the profile on this host until Ctrl-C.
+
+    The databases (airflow, mlflow, mlflow_auth, optuna) and the artifact bucket must exist.
+    """
     profile = profile or ProductionProfile.from_env()
+    profile = replace(profile, airflow_port=airflow_port or profile.airflow_port,
+                      mlflow_port=mlflow_port or profile.mlflow_port)
     logs = Path(profile.home) / "logs" / "production"
     write_auth_config(profile)
     init(profile, logs)

@@ -90,6 +90,16 @@ def _wait_http(url: str, seconds: float, procs: dict[str, subprocess.Popen[bytes
     pytest.fail(f"{url} did not answer within {seconds:.0f}s; logs in {logs}")
 
 
+def _check_drivers() -> None:
+    """Airflow 3 on PostgreSQL needs asyncpg; the Celery provider 3.26 imports what Celery 5.7 removed."""
+    import importlib.util
+
+    import celery.backends.database as celery_db
+
+    assert importlib.util.find_spec("asyncpg"), "Airflow's async engine on PostgreSQL needs asyncpg installed"
+    assert hasattr(celery_db, "retry"), "apache-airflow-providers-celery needs celery<5.7 (celery.backends.database.retry)"
+
+
 @dataclass
 class Stack:
     profile: ProductionProfile
@@ -105,6 +115,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL or Redis is not running on 127.0.0.1 (.ci/run starts them)")
         pytest.skip("PostgreSQL (5432) and Redis (6379) are needed on 127.0.0.1; .ci/run starts them")
+    _check_drivers()
     from ml_tasks.settings import get_settings
 
     home = tmp_path_factory.mktemp("production")
@@ -167,7 +178,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
-        stop(procs)
+        stop(procs, grace=10)
         _flush_redis()
         with _pg() as cur:
             for name in created:

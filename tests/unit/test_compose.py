@@ -146,3 +146,24 @@ def test_secrets_stay_out_of_command_lines_and_reprs() -> None:
     assert profile.environment()["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert profile.environment()["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "False"
     assert profile.mlflow_environment()["MLFLOW_BACKEND_STORE_URI"].endswith("@db:5432/mlflow")
+
+
+def test_from_env_generates_missing_secrets_once_into_private_files(ratchet_home: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ratchet up --profile production` on one host: addresses from RATCHET_*, secrets kept under RATCHET_HOME."""
+    for name in SECRET_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RATCHET_POSTGRES_URL", "postgresql+psycopg2://ratchet@db:5432")
+    monkeypatch.setenv("RATCHET_REDIS_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "key")
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "from-the-environment")
+    monkeypatch.delenv("RATCHET_S3_ENDPOINT", raising=False)
+    first = ProductionProfile.from_env()
+    assert first.secrets == ProductionProfile.from_env().secrets  # generated once, then read back
+    assert first.secrets.jwt_secret == "from-the-environment"
+    files = sorted((ratchet_home / "secrets").iterdir())
+    assert len(files) == len(SECRET_NAMES) - 1
+    assert {f.stat().st_mode & 0o777 for f in files} == {0o600}
+    assert "MLFLOW_S3_ENDPOINT_URL" not in first.mlflow_environment()  # AWS S3 itself
+    assert first.environment()["RATCHET_OPTUNA_STORAGE"] == "postgresql+psycopg2://ratchet@db:5432/optuna"
