@@ -193,13 +193,15 @@ def test_email_and_slack_alerts_were_delivered(monitored, channels):
     assert path == "/services/T0/B0/secret" and MODEL in payload["text"] and "x0" in payload["text"]
 
 
-def test_nightly_retrain_is_scheduled_on_the_asset_as_well_as_at_two():
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.serialization.serialized_objects import DagSerialization
-
-    from tests.dags.test_dag_integrity import DAGS
-
-    timetable = DagSerialization.to_dict(DagBag(dag_folder=str(DAGS / "nightly_retrain.py")).dags["nightly_retrain"])
-    timetable = timetable["dag"]["timetable"]["__var"]
-    assert timetable["timetable"]["__var"]["expression"] == "0 2 * * *"
-    assert ASSET_URI in {a["uri"] for a in timetable["asset_condition"]["objects"]}
+def test_nightly_retrain_is_scheduled_on_the_asset_as_well_as_at_two(monitored):
+    """As Airflow stored it: the serialized DAG's timetable, and the DAG-to-Asset reference the scheduler reads."""
+    _, _, home = monitored
+    with sqlite3.connect(home / "airflow" / "airflow.db") as db:
+        (data,) = db.execute("select data from serialized_dag where dag_id = 'nightly_retrain'").fetchone()
+        references = db.execute("select r.dag_id from dag_schedule_asset_reference r join asset a on a.id = r.asset_id "
+                                "where a.uri = ?", (ASSET_URI,)).fetchall()
+    timetable = json.loads(data)["dag"]["timetable"]
+    assert timetable["__type"].endswith("AssetOrTimeSchedule")
+    assert timetable["__var"]["timetable"]["__var"]["expression"] == "0 2 * * *"
+    assert ASSET_URI in {a["uri"] for a in timetable["__var"]["asset_condition"]["objects"]}
+    assert references == [("nightly_retrain",)]

@@ -265,12 +265,19 @@ def test_asset_uri_maps_back_to_its_data_set():
 
 
 @pytest.fixture
-def alerts(monkeypatch):
-    import sys
-
+def in_process_airflow(monkeypatch):
+    """Airflow imported here keeps its state where conftest puts it (module_home unsets AIRFLOW_HOME)."""
     from tests.dags.test_dag_integrity import ROOT
 
-    monkeypatch.syspath_prepend(str(ROOT / "plugins"))
+    monkeypatch.setenv("AIRFLOW_HOME", str(ROOT / ".ratchet" / "test-airflow"))
+    return ROOT
+
+
+@pytest.fixture
+def alerts(monkeypatch, in_process_airflow):
+    import sys
+
+    monkeypatch.syspath_prepend(str(in_process_airflow / "plugins"))
     for name in ("AIRFLOW_CONN_SMTP_DEFAULT", "AIRFLOW_CONN_RATCHET_SLACK"):
         monkeypatch.delenv(name, raising=False)
     from ratchet_airflow import alerts
@@ -324,7 +331,7 @@ def test_slack_webhook_must_be_https_and_failures_are_logged_without_the_url(ale
     assert "Slack alert through 'ratchet_slack' failed" in text and "secret" not in text
 
 
-def test_nightly_retrain_retrains_the_data_set_whose_request_started_it():
+def test_nightly_retrain_retrains_the_data_set_whose_request_started_it(in_process_airflow):
     import runpy
     from types import SimpleNamespace
 
