@@ -311,9 +311,9 @@ class Hammer:
         for thread in self.threads:
             thread.join(90)
 
-    def p99_ms(self) -> float:
+    def percentile_ms(self, q: float) -> float:
         ordered = sorted(self.latencies)
-        return 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+        return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def test_promotion_is_picked_up_without_a_failed_request(server: Server, versions: dict[str, str]) -> None:
@@ -394,7 +394,8 @@ def test_100_clients_for_60_seconds_while_champion_moves_twice(server: Server, v
         server.wait_for_version(versions["mlp"], 60)
         time.sleep(max(0.0, 60 - (time.monotonic() - hammer.started)))
     count = len(hammer.latencies)
-    print(f"100 clients: {count} requests, {len(hammer.failures)} failed, p99 {hammer.p99_ms():.1f} ms, "
+    print(f"100 clients: {count} requests, {len(hammer.failures)} failed, p50 {hammer.percentile_ms(0.5):.1f} ms, "
+          f"p99 {hammer.percentile_ms(0.99):.1f} ms, "
           f"versions served {sorted(hammer.versions)}")
     assert not hammer.failures, hammer.failures[:5]
     assert {versions["lr"], versions["lr_again"], versions["mlp"]} <= hammer.versions

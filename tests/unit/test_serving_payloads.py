@@ -16,6 +16,7 @@ from ml_tasks.serving import (
     Column,
     InferenceLog,
     LoadedModel,
+    MicroBatcher,
     ModelLoadError,
     PayloadError,
     ServeConfig,
@@ -120,6 +121,44 @@ def test_inference_log_lines_are_the_json_of_each_row(tmp_path: Path) -> None:
     assert [row["inputs"] for row in rows] == [{name: values[i] for name, values in columns.items()} for i in range(3)]
     assert [(row["probability"], row["prediction"]) for row in rows] == [(0.125, 0), (1.0, 1), (0.0, 0)]
     assert {row["request_id"] for row in rows} == {"r-1"} and {row["version"] for row in rows} == {"3"}
+
+
+class Doubling:
+    """A stand-in model for the batcher: probability = x / 10; x < 0 is refused, naming its row."""
+
+    column_names = ("x",)
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def predict(self, columns: dict[str, list[float]], n_rows: int) -> tuple[list[float], list[int]]:
+        self.calls.append(n_rows)
+        for row, x in enumerate(columns["x"]):
+            if x < 0:
+                raise PayloadError(422, f"row {row} is negative")
+        return [x / 10 for x in columns["x"]], [int(x >= 5) for x in columns["x"]]
+
+
+def test_requests_that_arrive_together_are_scored_in_one_batch() -> None:
+    import asyncio
+
+    model = Doubling()
+
+    async def scenario() -> list[object]:
+        batcher = MicroBatcher()
+        together = [batcher.submit(model, {"x": xs}, len(xs)) for xs in ([1.0], [2.0, 7.0], [3.0])]  # type: ignore[arg-type]
+        answers: list[object] = list(await asyncio.gather(*together))
+        with_bad = [batcher.submit(model, {"x": xs}, 1) for xs in ([4.0], [-1.0])]  # type: ignore[arg-type]
+        answers += await asyncio.gather(*with_bad, return_exceptions=True)
+        answers.append(await batcher.submit(model, {"x": [9.0]}, 1))  # type: ignore[arg-type]
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert answers[:3] == [([0.1], [0]), ([0.2, 0.7], [0, 1]), ([0.3], [0])]
+    assert answers[3] == ([0.4], [0])
+    assert isinstance(answers[4], PayloadError) and "row 0 is negative" in answers[4].message  # its own row, not the batch's
+    assert answers[5] == ([0.9], [1])
+    assert model.calls == [4, 2, 1, 1, 1]  # one batch of 4 rows; a failed batch of 2 retried alone; a lone request
 
 
 def test_config_refuses_unsafe_names_and_bad_fractions() -> None:
