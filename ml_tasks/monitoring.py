@@ -325,18 +325,39 @@ def _judge_drift(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[str, An
     if len(frame) < config.min_rows:
         return {"judged": False, "why_not": f"too few served rows to judge drift: {len(frame)} < min_rows {config.min_rows}"}
     thresholds = drift.DriftThresholds.from_dict(config.drift.thresholds)
-    scored = frame[list(spec.features)].copy()
-    scored[spec.target] = frame["prediction"].astype("int64")  # the prediction against the training labels
-    found = drift.compare(reference, scored, spec, thresholds)
+    found = drift.compare(reference, frame[list(spec.features)], spec, thresholds)
     features = {name: {m: stats[m] for m in ("psi", "ks", "js") if stats.get(m) is not None}
                 | {"drifted": stats["drifted"], "fired": stats["fired"]} for name, stats in found.features.items()}
-    prediction = None
-    if found.label is not None:
-        prediction = {k: found.label[k] for k in ("psi", "js", "reference", "current", "drifted")}
+    prediction = _prediction_shift(frame, spec, reference, thresholds.psi)
     largest = {m: max((f[m] for f in features.values() if m in f), default=None) for m in ("psi", "ks", "js")}
     return {"judged": True, "drifted_features": found.drifted_features, "features": features,
             "prediction_shift": prediction, "largest": largest, "thresholds": thresholds.to_dict(),
             "summary": found.summary()}
+
+
+def _prediction_shift(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[str, Any],
+                      psi_threshold: float) -> dict[str, Any] | None:
+    """The served rows' expected positive rate (mean probability) against the training labels' positive rate.
+
+    The mean probability, not the share of thresholded predictions: for a calibrated model on undrifted data
+    the two rates agree, while thresholded predictions of an imbalanced problem differ from the label rate
+    even on the training data and would raise a false alarm every window.
+    """
+    import numpy as np
+
+    from ml_tasks import drift
+
+    frequencies = (reference.get("label") or {}).get("frequencies") or {}
+    key = next((k for k in (str(spec.positive_label), str(bool(spec.positive_label))) if k in frequencies), None)
+    if key is None or len(frequencies) > 2 or not len(frame):
+        return None  # not a binary label the reference knows
+    trained = float(frequencies[key])
+    served = float(frame["probability"].mean())
+    buckets_ref, buckets_now = np.array([1 - trained, trained]), np.array([1 - served, served])
+    value = drift.psi(buckets_ref, buckets_now)
+    return {"psi": value, "js": drift.js_distance(buckets_ref, buckets_now), "training_positive_rate": trained,
+            "mean_probability": served, "predicted_positive_rate": float((frame["prediction"] >= 1).mean()),
+            "drifted": value > psi_threshold}
 
 
 def _judge_decay(frame: pd.DataFrame, labels: dict[str, Any], spec: DatasetSpec, config: MonitorConfig,
@@ -527,8 +548,9 @@ def monitor(model_name: str, window_start: datetime | str, window_end: datetime 
             reasons.append(f"feature {name} drifted ({fired})")
         shift = drift_result.get("prediction_shift")
         if shift and shift["drifted"]:
-            reasons.append(f"prediction shift: psi {shift['psi']:.3f} > {drift_result['thresholds']['psi']:g} "
-                           "against the training labels")
+            reasons.append(f"prediction shift: mean probability {shift['mean_probability']:.3f} against a training "
+                           f"positive rate of {shift['training_positive_rate']:.3f} (psi {shift['psi']:.3f} > "
+                           f"{drift_result['thresholds']['psi']:g})")
     drift_detected = bool(reasons)
     reasons.extend(decay_result.get("reasons", []))
     decay_detected = bool(decay_result.get("decayed"))

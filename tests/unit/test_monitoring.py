@@ -33,11 +33,11 @@ def probabilities(frame):
     return 1.0 / (1.0 + np.exp(-2.0 * logit))
 
 
-def write_log(frame, start=START, span=timedelta(hours=1), prefix="r", part="a", batch=1):
+def write_log(frame, start=START, span=timedelta(hours=1), prefix="r", part="a", batch=1, p=None):
     """Served rows as `ratchet serve` logs them, spread evenly over [start, start + span); `batch` rows a request."""
     from ml_tasks.settings import get_settings
 
-    p = probabilities(frame)
+    p = probabilities(frame) if p is None else p
     step = span / len(frame)
     by_day: dict[str, list[str]] = {}
     for i, row in enumerate(frame.to_dict("records")):
@@ -120,6 +120,19 @@ def test_undrifted_window_with_good_labels_finds_nothing(champion):
     record = json.loads(Path(result["record_uri"].removeprefix("file://")).read_text())
     assert record["window"]["key"] == "20260301T100000Z_20260301T110000Z"
     assert set(record["drift"]["features"]) == set(SYNTHETIC.features)
+    shift = record["drift"]["prediction_shift"]
+    assert not shift["drifted"] and abs(shift["mean_probability"] - shift["training_positive_rate"]) < 0.05
+
+
+def test_a_model_that_suddenly_says_yes_to_everyone_is_a_prediction_shift(champion):
+    import numpy as np
+
+    start, end = window(8)
+    frame = synthetic.generate(1500, seed=16)
+    write_log(frame, start, prefix="yes", part="yes", p=np.full(len(frame), 0.93))  # inputs as trained
+    result = monitor(MODEL, start, end)
+    assert result["drift_detected"] and len(result["reasons"]) == 1, result["reasons"]
+    assert result["reasons"][0].startswith("prediction shift: mean probability 0.930 against a training positive rate")
 
 
 def test_injected_drift_names_the_drifted_feature(champion):
