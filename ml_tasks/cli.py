@@ -213,6 +213,10 @@ def mlflow_auth_config() -> tuple[Path, str]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Airflow (scheduler, DAG processor, triggerer, API server) and the MLflow UI, with auth on."""
+    if args.profile == "production":
+        from ml_tasks.profile import up_production
+
+        return up_production(airflow_port=args.airflow_port, mlflow_port=args.mlflow_port)
     import signal
     import subprocess
     import time
@@ -355,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start Airflow and the MLflow UI on localhost, with auth")
     up.add_argument("--airflow-port", type=int, default=8080)
     up.add_argument("--mlflow-port", type=int, default=5000)
+    up.add_argument("--profile", choices=("embedded", "production"), default="embedded",
+                    help="production: PostgreSQL, Celery + Redis, MLflow server with S3 artifacts (README: Scaling out)")
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser("serve", help="serve models:/MODEL@champion over HTTP (/invocations, /health, /version)")
