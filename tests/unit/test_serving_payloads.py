@@ -80,6 +80,10 @@ def test_json_and_csv_refuse_non_finite_numbers_and_bad_text() -> None:
                  b'{"inputs": {"age": [1e999], "x": [1], "city": ["a"]}}'):
         with pytest.raises(PayloadError, match="finite"):
             parse_json(MODEL, body, 10)
+    with pytest.raises(PayloadError, match="not valid JSON"):
+        parse_json(MODEL, b'{"inputs": {"age": [' + b"9" * 5000 + b'], "x": [1], "city": ["a"]}}', 10)
+    with pytest.raises(PayloadError, match="beyond 64 bits"):
+        MODEL.frame({"age": [2**70], "x": [1.0], "city": ["a"]})
     with pytest.raises(PayloadError, match="deeply"):
         parse_json(MODEL, b"[" * 100_000 + b"]" * 100_000, 10)
     with pytest.raises(PayloadError, match="column 'x' row 1: expected a number"):
