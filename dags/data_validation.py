@@ -11,6 +11,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from ml_tasks.constants import CONN_ID_PATTERN
+
 # The suites committed beside this repo's DAGs, read from the folder (no GX import) so the form lists them.
 SUITES = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "expectations" / "suites").glob("*.json"))
 
@@ -46,8 +48,10 @@ a drop before the nightly run sees it.
                        description="A suite committed in expectations/suites/."),
         "data_docs": Param("checkpoint", type="string", enum=["checkpoint", "always", "on_failure", "never"],
                            title="Build Data Docs", description="checkpoint: as the suite's committed checkpoint says."),
-        "s3_conn_id": Param("ratchet_s3", type="string", title="S3 Connection id"),
-        "hdfs_conn_id": Param("ratchet_hdfs", type="string", title="HDFS Connection id"),
+        "s3_conn_id": Param("ratchet_s3", type="string", pattern=CONN_ID_PATTERN, title="S3 Connection id",
+                            description="Airflow Connection of the S3 endpoint (missing: the AWS environment)."),
+        "hdfs_conn_id": Param("ratchet_hdfs", type="string", pattern=CONN_ID_PATTERN, title="HDFS Connection id",
+                              description="Airflow Connection of the WebHDFS endpoint (missing: the environment)."),
     },
 )
 def data_validation() -> None:

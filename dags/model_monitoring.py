@@ -14,7 +14,7 @@ import pendulum
 from airflow.sdk import Asset, CronTriggerTimetable, Param, TaskGroup, dag, task
 
 from ml_tasks.config import DriftConfig
-from ml_tasks.constants import EVALUATION_METRICS
+from ml_tasks.constants import CONN_ID_PATTERN, EVALUATION_METRICS
 from ml_tasks.monitoring import DecayConfig, MonitorConfig, monitored_models, retrain_request_uri
 
 MODELS = monitored_models()
@@ -143,9 +143,9 @@ def _request_retrain(model: str, result: dict[str, Any]) -> dict[str, Any]:
                                   description="Fewer rows with feedback labels: live performance is not judged."),
         "decay_metric": Param(_DECAY.metric, type="string", enum=list(EVALUATION_METRICS), title="Decay metric",
                               description="The live metric judged (log_loss, brier, calibration_error: lower is better)."),
-        "decay_min_value": Param(_DECAY.min_value, type=["number", "null"], minimum=0, title="Decay floor",
+        "decay_min_value": Param(_DECAY.min_value, type=["number", "null"], minimum=0, maximum=1000, title="Decay floor",
                                  description="Live metric below this (lower-is-better: above) is decay. null: off."),
-        "decay_max_drop": Param(_DECAY.max_drop, type=["number", "null"], minimum=0, title="Largest drop",
+        "decay_max_drop": Param(_DECAY.max_drop, type=["number", "null"], minimum=0, maximum=1000, title="Largest drop",
                                 description="Live metric this much worse than the champion's evaluated value is "
                                             "decay. null: off."),
         "drift_thresholds": Param(
@@ -164,9 +164,9 @@ def _request_retrain(model: str, result: dict[str, Any]) -> dict[str, Any]:
         "alert_emails": Param([], type="array", items={"type": "string", "pattern": r"^[^@\s]+@[^@\s]+$"},
                               title="Alert e-mail recipients",
                               description="Written to when the SMTP Connection exists (empty: no e-mail)."),
-        "smtp_conn_id": Param("smtp_default", type="string", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        "smtp_conn_id": Param("smtp_default", type="string", pattern=CONN_ID_PATTERN,
                               title="SMTP Connection id", description="Skipped with a log line when it does not exist."),
-        "slack_conn_id": Param("ratchet_slack", type="string", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        "slack_conn_id": Param("ratchet_slack", type="string", pattern=CONN_ID_PATTERN,
                                title="Slack Connection id",
                                description="Incoming-webhook URL in its password (or host); skipped when missing."),
     },

@@ -46,11 +46,14 @@ def _fail_permanently(exc: Exception) -> None:
 @dag(dag_id="promote_model", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
      doc_md=PROMOTE_DOC, tags=["ratchet", "registry"], default_args=COMMON, max_active_runs=1,
      params={
-         "model": Param(MODELS[0], type="string", enum=MODELS, title="Registered model"),
-         "version": Param("1", type="string", pattern=VERSION_PATTERN, title="Version to promote"),
-         "expected_champion": Param("", type="string", pattern=r"^$|" + VERSION_PATTERN, title="Expected champion",
+         "model": Param(MODELS[0], type="string", enum=MODELS, title="Registered model",
+                        description="The registered model whose champion alias moves."),
+         "version": Param("1", type="string", pattern=VERSION_PATTERN, title="Version to promote",
+                          description="A registered version of that model (its gate record and model card are in MLflow)."),
+         "expected_champion": Param(None, type=["null", "string"], pattern=VERSION_PATTERN, title="Expected champion",
                                     description="Promote only if champion still points here (empty: no check)."),
-         "reason": Param("approved after review", type="string", minLength=3, maxLength=300, title="Reason"),
+         "reason": Param("approved after review", type="string", minLength=3, maxLength=300, title="Reason",
+                         description="Kept in the alias history with the run id."),
      })
 def promote_model() -> None:
     @task(pool="ratchet_promotion")
@@ -76,8 +79,9 @@ def promote_model() -> None:
 @dag(dag_id="rollback_model", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
      doc_md=ROLLBACK_DOC, tags=["ratchet", "registry"], default_args=COMMON, max_active_runs=1,
      params={
-         "model": Param(MODELS[0], type="string", enum=MODELS, title="Registered model"),
-         "to_version": Param("", type="string", pattern=r"^$|" + VERSION_PATTERN, title="Version to restore",
+         "model": Param(MODELS[0], type="string", enum=MODELS, title="Registered model",
+                        description="The registered model whose champion alias moves back."),
+         "to_version": Param(None, type=["null", "string"], pattern=VERSION_PATTERN, title="Version to restore",
                              description="Empty: the champion before the current one."),
      })
 def rollback_model() -> None:
@@ -116,13 +120,16 @@ held-out rows (size, latency, accuracy) and registered as its own model
 @dag(dag_id="compress_model", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
      doc_md=COMPRESS_DOC, tags=["ratchet", "registry", "compression"], default_args=COMMON, max_active_runs=1,
      params={
-         "dataset": Param(sorted(DATASETS)[0], type="string", enum=sorted(DATASETS), title="Data set"),
-         "version": Param("", type="string", pattern=r"^$|" + VERSION_PATTERN, title="Version",
+         "dataset": Param(sorted(DATASETS)[0], type="string", enum=sorted(DATASETS), title="Data set",
+                          description="The data set whose registered model is compressed (its held-out rows score it)."),
+         "version": Param(None, type=["null", "string"], pattern=VERSION_PATTERN, title="Version",
                           description="Empty: the current champion."),
          "methods": Param(["dynamic_range", "float16", "int8", "pruned", "distilled"], type="array", title="Methods",
+                          description="Each makes one registered model <model>_<method>, checked through pyfunc.",
                           items={"type": "string", "enum": ["dynamic_range", "float16", "int8", "pruned", "distilled"]},
                           minItems=1, uniqueItems=True),
-         "max_accuracy_loss": Param(0.01, type="number", minimum=0, maximum=0.5, title="Largest accuracy loss"),
+         "max_accuracy_loss": Param(0.01, type="number", minimum=0, maximum=0.5, title="Largest accuracy loss",
+                                    description="A compressed model that loses more accuracy than this is not registered."),
      })
 def compress_model() -> None:
     @task

@@ -23,7 +23,7 @@ from ml_tasks.config import (
     TrainConfig,
     TuneConfig,
 )
-from ml_tasks.constants import EVALUATION_METRICS
+from ml_tasks.constants import CONN_ID_PATTERN, EVALUATION_METRICS
 from ml_tasks.datasets import ACS_EMPLOYMENT, DATASETS
 from ml_tasks.families import MODEL_FAMILIES
 from ml_tasks.monitoring import monitored_models, retrain_request_uri
@@ -161,17 +161,18 @@ def _stage(name: str, *args: Any) -> Any:
             description="A declared data set (ml_tasks/datasets): its suite, features and registered model.",
         ),
         "source_uri": Param(
-            "", type="string", title="Source folder", maxLength=2048, pattern=r"^$|^(file|s3|hdfs)://.+",
+            None, type=["null", "string"], title="Source folder", maxLength=2048, pattern=r"^(file|s3|hdfs)://.+",
             description="Folder of CSV/Parquet files: file://, s3://bucket/prefix or hdfs://namenode:port/path. "
                         "Empty: RATCHET_HOME/landing/<dataset>/<date>/.",
         ),
-        "s3_conn_id": Param("ratchet_s3", type="string", title="S3 Connection id",
+        "s3_conn_id": Param("ratchet_s3", type="string", pattern=CONN_ID_PATTERN, title="S3 Connection id",
                             description="Airflow Connection of the S3 endpoint (missing: the AWS environment)."),
-        "hdfs_conn_id": Param("ratchet_hdfs", type="string", title="HDFS Connection id",
+        "hdfs_conn_id": Param("ratchet_hdfs", type="string", pattern=CONN_ID_PATTERN, title="HDFS Connection id",
                               description="Airflow Connection of the WebHDFS endpoint (missing: the environment)."),
         "tuning_trials": Param(TuneConfig.trials, type="integer", minimum=1, maximum=500, title="Tuning trials",
                                description="Optuna trials (budget) for this run."),
-        "tuning_epochs": Param(TuneConfig.epochs, type="integer", minimum=1, maximum=200, title="Epochs per trial"),
+        "tuning_epochs": Param(TuneConfig.epochs, type="integer", minimum=1, maximum=200, title="Epochs per trial",
+                               description="Training epochs of each trial; the pruner may stop a trial sooner."),
         "model_family": Param(TuneConfig.family, type="string", enum=list(MODEL_FAMILIES), title="Model family",
                               description="keras_mlp (Keras 3 MLP), or scikit-learn logistic_regression, "
                                           "random_forest, hist_gradient_boosting."),

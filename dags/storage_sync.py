@@ -10,6 +10,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from ml_tasks.constants import CONN_ID_PATTERN
+
 URI_PATTERN = r"^(file|s3|hdfs)://.+"
 
 DOC = """
@@ -47,11 +49,15 @@ consumer that sees it knows the set is whole.
         "dst": Param("file:///", type="string", pattern=URI_PATTERN, maxLength=2048, title="Destination",
                      description="file:///path (inside RATCHET_HOME or RATCHET_LOCAL_ROOTS), s3://bucket/prefix or "
                                  "hdfs://namenode:port/path"),
-        "delete": Param(False, type="boolean", title="Delete extra objects at the destination"),
+        "delete": Param(False, type="boolean", title="Delete extra objects at the destination",
+                        description="Objects under the destination prefix that the source lacks are deleted."),
         "dry_run": Param(False, type="boolean", title="Dry run", description="Report only; change nothing."),
-        "workers": Param(16, type="integer", minimum=1, maximum=64, title="Concurrent transfers"),
-        "s3_conn_id": Param("ratchet_s3", type="string", title="S3 Connection id"),
-        "hdfs_conn_id": Param("ratchet_hdfs", type="string", title="HDFS Connection id"),
+        "workers": Param(16, type="integer", minimum=1, maximum=64, title="Concurrent transfers",
+                         description="Files copied at once (threads)."),
+        "s3_conn_id": Param("ratchet_s3", type="string", pattern=CONN_ID_PATTERN, title="S3 Connection id",
+                            description="Airflow Connection of the S3 endpoint (missing: the AWS environment)."),
+        "hdfs_conn_id": Param("ratchet_hdfs", type="string", pattern=CONN_ID_PATTERN, title="HDFS Connection id",
+                              description="Airflow Connection of the WebHDFS endpoint (missing: the environment)."),
     },
 )
 def storage_sync() -> None:

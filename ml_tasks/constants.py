@@ -63,3 +63,6 @@ INFERENCE_LOG_PARTITION = "date={date}"
 INFERENCE_LOG_SUFFIX = ".jsonl"
 FEEDBACK_REQUEST_ID = "request_id"
 FEEDBACK_LABEL = "label"
+
+# An Airflow Connection id in a DAG Param (the trigger form and the REST API refuse anything else).
+CONN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,250}$"
