@@ -97,6 +97,64 @@ def test_invalid_conf_is_refused_before_any_task_runs(airflow_api):
     assert runs["total_entries"] == 0
 
 
+def _param_schemas(base: str, session: requests.Session) -> dict[str, dict]:
+    details = session.get(f"{base}/api/v2/dags/{DAG_ID}/details", timeout=30)
+    assert details.ok, details.text
+    params = details.json()["params"]
+    return {name: spec.get("schema") or {} for name, spec in params.items()}
+
+
+def _boundary_values(schema: dict) -> list:
+    values: list = []
+    for key, step in (("minimum", -1), ("maximum", 1), ("exclusiveMinimum", 0), ("exclusiveMaximum", 0)):
+        if isinstance(schema.get(key), int | float):
+            values.append(schema[key] + step)
+    return values
+
+
+def test_fuzzed_params_are_refused_through_the_rest_api_before_any_task_runs(airflow_api):
+    """Property-based (hypothesis): one Param at a time gets a value its JSON schema refuses; the trigger must 4xx."""
+    import jsonschema
+    from hypothesis import HealthCheck, assume, given, settings
+    from hypothesis import strategies as st
+
+    base, session = airflow_api
+    schemas = {name: schema for name, schema in _param_schemas(base, session).items() if schema}
+    assert {"dataset", "tuning_trials", "source_uri", "absolute_thresholds"} <= set(schemas)
+    before = session.get(f"{base}/api/v2/dags/{DAG_ID}/dagRuns", timeout=30).json()["total_entries"]
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers(-10**9, 10**9) | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=40),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=3),
+        max_leaves=6,
+    )
+
+    @st.composite
+    def invalid_conf(draw):
+        name = draw(st.sampled_from(sorted(schemas)))
+        schema = schemas[name]
+        value = draw(st.sampled_from(_boundary_values(schema)) if _boundary_values(schema) and draw(st.booleans())
+                     else json_values)
+        assume(not jsonschema.Draft7Validator(schema).is_valid(value))
+        return {**SMALL_BUDGET, name: value}
+
+    refused: list[int] = []
+
+    @settings(max_examples=60, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @given(conf=invalid_conf())
+    def trigger_refused(conf):
+        response = session.post(f"{base}/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf},
+                                timeout=30)
+        assert response.status_code in (400, 422), f"{conf} was accepted: {response.status_code} {response.text[:300]}"
+        refused.append(response.status_code)
+
+    trigger_refused()
+    assert len(refused) >= 30
+    after = session.get(f"{base}/api/v2/dags/{DAG_ID}/dagRuns", timeout=30).json()["total_entries"]
+    assert after == before  # no run was created, so no task could run
+
+
 def _trigger(base: str, session: requests.Session, conf: dict) -> str:
     created = session.post(f"{base}/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf}, timeout=30)
     assert created.status_code == 200, created.text
