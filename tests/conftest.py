@@ -14,7 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Airflow imported by the tests themselves (DagBag) keeps its state inside the repo's ignored .ratchet/,
 # never in ~/airflow, and sees the project's DAGs and plugins.
-os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".ratchet" / "test-airflow"))
+# One per pytest-xdist worker: two processes never migrate one SQLite file at once.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+TEST_AIRFLOW_HOME = ROOT / ".ratchet" / (f"test-airflow-{WORKER}" if WORKER else "test-airflow")
+os.environ.setdefault("AIRFLOW_HOME", str(TEST_AIRFLOW_HOME))
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")

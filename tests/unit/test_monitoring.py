@@ -280,9 +280,9 @@ def test_asset_uri_maps_back_to_its_data_set():
 @pytest.fixture
 def in_process_airflow(monkeypatch):
     """Airflow imported here keeps its state where conftest puts it (module_home unsets AIRFLOW_HOME)."""
-    from tests.dags.test_dag_integrity import ROOT
+    from tests.conftest import ROOT, TEST_AIRFLOW_HOME
 
-    monkeypatch.setenv("AIRFLOW_HOME", str(ROOT / ".ratchet" / "test-airflow"))
+    monkeypatch.setenv("AIRFLOW_HOME", str(TEST_AIRFLOW_HOME))
     return ROOT
 
 
