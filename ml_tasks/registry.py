@@ -26,7 +26,7 @@ from ml_tasks.constants import (
     TAG_ALIAS_HISTORY,
     TAG_PREVIOUS_CHAMPION,
 )
-from ml_tasks.errors import PromotionConflictError
+from ml_tasks.errors import PromotionConflictError, RatchetError
 from ml_tasks.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,44 @@ def model_lock(name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _unreachable_request(exc: BaseException) -> str | None:
+    """MLflow's "API request to <url> failed ..." message, when a request of `exc`'s chain never got an answer."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        message = str(seen)
+        if message.startswith("API request to ") and " failed with exception " in message:
+            return message
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextmanager
+def _naming_the_server(what: str) -> Iterator[None]:
+    """An unreachable tracking server named as such (still retryable: not a permanent error).
+
+    MLflow words some of them misleadingly: registering a version whose logged model it cannot fetch says the
+    model "may have been deleted", whatever the reason the fetch failed.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        request = _unreachable_request(exc)
+        if request is None:
+            raise
+        uri = get_settings().mlflow_tracking_uri
+        raise RatchetError(f"{what}: the MLflow tracking server {uri} did not answer after the client's retries "
+                           f"({request})") from exc
+
+
 def register_candidate(name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
     """Register the run's model once: a rerun finds the version its run already made."""
+    with _naming_the_server(f"registering {model_uri} as {name}"):
+        return _register_candidate(name, model_uri, run_id, tags)
+
+
+def _register_candidate(name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
