@@ -187,6 +187,19 @@ class AirflowStack:
     def unpause(self, dag_id: str) -> None:
         self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
 
+    def fail_scheduled_runs(self, dag_id: str, wait_s: float = 60) -> list[str]:
+        """Mark failed the scheduled runs the scheduler creates when a DAG is unpaused (waits for the first)."""
+        deadline = time.monotonic() + wait_s
+        failed: list[str] = []
+        while not failed and time.monotonic() < deadline:
+            runs = self.api("GET", f"/dags/{dag_id}/dagRuns", params={"run_type": "scheduled"}).json()["dag_runs"]
+            for run in runs:
+                if run["state"] not in TERMINAL_RUN_STATES:
+                    self.api("PATCH", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}", json={"state": "failed"})
+                failed.append(run["dag_run_id"])
+            time.sleep(1)
+        return failed
+
     def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
         created = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
         if created.status_code != 200:
