@@ -133,14 +133,29 @@ def _register_candidate(name: str, model_uri: str, run_id: str, tags: dict[str, 
             pass  # created meanwhile by another run
     existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     if existing:
-        version = str(existing[0].version)
+        version = str(min(int(v.version) for v in existing))
         log.info("run %s already registered %s version %s; reusing it", run_id, name, version)
     else:
         version = str(mlflow.register_model(model_uri, name, tags=tags).version)
         log.info("registered %s version %s from %s", name, version, model_uri)
+        version = _drop_doubles(name, run_id, version)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value[:MAX_TAG_CHARS])
     return version
+
+
+def _drop_doubles(name: str, run_id: str, version: str) -> str:
+    """Keep one version per run when the client's retry of a create whose answer was lost made a second one.
+
+    The REST client retries a POST that got no answer; when the server had done it, the retry registers the same
+    run again. The extra versions are seconds old and no alias points at them: the first one stays.
+    """
+    client = tracking.client()
+    made = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"))
+    for extra in made[1:]:
+        log.warning("%s version %s registers run %s a second time (a retried request): deleting it", name, extra, run_id)
+        client.delete_model_version(name, str(extra))
+    return str(made[0]) if made else version
 
 
 def alias_history(name: str) -> list[dict[str, Any]]:
