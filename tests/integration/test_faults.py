@@ -7,8 +7,10 @@
 3. A finished run cleared and rerun through the REST API: same report and blessing record, no new version,
    alias history unchanged.
 4. The MLflow tracking server (a real `mlflow server`) stopped during `register_version`: restarted within the
-   client's retry budget the stage succeeds; down for longer it fails with an error naming the server, leaves no
-   version and does not move champion, and the rerun registers exactly one version.
+   client's retry budget the stage succeeds; killed right after it created a version and down for longer, the
+   stage fails with an error naming the server, champion and challenger stay, and the rerun completes that
+   version instead of making a second. A response lost on its way back (a proxy hangs up after the server
+   created the version; the client retries the POST) still leaves one version for the run.
 
 Airflow runs as four separate processes (tests/integration/airflow_stack.py) so one of them can be killed.
 Covered elsewhere, not repeated here: the trainer SIGKILLed mid-epoch resuming from its checkpoint, without
@@ -27,6 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +259,58 @@ class MlflowServer:
             self.proc.wait(timeout=30)
 
 
+class LosesOneResponse(ThreadingHTTPServer):
+    """An HTTP proxy in front of the MLflow server that loses the response to the first POST to `path`.
+
+    The server did the work; the client never hears back and retries the request, as after a network cut or a
+    server killed between its commit and its answer (seen with the kill above on a loaded machine).
+    """
+
+    def __init__(self, upstream: str, path: str) -> None:
+        self.upstream, self.path, self.dropped = upstream, path, 0
+        super().__init__(("127.0.0.1", 0), _Forward)
+        self.uri = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class _Forward(BaseHTTPRequestHandler):
+    server: LosesOneResponse
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization")}
+        answer = requests.request(self.command, f"{self.server.upstream}{self.path}", data=body, headers=headers,
+                                  timeout=60)
+        if self.command == "POST" and self.path.startswith(self.server.path) and not self.server.dropped:
+            self.server.dropped += 1
+            self.close_connection = True  # hang up without a word
+            return
+        self.send_response(answer.status_code)
+        self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _forward
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _tiny_logged_model() -> tuple[str, str]:
+    import mlflow
+
+    from ml_tasks import tracking
+
+    class Identity(mlflow.pyfunc.PythonModel):
+        def predict(self, context: Any, model_input: Any) -> Any:
+            return model_input
+
+    with mlflow.start_run(experiment_id=tracking.configure()) as run:
+        info = mlflow.pyfunc.log_model(name="model", python_model=Identity(), pip_requirements=["mlflow"])
+    return run.info.run_id, info.model_uri
+
+
 @pytest.fixture
 def mlflow_server(ratchet_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowServer]:
     from ml_tasks.settings import get_settings
@@ -358,6 +413,7 @@ def test_mlflow_server_unreachable_during_registration(mlflow_server: MlflowServ
         killer.join()
     assert mlflow_server.proc is not None and mlflow_server.proc.poll() is not None, "the server was never killed"
     assert mlflow_server.uri in str(failure.value), str(failure.value)
+    print(f"register_version failed as it should: {failure.value}")
     assert "may have been deleted" not in str(failure.value)  # MLflow's own words for a logged model it could not fetch
     record = records.read_stage(ctx2, "register")
     assert record is not None and not record["ok"] and mlflow_server.uri in record["error"]["message"]
@@ -372,3 +428,21 @@ def test_mlflow_server_unreachable_during_registration(mlflow_server: MlflowServ
     assert _register(ctx2, config2, stages2)["version"] == "2"
     assert registry_state(MODEL) == {"champion": "1", "challenger": "2", "versions": [1, 2]}
     assert TAG_INFRA_VALIDATION in tracking.client().get_model_version(MODEL, "2").tags
+
+    # A response lost on its way back: the server created the version, the client retried the POST.
+    # Still one version for the run.
+    from ml_tasks import registry
+    from ml_tasks.settings import get_settings
+
+    proxy = LosesOneResponse(mlflow_server.uri, "/api/2.0/mlflow/model-versions/create")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", proxy.uri)
+    get_settings.cache_clear()
+    try:
+        run_id, model_uri = _tiny_logged_model()
+        version = registry.register_candidate("faults_lost_response", model_uri, run_id, {"ratchet.probe": "yes"})
+        versions = tracking.client().search_model_versions("name='faults_lost_response'")
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert proxy.dropped == 1
+    assert version == "1" and [v.version for v in versions] == ["1"], [(v.version, v.run_id) for v in versions]
