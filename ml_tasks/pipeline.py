@@ -80,8 +80,12 @@ def validate(ctx: RunContext, synced: dict[str, Any]) -> dict[str, Any]:
     return run_stage(ctx, "validate", lambda: validate_drop(synced["staging_uri"], ctx.dataset, ctx.run_key).to_dict())
 
 
-def champion_drift_reference(name: str) -> tuple[str | None, dict[str, Any] | None, str]:
-    """The drift reference stored with the current champion: (version, reference, why not)."""
+def champion_drift_reference(name: str, run_id: str | None = None) -> tuple[str | None, dict[str, Any] | None, str]:
+    """The drift reference stored with the champion: (version, reference, why not).
+
+    With the nightly run's MLflow `run_id`, the champion it is compared with (`registry.comparison_baseline`):
+    a rerun after the run's own version was promoted measures drift against the champion it replaced.
+    """
     import tempfile
     from pathlib import Path
 
@@ -90,7 +94,7 @@ def champion_drift_reference(name: str) -> tuple[str | None, dict[str, Any] | No
     from ml_tasks import registry, tracking
     from ml_tasks.io import read_json
 
-    version = registry.current_champion(name)
+    version = registry.comparison_baseline(name, run_id)[0] if run_id else registry.current_champion(name)
     if version is None:
         return None, None, f"{name} has no champion yet: nothing to compare with"
     client = tracking.client()
@@ -117,7 +121,8 @@ def check_drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any]) -> d
 
     def work() -> dict[str, Any]:
         spec = get_dataset(ctx.dataset)
-        version, reference, why_not = champion_drift_reference(spec.registered_model)
+        run_id = tracking.ensure_parent_run(ctx)
+        version, reference, why_not = champion_drift_reference(spec.registered_model, run_id)
         if reference is None:
             log.info("drift not checked for %s: %s", ctx.tracking_key, why_not)
             return {"checked": False, "reason": why_not, "champion_version": version, "action": config.drift.action}
@@ -129,7 +134,6 @@ def check_drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any]) -> d
             test: max((f[test] for f in found.features.values() if f.get(test) is not None), default=None)
             for test in ("psi", "ks", "js")
         }
-        run_id = tracking.ensure_parent_run(ctx)
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics({f"drift.{feature}.{test}": float(values[test])
                                 for feature, values in found.features.items()

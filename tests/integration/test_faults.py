@@ -214,10 +214,7 @@ def test_clearing_a_finished_run_reruns_it_idempotently(stack: AirflowStack, fau
     assert kept["version"] == moved["version"] == "1" and kept["promoted"] is False and kept["champion"] == "1"
     assert registry_state(MODEL) == registry and alias_history(MODEL) == history
     assert len(_versions_of_run(run_id)) == 1
-    if rerun_drift != drift:
-        pytest.xfail("known bug, ml_tasks/pipeline.py::check_drift: a rerun measures drift against the champion "
-                     "now, which is the run's own version once it was promoted (evaluate uses "
-                     f"registry.comparison_baseline for this); first {drift}, rerun {rerun_drift}")
+    assert rerun_drift == drift  # measured against the champion the run replaced, not its own version
 
 
 # ---- the MLflow tracking server unreachable ------------------------------------------------------------------
