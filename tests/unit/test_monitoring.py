@@ -330,8 +330,8 @@ def test_slack_webhook_must_be_https_and_failures_are_logged_without_the_url(ale
     import logging
     import socket
 
-    monkeypatch.setenv("AIRFLOW_CONN_RATCHET_SLACK", json.dumps({"conn_type": "http",
-                                                                 "password": "http://hooks.example.com/T/B/secret"}))
+    webhook = {"conn_type": "http", "password": "http://hooks.example.com/T/B/secret"}  # pragma: allowlist secret
+    monkeypatch.setenv("AIRFLOW_CONN_RATCHET_SLACK", json.dumps(webhook))
     assert alerts.send_slack("ratchet_slack", "hi") is False  # plain http off this host: refused, not sent
     with socket.socket() as probe:  # a local port with nobody listening
         probe.bind(("127.0.0.1", 0))
