@@ -125,11 +125,11 @@ class ProductionProfile:
     @classmethod
     def for_compose(cls) -> ProductionProfile:
         """The values docker-compose.yml uses: service names as hosts, secrets from `.env`."""
-        pg_password = "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env}"
+        postgres_login = "ratchet:${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env}"  # compose fills it in
         return cls(
             home="/var/lib/ratchet",
             secrets=ProfileSecrets.placeholders(),
-            postgres_url=f"postgresql+psycopg2://ratchet:{pg_password}@postgres:5432",
+            postgres_url=f"postgresql+psycopg2://{postgres_login}@postgres:5432",
             redis_url="redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}@redis:6379/0",
             s3_endpoint="http://minio:9000",
             s3_access_key="${MINIO_ROOT_USER:?set MINIO_ROOT_USER in .env}",
