@@ -21,23 +21,13 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from ratchet_airflow.connections import optional_connection
+
 log = logging.getLogger(__name__)
 
 SLACK_TIMEOUT_S = 10
 MAX_REASONS = 20
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def _connection(conn_id: str) -> Any | None:
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    if not conn_id:
-        return None
-    try:
-        return BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        return None
 
 
 def alert_text(result: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -59,7 +49,7 @@ def alert_text(result: Mapping[str, Any]) -> tuple[str, str, str]:
 
 def send_email(conn_id: str, recipients: list[str], subject: str, body: str) -> bool:
     """E-mail through the SMTP Connection, if it exists and there is someone to write to."""
-    if _connection(conn_id) is None:
+    if optional_connection(conn_id) is None:
         log.info("no SMTP Connection %r: e-mail alert skipped", conn_id)
         return False
     if not recipients:
@@ -93,7 +83,7 @@ def webhook_url(connection: Any) -> str | None:
 
 def send_slack(conn_id: str, text: str) -> bool:
     """POST {"text": ...} to the incoming webhook of the Slack Connection, if it exists."""
-    connection = _connection(conn_id)
+    connection = optional_connection(conn_id)
     if connection is None:
         log.info("no Slack Connection %r: Slack alert skipped", conn_id)
         return False

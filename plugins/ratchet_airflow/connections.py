@@ -16,7 +16,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def _connection(conn_id: str) -> Any | None:
+def optional_connection(conn_id: str) -> Any | None:
+    """The Airflow Connection `conn_id`, or None when the id is empty or no such Connection exists."""
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
 
@@ -33,7 +34,7 @@ def storage_options(s3_conn_id: str = "", hdfs_conn_id: str = "", workers: int =
     from ml_tasks.storage import HdfsOptions, S3Options, StorageOptions
 
     s3 = S3Options()
-    if (conn := _connection(s3_conn_id)) is not None:
+    if (conn := optional_connection(s3_conn_id)) is not None:
         extra = conn.extra_dejson or {}
         s3 = S3Options(
             endpoint_url=extra.get("endpoint_url") or None,
@@ -42,7 +43,7 @@ def storage_options(s3_conn_id: str = "", hdfs_conn_id: str = "", workers: int =
             region=extra.get("region_name") or None,
         )
     hdfs = HdfsOptions()
-    if (conn := _connection(hdfs_conn_id)) is not None:
+    if (conn := optional_connection(hdfs_conn_id)) is not None:
         scheme = conn.schema or "http"
         hdfs = HdfsOptions(url=f"{scheme}://{conn.host}:{conn.port or 9870}", user=conn.login or None)
     return StorageOptions(s3=s3, hdfs=hdfs, workers=workers)
