@@ -37,3 +37,11 @@ def registry_state(name: str) -> dict[str, Any]:
         "challenger": alias_version(name, "challenger"),
         "versions": sorted(int(v.version) for v in versions),
     }
+
+
+def checkpointed_epoch(backup_dir: Path) -> int:
+    """The last epoch Keras' BackupAndRestore saved under `backup_dir` (0 before the first)."""
+    try:
+        return int(json.loads((backup_dir / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError):  # not written yet, or caught mid-write
+        return 0

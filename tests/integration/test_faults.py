@@ -41,7 +41,7 @@ from ml_tasks.datasets import SYNTHETIC, synthetic
 from ml_tasks.landing import land_frame
 
 from .airflow_stack import AirflowStack, free_port
-from .helpers import SMALL_BUDGET, registry_state
+from .helpers import SMALL_BUDGET, checkpointed_epoch, registry_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -96,13 +96,6 @@ def _trainer(stack: AirflowStack) -> Any:
     return None
 
 
-def _checkpointed_epoch(backup_dir: Path) -> int:
-    try:
-        return int(json.loads((backup_dir / "training_metadata.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError):  # not written yet, or caught mid-write
-        return 0
-
-
 def _wait_for_running_task(stack: AirflowStack, run_id: str, deadline: float) -> list[str]:
     running: list[str] = []
     while not running and time.monotonic() < deadline:
@@ -132,13 +125,13 @@ def _kill_the_training_worker(stack: AirflowStack, deadline: float) -> dict[str,
     runner = trainer.parent()
     worker = runner.parent()
     assert worker.ppid() == stack.procs["scheduler"].pid, (worker.cmdline(), runner.cmdline())
-    while _checkpointed_epoch(backup_dir) < 1 and time.monotonic() < deadline:
+    while checkpointed_epoch(backup_dir) < 1 and time.monotonic() < deadline:
         assert trainer.is_running(), "the trainer ended before its first checkpoint"
         time.sleep(0.05)
     for proc in (worker, runner, trainer):
         proc.send_signal(signal.SIGKILL)
     psutil.wait_procs([worker, runner, trainer], timeout=30)
-    return {"killed_at_epoch": _checkpointed_epoch(backup_dir),
+    return {"killed_at_epoch": checkpointed_epoch(backup_dir),
             "finished_before_kill": (model_dir / "train_result.json").exists()}
 
 

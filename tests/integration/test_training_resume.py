@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from .helpers import checkpointed_epoch
+
 pytestmark = pytest.mark.integration
 
 MAX_EPOCHS = 8
@@ -42,13 +44,6 @@ def _training_child(parent_pid: int) -> Any:
         except psutil.NoSuchProcess:
             continue
     return None
-
-
-def _checkpointed_epoch(backup_dir: Path) -> int:
-    try:
-        return int(json.loads((backup_dir / "training_metadata.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError):  # not written yet, or caught mid-write
-        return 0
 
 
 def test_sigkilled_training_resumes_from_its_last_checkpoint(ratchet_home: Path, capfd: pytest.CaptureFixture[str]) -> None:
@@ -84,7 +79,7 @@ def test_sigkilled_training_resumes_from_its_last_checkpoint(ratchet_home: Path,
     thread.start()
     killed_at = 0
     while thread.is_alive() and time.monotonic() - started < 60:
-        killed_at = _checkpointed_epoch(backup_dir)
+        killed_at = checkpointed_epoch(backup_dir)
         if killed_at >= KILL_AFTER_EPOCHS:
             child = _training_child(os.getpid())
             assert child is not None, "the training child process was not found"
@@ -96,7 +91,7 @@ def test_sigkilled_training_resumes_from_its_last_checkpoint(ratchet_home: Path,
     assert "result" not in outcome, "the first attempt finished before it could be killed"
     assert "SIGKILL" in str(outcome.get("error")), outcome
     assert not (ctx.model_dir / "train_result.json").exists()
-    checkpointed = _checkpointed_epoch(backup_dir)  # may be one more than seen: an epoch can end before the kill lands
+    checkpointed = checkpointed_epoch(backup_dir)  # may be one more than seen: an epoch can end before the kill lands
     assert checkpointed >= killed_at
     first_run_output = capfd.readouterr().out
 
