@@ -2,8 +2,9 @@
 
 Runs in a fresh process, for every family (Keras imports its backend; the
 scikit-learn fits get the same memory isolation). The Keras MLP checkpoints
-every epoch (`BackupAndRestore`), so a process killed mid-run and retried
-resumes where it stopped, and stops early on the validation AUC; gradient
+every epoch (`ml_tasks.checkpointing`: weights, optimizer, dropout seeds and
+early stopping state), so a process killed mid-run and retried resumes where
+it stopped, and stops early on the validation AUC across the kill; gradient
 boosting stops early on the same split. A finished scikit-learn model file is
 reused by a retry. Every family gets the same over/underfitting diagnosis from
 its train and validation AUC. A rerun that finds the finished model of its run
@@ -127,17 +128,18 @@ def _fit_keras(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str, 
 
     The prepared Parquet is fed by `input_pipeline.fit_source`: in memory when
     it fits the budget, streamed otherwise. A retried run resumes from the last
-    epoch `BackupAndRestore` saved; the per-epoch history is appended to a CSV
-    file beside the checkpoints, so the learning curve keeps the epochs before
-    the kill. (EarlyStopping's patience counter is not part of the backup:
-    after a resume it counts afresh, so a resumed run never stops earlier than
-    an uninterrupted one would.)
+    epoch checkpointed (`ml_tasks.checkpointing`: weights, optimizer, dropout
+    seeds and the early stopping state with its best weights, committed
+    together): early stopping carries on with the patience already used and the
+    best epoch and weights so far, instead of counting afresh; a run that early
+    stopping had already ended trains no further. The per-epoch history is appended to a CSV file beside the
+    checkpoints, so the learning curve keeps the epochs before the kill.
     """
     import csv
-    import json
 
     import keras
 
+    from ml_tasks import checkpointing
     from ml_tasks.input_pipeline import fit_source
     from ml_tasks.io import atomic_path
     from ml_tasks.models import build_mlp, configure_accelerators, distribution_scope
@@ -146,9 +148,7 @@ def _fit_keras(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str, 
     model_dir = run_ctx.model_dir
     checkpoints = model_dir / "checkpoints"
     history_csv = model_dir / TRAINING_HISTORY_FILE
-    metadata = checkpoints / "training_metadata.json"
-    # BackupAndRestore records the next epoch to run
-    initial_epoch = int(json.loads(metadata.read_text()).get("epoch", 0)) if metadata.is_file() else 0
+    initial_epoch = checkpointing.committed_epoch(checkpoints)  # epochs done = the next epoch to run
     model_dir.mkdir(parents=True, exist_ok=True)
     if initial_epoch == 0:
         history_csv.unlink(missing_ok=True)  # a fresh start: no history of an earlier, unfinished attempt
@@ -162,13 +162,11 @@ def _fit_keras(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str, 
         network = model
         if train_config.adversarial_epsilon:
             model = _adversarial(model, train_config.adversarial_epsilon, folder)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir=str(checkpoints)),
-        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=train_config.patience,
-                                      restore_best_weights=True),
-        keras.callbacks.CSVLogger(str(history_csv), append=True),
-    ]
-    model.fit(**source.fit_kwargs(), epochs=train_config.max_epochs, callbacks=callbacks, verbose=2)
+    callbacks = checkpointing.callbacks(checkpoints, train_config.patience,
+                                        extra=[keras.callbacks.CSVLogger(str(history_csv), append=True)])
+    # killed after early stopping had ended the run: no epoch left (the callbacks still restore the best weights)
+    epochs = initial_epoch if checkpointing.finished_early(checkpoints) else train_config.max_epochs
+    model.fit(**source.fit_kwargs(), epochs=epochs, callbacks=callbacks, verbose=2)
     rows: dict[int, dict[str, str]] = {}
     with history_csv.open() as handle:
         for row in csv.DictReader(handle):

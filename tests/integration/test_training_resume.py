@@ -1,8 +1,9 @@
 """A training process killed with SIGKILL mid-run and retried resumes from its last checkpoint.
 
 The real stage: `ml_tasks.training.train`, which runs `python -m ml_tasks.isolation
-ml_tasks.training:train_in_process ...` with Keras' `BackupAndRestore` writing
-`<model_dir>/checkpoints/training_metadata.json` ({"epoch": N}) after every epoch.
+ml_tasks.training:train_in_process ...` with `ml_tasks.checkpointing` (Keras'
+`BackupAndRestore`, made atomic) committing `<model_dir>/checkpoints/training_metadata.json`
+({"epoch": N, ...}) after every epoch, beside the early stopping state of that epoch.
 The test lets it checkpoint at least two epochs, SIGKILLs the child (no chance to
 clean up, as when a worker node dies), calls `train` again with the same arguments
 and checks that the retry started from the checkpoint, not from epoch 0.
@@ -93,6 +94,8 @@ def test_sigkilled_training_resumes_from_its_last_checkpoint(ratchet_home: Path,
     assert not (ctx.model_dir / "train_result.json").exists()
     checkpointed = checkpointed_epoch(backup_dir)  # may be one more than seen: an epoch can end before the kill lands
     assert checkpointed >= killed_at
+    # the early stopping state of the committed epoch is beside it (tests/model/test_resumable_early_stopping.py)
+    assert (backup_dir / f"early_stopping.{checkpointed}.json").is_file(), sorted(p.name for p in backup_dir.iterdir())
     first_run_output = capfd.readouterr().out
 
     result = train(ctx, config, PARAMS, parent_run)
