@@ -23,7 +23,7 @@ from ml_tasks.config import (
     TrainConfig,
     TuneConfig,
 )
-from ml_tasks.constants import CONN_ID_PATTERN, EVALUATION_METRICS
+from ml_tasks.constants import CONN_ID_PATTERN, EVALUATION_METRICS, MAX_TRAIN_WORKERS
 from ml_tasks.datasets import ACS_EMPLOYMENT, DATASETS
 from ml_tasks.families import MODEL_FAMILIES
 from ml_tasks.monitoring import monitored_models, retrain_request_uri
@@ -51,6 +51,11 @@ the current champion on the same held-out rows.
   same `model_family`); **tune_slot** runs `tuning_workers` mapped slots that share the study (every trial a
   nested MLflow run, pruned on its per-epoch validation AUC); **tune** picks the best trial and logs the plots.
 * **train** trains the best configuration of the family in a fresh process (checkpointed, early stopping).
+  With `train_workers` N > 1 (keras_mlp only), **train_plan** maps N **train_worker** tasks (queue `gpu`, pool
+  `ratchet_gpu`, one slot each) that find each other by rendezvous in the run's model folder, form one
+  `MultiWorkerMirroredStrategy` cluster (`TF_CONFIG` built at run time; worker 0 is the chief) and train with a
+  custom `strategy.run` loop; **train** then logs the chief's model exactly as a single-host one. With N = 1 the
+  mapping is empty, train_worker is skipped and **train** trains on its own host as before.
 * **evaluate** scores candidate and champion through pyfunc on the same rows.
 * **gate** writes the blessing record; **register** registers the version, moves `challenger`, and `champion` on a pass.
 * **report** writes `run_report.json` whatever happened, and fails the run if it stopped early.
@@ -129,16 +134,17 @@ def _stage(name: str, *args: Any) -> Any:
     from ml_tasks import pipeline
     from ml_tasks.errors import PERMANENT_ERRORS
 
-    run_ctx, config, day = _run()
-    function = getattr(pipeline, name)
     try:
+        # Inside the try: a Param combination the config refuses (ConfigError) fails the first task, unretried.
+        run_ctx, config, day = _run()
+        function = getattr(pipeline, name)
         if name == "sync":
             from airflow.sdk import get_current_context
             from ratchet_airflow.connections import storage_options
 
             params = get_current_context()["params"]
             return function(run_ctx, config, day, storage_options(params["s3_conn_id"], params["hdfs_conn_id"]))
-        if name in ("check_drift", "prepare", "tune", "train", "gate", "register_version"):
+        if name in ("check_drift", "prepare", "tune", "train", "train_plan", "train_worker", "gate", "register_version"):
             return function(run_ctx, config, *args)
         return function(run_ctx, *args)
     except PERMANENT_ERRORS as exc:
@@ -185,6 +191,12 @@ def _stage(name: str, *args: Any) -> Any:
         "tuning_workers": Param(TuneConfig.workers, type="integer", minimum=1, maximum=MAX_TUNING_WORKERS,
                                 title="Parallel trial slots",
                                 description="Mapped tune_slot tasks sharing one stored study (Airflow workers)."),
+        "train_workers": Param(
+            TrainConfig.workers, type="integer", minimum=1, maximum=MAX_TRAIN_WORKERS, title="Training hosts",
+            description="keras_mlp only: mapped train_worker tasks (queue gpu, one ratchet_gpu slot each) that "
+                        "train one model with MultiWorkerMirroredStrategy; the pool needs this many free slots "
+                        "at once. 1: train on one host.",
+        ),
         "max_epochs": Param(TrainConfig.max_epochs, type="integer", minimum=1, maximum=1000,
                             title="Max training epochs", description="Early stopping usually ends sooner."),
         "absolute_thresholds": Param(
@@ -271,8 +283,24 @@ def nightly_retrain() -> None:
     def tune(prepared: dict[str, Any]) -> dict[str, Any]:
         return _stage("tune", prepared, "summary")
 
+    @task
+    def train_plan(prepared: dict[str, Any]) -> list[int]:
+        """Worker indices 0..N-1 for N > 1 hosts; [] for one host, which skips train_worker.
+
+        Its own (cheap) task: a mapped task's length is that of an upstream's whole return value (Airflow keeps
+        no length per `multiple_outputs` key), so `tune`'s dict cannot carry the list.
+        """
+        return list(_stage("train_plan"))
+
     # On the production profile a Celery worker on a GPU host consumes the `gpu` queue; the pool counts its GPUs.
     @task(queue="gpu", pool="ratchet_gpu")
+    def train_worker(prepared: dict[str, Any], tuned: dict[str, Any], index: int) -> dict[str, Any]:
+        from airflow.sdk import get_current_context
+
+        return _stage("train_worker", prepared, tuned, index, f"try{get_current_context()['ti'].try_number}")
+
+    # none_failed: runs after a skipped (empty) train_worker mapping, not after a failed worker.
+    @task(queue="gpu", pool="ratchet_gpu", trigger_rule="none_failed")
     def train(prepared: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
         return _stage("train", prepared, tuned)
 
@@ -326,7 +354,9 @@ def nightly_retrain() -> None:
     prepared = prepare(synced, drift(synced, validated))
     tuned = tune(prepared)
     tune_slot.partial(prepared=prepared).expand(slot=tune_plan(prepared)) >> tuned
+    workers = train_worker.partial(prepared=prepared, tuned=tuned).expand(index=train_plan(prepared))
     trained = train(prepared, tuned)
+    workers >> trained
     gated = gate(prepared, evaluate(prepared, trained))
     registered = register(prepared, validated, trained, gated)
     route = review_route(registered)

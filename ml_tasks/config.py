@@ -119,8 +119,11 @@ class TrainConfig:
     family: str = "keras_mlp"
     # FGSM adversarial training of Keras models (0: off), in standardised units of the numeric inputs.
     adversarial_epsilon: float = 0.0
+    # Hosts (mapped `train_worker` tasks) of one MultiWorkerMirroredStrategy cluster; 1: the single-host path.
+    workers: int = 1
 
     def __post_init__(self) -> None:
+        from ml_tasks.constants import MAX_TRAIN_WORKERS
         from ml_tasks.families import check_family
 
         if not 1 <= self.max_epochs <= 1000:
@@ -130,6 +133,14 @@ class TrainConfig:
             raise ConfigError(f"adversarial_epsilon must be 0..1, got {self.adversarial_epsilon}")
         if self.adversarial_epsilon and self.family != "keras_mlp":
             raise ConfigError(f"adversarial training is for Keras models, not {self.family}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or not 1 <= self.workers <= MAX_TRAIN_WORKERS:
+            raise ConfigError(f"train_workers must be 1..{MAX_TRAIN_WORKERS}, got {self.workers!r}")
+        if self.workers > 1 and self.family != "keras_mlp":
+            raise ConfigError(f"train_workers={self.workers}: only keras_mlp trains across hosts "
+                              f"(MultiWorkerMirroredStrategy); {self.family} trains on one host: set train_workers to 1")
+        if self.workers > 1 and self.adversarial_epsilon:
+            raise ConfigError(f"train_workers={self.workers}: adversarial training runs on one host only "
+                              "(the multi-worker loop has no FGSM step): set train_workers to 1 or adversarial_epsilon to 0")
 
 
 @dataclass(frozen=True)
@@ -240,7 +251,8 @@ class RunConfig:
             ),
             train=TrainConfig(max_epochs=int(params.get("max_epochs", TrainConfig.max_epochs)),
                               family=str(params.get("model_family", TrainConfig.family)),
-                              adversarial_epsilon=float(params.get("adversarial_epsilon", 0.0))),
+                              adversarial_epsilon=float(params.get("adversarial_epsilon", 0.0)),
+                              workers=int(params.get("train_workers", TrainConfig.workers))),
             gate=GateConfig(
                 absolute={k: float(v) for k, v in dict(params.get("absolute_thresholds") or {}).items()},
                 change={k: float(v) for k, v in dict(params.get("change_thresholds") or {}).items()},

@@ -66,3 +66,19 @@ FEEDBACK_LABEL = "label"
 
 # An Airflow Connection id in a DAG Param (the trigger form and the REST API refuse anything else).
 CONN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,250}$"
+
+# Multi-host training (`train_workers` > 1): the Airflow queue that GPU hosts' Celery workers consume, and the
+# rendezvous through which the mapped `train_worker` tasks form one MultiWorkerMirroredStrategy cluster.
+GPU_QUEUE = "gpu"
+MAX_TRAIN_WORKERS = 8
+# The address other workers reach this host at (default: socket.getfqdn()), and the ports a worker may listen on
+# ("" any free port; "2222"; "2222-2231": the first free one in the range, for firewalls).
+WORKER_HOST_ENV = "RATCHET_WORKER_HOST"
+WORKER_PORTS_ENV = "RATCHET_WORKER_PORTS"
+# How long a worker waits for all N to register (env RATCHET_RENDEZVOUS_TIMEOUT_S), how often each rewrites its
+# entry, and after how long without a new heartbeat a worker counts as gone (env RATCHET_RENDEZVOUS_STALE_S; a
+# shared file system's attribute cache must be shorter than this).
+RENDEZVOUS_TIMEOUT_S = 900.0
+RENDEZVOUS_HEARTBEAT_S = 2.0
+RENDEZVOUS_STALE_S = 60.0
+MULTIWORKER_DIR = "multiworker"

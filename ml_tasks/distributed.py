@@ -24,6 +24,19 @@ all must take part): the chief into `<model_dir>/checkpoints`, the others into
 temporary directories removed afterwards, as the TF multi-worker guide does.
 A restarted cluster restores the chief's latest checkpoint, epoch counter
 included, and continues.
+
+Validation and early stopping: after every epoch the chief scores a plain
+(non-distributed) copy of the model on the validation split and on a sample of
+the training rows, so the learning curve and the fit diagnosis are the single-
+host path's; whether to stop is the chief's call, shared through an all-reduce
+so every worker leaves the loop at the same epoch; the chief saves the best
+epoch's weights.
+
+The cluster is formed at run time by rendezvous (`Rendezvous`, `run_worker`):
+Airflow cannot place a task on a host, so each mapped `train_worker` task
+registers its own `host:port` in a folder of the run (on the shared
+RATCHET_HOME), the chief publishes the cluster once all N are alive, and each
+task runs its worker in a fresh interpreter with the resulting `TF_CONFIG`.
 """
 
 from __future__ import annotations
@@ -32,16 +45,38 @@ import json
 import logging
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ml_tasks.airflow_cli import GPU_POOL
+from ml_tasks.constants import (
+    GPU_QUEUE,
+    RENDEZVOUS_HEARTBEAT_S,
+    RENDEZVOUS_STALE_S,
+    RENDEZVOUS_TIMEOUT_S,
+    WORKER_HOST_ENV,
+    WORKER_PORTS_ENV,
+)
+from ml_tasks.errors import RatchetError
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_NAME = "model.keras"
+HISTORY_NAME = "history.json"
+# Rows of the training split the chief scores after each epoch for the training AUC of the learning curve.
+TRAIN_SCORE_ROWS = 8192
+# The environment variable naming the task process that started a worker: the worker exits when it is gone.
+PARENT_PID_ENV = "RATCHET_PARENT_PID"
 
 
 def tf_config(workers: list[str], index: int) -> str:
@@ -58,14 +93,20 @@ def _is_chief(task_type: str | None, task_id: int | None) -> bool:
 
 
 def train_multiworker(train_path: str, val_path: str | None, model_dir: str, params: dict[str, Any], epochs: int,
-                      seed: int = 0, target: str | None = None) -> dict[str, Any]:
-    """Train under the cluster in `TF_CONFIG`; the chief saves `<model_dir>/model.keras`. Returns this worker's record."""
+                      seed: int = 0, target: str | None = None, patience: int | None = None) -> dict[str, Any]:
+    """Train under the cluster in `TF_CONFIG`; the chief saves `<model_dir>/model.keras`. Returns this worker's record.
+
+    With `val_path`, the chief records train/validation loss and AUC per epoch; with `patience` as well, training
+    stops once the validation AUC has not improved for that many epochs and the best epoch's weights are saved.
+    """
     import tensorflow as tf
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()  # first: before any other TF op
     import keras
+    import numpy as np
 
     from ml_tasks.input_pipeline import load_arrays
+    from ml_tasks.io import write_json
     from ml_tasks.models import DEFAULT_MLP_PARAMS, build_mlp
 
     resolver = strategy.cluster_resolver
@@ -89,7 +130,8 @@ def train_multiworker(train_path: str, val_path: str | None, model_dir: str, par
         optimizer = model.optimizer
         loss_fn = keras.losses.BinaryCrossentropy(reduction=None)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+        stopped_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="stopped")
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, stopped=stopped_var)
 
     root = Path(model_dir)
     chief_dir = root / CHECKPOINT_DIR
@@ -117,17 +159,57 @@ def train_multiworker(train_path: str, val_path: str | None, model_dir: str, par
         per_replica = strategy.run(step_fn, args=(xb, yb))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
+    @tf.function
+    def agree(flag: Any) -> Any:
+        """Every worker takes part; only the chief's flag is non-zero: the sum is the chief's decision."""
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(flag,)), axis=None)
+
+    # The chief's view for validation: a plain model outside the strategy (its `predict` runs no collectives).
+    history_path = root / HISTORY_NAME
+    history: dict[str, list[float]] = {}
+    scorer = val = sample = None
+    if chief and val_path is not None:
+        scorer = build_mlp(x.shape[1], hyper, seed=seed)
+        val = load_arrays(val_path, target)
+        pick = np.random.default_rng(seed).permutation(len(x))[:TRAIN_SCORE_ROWS]
+        sample = (x[pick], y[pick])
+        if history_path.is_file() and initial_epoch:
+            saved = json.loads(history_path.read_text())
+            history = {k: v[:initial_epoch] for k, v in saved.items()}
+    best_auc, best_epoch, best_weights, waited = -1.0, -1, None, 0
+
     losses: list[float] = []
+    stopped_early = bool(int(stopped_var.numpy()))
     started = time.perf_counter()
-    for epoch in range(initial_epoch, epochs):
+    epoch = initial_epoch
+    while epoch < epochs and not stopped_early:
         total, steps = 0.0, 0
         for xb, yb in distributed:
             total += float(train_step(xb, yb))
             steps += 1
         losses.append(total / max(steps, 1))
+        stop = 0.0
+        if scorer is not None and val is not None and sample is not None:
+            scorer.set_weights(model.get_weights())
+            scores = {**_scores(scorer, *sample, ""), **_scores(scorer, *val, "val_")}
+            scores["loss"] = losses[-1]  # the training objective, as `fit` reports it
+            for key, value in scores.items():
+                history.setdefault(key, []).append(value)
+            write_json(history_path, history)
+            if scores["val_auc"] > best_auc:
+                best_auc, best_epoch, best_weights, waited = scores["val_auc"], epoch, scorer.get_weights(), 0
+            else:
+                waited += 1
+            stop = 1.0 if patience is not None and waited >= patience else 0.0
+        stopped_early = float(agree(tf.constant(stop, dtype=tf.float32))) > 0
         epoch_var.assign(epoch + 1)
+        stopped_var.assign(int(stopped_early))
         manager.save(checkpoint_number=epoch + 1)
-        log.info("epoch %s/%s: loss %.4f over %s steps", epoch + 1, epochs, losses[-1], steps)
+        log.info("epoch %s/%s: loss %.4f over %s steps%s", epoch + 1, epochs, losses[-1], steps,
+                 f", val AUC {history['val_auc'][-1]:.4f}" if "val_auc" in history else "")
+        epoch += 1
+    if stopped_early:
+        log.info("early stopping after epoch %s (best %s)", epoch, best_epoch + 1)
     seconds = time.perf_counter() - started
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)
@@ -135,21 +217,38 @@ def train_multiworker(train_path: str, val_path: str | None, model_dir: str, par
     record: dict[str, Any] = {
         "task_type": task_type, "task_id": task_id, "chief": chief, "replicas": replicas, "global_batch_size": global_batch,
         "initial_epoch": initial_epoch, "epochs_run": len(losses), "losses": losses, "seconds": seconds,
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")], "stopped_early": stopped_early,
     }
     if chief:
         from ml_tasks.io import atomic_path
 
+        saved_model = model
+        if scorer is not None and best_weights is not None:
+            scorer.set_weights(best_weights)  # the best epoch's weights, as EarlyStopping(restore_best_weights) does
+            saved_model = scorer
         model_path = root / MODEL_NAME
         with atomic_path(model_path) as tmp:
             keras_tmp = tmp.with_suffix(".keras")
-            model.save(keras_tmp)
+            saved_model.save(keras_tmp)
             keras_tmp.replace(tmp)
         record["model_path"] = str(model_path)
+        if history:
+            record["history"] = history
+            record["best_epoch"] = int(max(range(len(history["val_auc"])), key=history["val_auc"].__getitem__))
         if val_path is not None:
             # From the saved file, outside the strategy: the trained model's `predict` would run collectives,
             # and the other workers have finished.
             record["val"] = score_model(str(model_path), val_path, target)
     return record
+
+
+def _scores(model: Any, x: Any, y: Any, prefix: str) -> dict[str, float]:
+    """Log loss and ROC AUC of a plain Keras model on (x, y), keys prefixed ("" or "val_")."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    probability = model.predict(x, batch_size=4096, verbose=0).reshape(-1).astype("float64")
+    return {f"{prefix}loss": float(log_loss(y, probability.clip(1e-7, 1 - 1e-7), labels=[0, 1])),
+            f"{prefix}auc": float(roc_auc_score(y, probability))}
 
 
 def score_model(model_path: str, data_path: str, target: str | None = None) -> dict[str, float]:
@@ -165,6 +264,391 @@ def score_model(model_path: str, data_path: str, target: str | None = None) -> d
     return {"roc_auc": float(roc_auc_score(y, scores)), "accuracy": float(accuracy_score(y, scores >= 0.5)), "rows": len(y)}
 
 
+# ---- rendezvous: forming the cluster at run time ------------------------------------------------------------
+
+ENTRY_PREFIX = "worker-"
+CLUSTER_FILE = "cluster.json"
+DONE_FILE = "done.json"
+RESULTS_DIR = "results"
+LIVE_STATES = ("waiting", "running")
+
+
+class RendezvousTimeout(RatchetError):
+    """Not every worker of the cluster registered in time (retried: the pool may have been busy)."""
+
+
+class ClusterLost(RatchetError):
+    """A member of the running cluster failed, restarted or went silent: this cluster attempt is over."""
+
+
+def worker_address(ports: str | None = None, host: str | None = None) -> str:
+    """`host:port` this worker listens on: RATCHET_WORKER_HOST (else the FQDN) and a free port of RATCHET_WORKER_PORTS."""
+    host = host or os.environ.get(WORKER_HOST_ENV) or socket.getfqdn()
+    spec = (os.environ.get(WORKER_PORTS_ENV, "") if ports is None else ports).strip()
+    if not spec:
+        candidates: list[int] = [0]
+    elif "-" in spec:
+        low, high = (int(p) for p in spec.split("-", 1))
+        candidates = list(range(low, high + 1))
+    else:
+        candidates = [int(spec)]
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("", port))
+            except OSError:
+                continue
+            return f"{host}:{sock.getsockname()[1]}"
+    raise RatchetError(f"no free port in {WORKER_PORTS_ENV}={spec!r} on {host}")
+
+
+@dataclass
+class _Seen:
+    token: str
+    beat: int
+    changed_at: float  # this process's monotonic clock: no comparison of clocks across hosts
+    advanced: bool  # its heartbeat moved while we watched: a live attempt, not an entry a dead one left
+
+
+class Rendezvous:
+    """One worker's side of the rendezvous in `folder` (shared by every host: the run's folder on RATCHET_HOME).
+
+    Each worker writes `worker-<index>.json` (its address and a token unique to this attempt) and rewrites it every
+    `heartbeat_s` with a counter. An entry counts as alive only once its counter has moved while we watched, and
+    until it has not moved for `stale_s`, so an entry a killed attempt left behind is never used and clocks of
+    different hosts are never compared. The chief (index 0) publishes `cluster.json` (addresses and tokens) once all
+    N are alive; the others take the cluster that names their own token. A retry registers a new token, which
+    the running members notice (`lost_members`): the whole cluster attempt fails and Airflow retries it.
+    """
+
+    def __init__(self, folder: Path, index: int, workers: int, token: str | None = None,
+                 heartbeat_s: float = RENDEZVOUS_HEARTBEAT_S, stale_s: float | None = None, poll_s: float = 0.5) -> None:
+        if not 0 <= index < workers:
+            raise ValueError(f"worker index {index} out of range for {workers} workers")
+        self.folder, self.index, self.workers = folder, index, workers
+        self.token = token or uuid.uuid4().hex
+        self.heartbeat_s, self.poll_s = heartbeat_s, poll_s
+        self.stale_s = stale_s if stale_s is not None else float(os.environ.get("RATCHET_RENDEZVOUS_STALE_S",
+                                                                                 RENDEZVOUS_STALE_S))
+        self.address = ""
+        self.state = "waiting"
+        self.beat = 0
+        self._last_write = 0.0
+        self._seen: dict[int, _Seen] = {}
+        self.cluster: dict[str, Any] | None = None
+
+    # ---- files ------------------------------------------------------------------------------------------
+    def _entry(self, index: int) -> Path:
+        return self.folder / f"{ENTRY_PREFIX}{index}.json"
+
+    def _write_own(self) -> None:
+        from ml_tasks.io import write_json
+
+        self.beat += 1
+        write_json(self._entry(self.index), {
+            "index": self.index, "address": self.address, "token": self.token, "state": self.state,
+            "beat": self.beat, "host": socket.gethostname(), "pid": os.getpid(),
+        })
+        self._last_write = time.monotonic()
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads(path.read_text()))
+        except (OSError, ValueError):  # not there (yet), or replaced between listing and reading
+            return None
+
+    def register(self, address: str) -> None:
+        """Write (or overwrite, on a retry) this worker's entry with this attempt's token."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.address = address
+        self._write_own()
+        log.info("worker %s/%s registered %s (attempt %s) in %s", self.index, self.workers, address, self.token,
+                 self.folder)
+
+    def heartbeat(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._last_write >= self.heartbeat_s:
+            self._write_own()
+
+    def set_state(self, state: str) -> None:
+        self.state = state
+        self._write_own()
+
+    def observe(self) -> dict[int, dict[str, Any]]:
+        """The entries now, and which of them have shown a heartbeat while this worker watched."""
+        now = time.monotonic()
+        entries: dict[int, dict[str, Any]] = {}
+        for index in range(self.workers):
+            entry = self._read(self._entry(index))
+            if entry is None:
+                self._seen.pop(index, None)
+                continue
+            entries[index] = entry
+            seen = self._seen.get(index)
+            token, beat = str(entry.get("token")), int(entry.get("beat", 0))
+            if seen is None or seen.token != token:
+                self._seen[index] = _Seen(token, beat, now, advanced=index == self.index)
+            elif seen.beat != beat:
+                seen.beat, seen.changed_at, seen.advanced = beat, now, True
+        return entries
+
+    def alive(self, index: int, entries: dict[int, dict[str, Any]]) -> bool:
+        if index == self.index:
+            return True
+        entry, seen = entries.get(index), self._seen.get(index)
+        return (entry is not None and seen is not None and entry.get("state") in LIVE_STATES and seen.advanced
+                and time.monotonic() - seen.changed_at <= self.stale_s)
+
+    def done(self) -> dict[str, Any] | None:
+        """The record of a cluster of this run that already finished (a rerun, or a retry after the chief saved)."""
+        return self._read(self.folder / DONE_FILE)
+
+    # ---- forming the cluster ------------------------------------------------------------------------------
+    def wait(self, timeout_s: float | None = None) -> list[str] | None:
+        """Addresses in index order once the cluster is formed; None when a cluster of this run already finished."""
+        if timeout_s is None:
+            timeout_s = float(os.environ.get("RATCHET_RENDEZVOUS_TIMEOUT_S", RENDEZVOUS_TIMEOUT_S))
+        started = time.monotonic()
+        while True:
+            self.heartbeat()
+            if self.done() is not None:
+                return None
+            entries = self.observe()
+            cluster = self._read(self.folder / CLUSTER_FILE)
+            if self.index == 0:
+                if all(self.alive(i, entries) for i in range(self.workers)):
+                    return self._publish(entries)
+                if cluster is not None and self._peers_finished(cluster, entries):
+                    # Every other worker of the last cluster finished; the chief failed after them (saving).
+                    # Its checkpoint holds the trained weights: a cluster of one restores it and saves the model.
+                    log.warning("the other workers of cluster %s finished: the chief finalises alone",
+                                cluster.get("generation"))
+                    self.cluster = {"generation": cluster.get("generation"), "addresses": [self.address],
+                                    "tokens": [self.token], "alone": True}
+                    return [self.address]
+            elif cluster is not None and cluster.get("tokens", [None] * self.workers)[self.index] == self.token:
+                self.cluster = cluster
+                self._reset_watch()
+                return list(cluster["addresses"])
+            waited = time.monotonic() - started
+            if waited > timeout_s:
+                raise RendezvousTimeout(self._timeout_message(entries, waited))
+            time.sleep(self.poll_s)
+
+    def _peers_finished(self, cluster: dict[str, Any], entries: dict[int, dict[str, Any]]) -> bool:
+        tokens = cluster.get("tokens", [])
+        return len(tokens) == self.workers and all(
+            entries.get(i, {}).get("state") == "finished" and entries[i].get("token") == tokens[i]
+            for i in range(1, self.workers))
+
+    def _publish(self, entries: dict[int, dict[str, Any]]) -> list[str]:
+        from ml_tasks.io import write_json
+
+        entries[self.index] = {"address": self.address, "token": self.token}
+        cluster = {"generation": uuid.uuid4().hex, "addresses": [entries[i]["address"] for i in range(self.workers)],
+                   "tokens": [entries[i]["token"] for i in range(self.workers)]}
+        write_json(self.folder / CLUSTER_FILE, cluster)
+        self.cluster = cluster
+        self._reset_watch()
+        log.info("cluster %s formed: %s", cluster["generation"], ", ".join(cluster["addresses"]))
+        return list(cluster["addresses"])
+
+    def _reset_watch(self) -> None:
+        """Silence is counted from the moment the cluster formed, not from a member's registration."""
+        now = time.monotonic()
+        for seen in self._seen.values():
+            seen.changed_at = max(seen.changed_at, now)
+
+    def _timeout_message(self, entries: dict[int, dict[str, Any]], waited: float) -> str:
+        missing = [i for i in range(self.workers) if not self.alive(i, entries)]
+        stale = [i for i in missing if i in entries]
+        if self.index != 0 and not missing:
+            why = "every worker is registered, but the chief (worker 0) published no cluster with this attempt"
+        else:
+            why = (f"worker(s) {missing} not registered" + (f" ({stale} only left entries of earlier attempts "
+                                                             "that show no heartbeat)" if stale else ""))
+        return (f"rendezvous of {self.workers} workers in {self.folder} timed out after {waited:.0f}s: {why}. "
+                f"All {self.workers} train_worker tasks must run at the same time: pool {GPU_POOL!r} needs "
+                f"{self.workers} free slots and Celery workers consuming queue {GPU_QUEUE!r} must take them "
+                f"(their hosts must reach each other on the registered ports)")
+
+    # ---- watching the running cluster ---------------------------------------------------------------------
+    def lost_members(self) -> list[str]:
+        """Members of the formed cluster that failed, restarted (a new token) or stopped heartbeating."""
+        if self.cluster is None or self.cluster.get("alone"):
+            return []
+        entries = self.observe()
+        lost = []
+        for index, token in enumerate(self.cluster["tokens"]):
+            if index == self.index:
+                continue
+            entry, seen = entries.get(index), self._seen.get(index)
+            if entry is None:
+                lost.append(f"worker {index}: entry gone")
+            elif entry.get("token") != token:
+                lost.append(f"worker {index}: restarted (a new attempt registered)")
+            elif entry.get("state") == "failed":
+                lost.append(f"worker {index}: failed")
+            elif (entry.get("state") != "finished" and seen is not None
+                  and time.monotonic() - seen.changed_at > self.stale_s):
+                lost.append(f"worker {index}: no heartbeat for {time.monotonic() - seen.changed_at:.0f}s")
+        return lost
+
+
+def run_worker(folder: Path, index: int, workers: int, train_kwargs: dict[str, Any], token: str | None = None,
+               timeout_s: float | None = None) -> dict[str, Any]:
+    """One `train_worker` task: register, wait for the cluster, run the worker in a fresh interpreter, watch the rest.
+
+    TensorFlow never runs in this (the task's) process. A member lost while training ends this attempt (the
+    child is stopped): MultiWorkerMirroredStrategy needs every worker, so the cluster fails as a whole and
+    Airflow retries it; the chief's checkpoint lets the next cluster continue from the last epoch.
+    """
+    rendezvous = Rendezvous(folder / "rendezvous", index, workers, token)
+    finished = rendezvous.done()
+    if finished is not None:
+        log.info("a cluster of this run already finished (%s): nothing to train", finished.get("generation"))
+        return {"index": index, "reused": True, "generation": finished.get("generation")}
+    rendezvous.register(worker_address())
+    try:
+        addresses = rendezvous.wait(timeout_s)
+        if addresses is None:
+            rendezvous.set_state("finished")
+            return {"index": index, "reused": True, "generation": (rendezvous.done() or {}).get("generation")}
+        rendezvous.set_state("running")
+        record = _run_child(rendezvous, addresses, folder, train_kwargs)
+        generation = (rendezvous.cluster or {}).get("generation")
+        if record.get("chief"):
+            from ml_tasks.io import write_json
+
+            write_json(rendezvous.folder / DONE_FILE, {"generation": generation, "workers": workers, "record": record})
+        rendezvous.set_state("finished")
+    except BaseException:
+        rendezvous.set_state("failed")
+        raise
+    return {"index": index, "reused": False, "generation": generation, "address": addresses[index] if
+            index < len(addresses) else rendezvous.address, "seconds": record.get("seconds"),
+            "epochs_run": record.get("epochs_run"), "replicas": record.get("replicas")}
+
+
+def _run_child(rendezvous: Rendezvous, addresses: list[str], folder: Path, train_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Run `python -m ml_tasks.distributed` with this worker's TF_CONFIG; stop it if the cluster loses a member."""
+    index = rendezvous.index if len(addresses) > 1 else 0
+    results = folder / RESULTS_DIR
+    results.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ratchet-worker-") as tmp:
+        args_path, result_path = Path(tmp) / "args.json", Path(tmp) / "result.json"
+        args_path.write_text(json.dumps(train_kwargs))
+        env = {**os.environ, "TF_CONFIG": tf_config(addresses, index), PARENT_PID_ENV: str(os.getpid())}
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        env.setdefault("KERAS_BACKEND", "tensorflow")
+        command = [sys.executable, "-m", "ml_tasks.distributed", str(index), ",".join(addresses), str(args_path),
+                   str(result_path)]
+        log.info("worker %s: TF_CONFIG %s", rendezvous.index, env["TF_CONFIG"])
+        child = subprocess.Popen(command, env=env)
+        try:
+            while child.poll() is None:
+                rendezvous.heartbeat()
+                lost = rendezvous.lost_members()
+                if lost:
+                    raise ClusterLost(f"cluster {(rendezvous.cluster or {}).get('generation')} lost a member "
+                                      f"({'; '.join(lost)}): this attempt stops and Airflow retries the cluster, "
+                                      "which resumes from the chief's last checkpoint")
+                time.sleep(rendezvous.poll_s)
+        finally:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+                try:
+                    child.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+        if child.returncode != 0 or not result_path.is_file():
+            code = child.returncode
+            why = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+            raise RatchetError(f"worker {rendezvous.index} of {rendezvous.workers} {why}")
+        record: dict[str, Any] = json.loads(result_path.read_text())
+    from ml_tasks.io import write_json
+
+    write_json(results / f"worker-{rendezvous.index}.json", record)
+    return record
+
+
+def collect_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict[str, Any],
+                       parent_run_id: str) -> dict[str, Any]:
+    """The `train` stage after a multi-worker cluster: log the chief's model as the single-host path logs a Keras model.
+
+    The same pyfunc (`RatchetClassifier` over the `.keras` file and the fitted transform), signature, input
+    example, pip requirements, per-epoch `train.*` metrics and learning curve, and the same `TrainResult`, so
+    evaluate, gate and register cannot tell the two paths apart. Runs in a fresh process (it loads Keras).
+    """
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from ml_tasks import tracking
+    from ml_tasks.config import RunContext, TrainConfig
+    from ml_tasks.constants import LEARNING_CURVE_FILE, MLFLOW_MODEL_NAME, MULTIWORKER_DIR, TEST_RAW_FILE, TRANSFORM_FILE
+    from ml_tasks.datasets import get_dataset
+    from ml_tasks.families import DEFAULT_PARAMS, KERAS_MLP
+    from ml_tasks.io import write_json
+    from ml_tasks.pyfunc_model import KERAS_ARTIFACT, TRANSFORM_ARTIFACT, RatchetClassifier
+    from ml_tasks.training import TrainResult, _learning_curve, _pip_requirements, diagnose_fit
+
+    run_ctx = RunContext.from_dict(ctx)
+    train_config = TrainConfig(**config)
+    done_record = run_ctx.model_dir / "train_result.json"
+    if done_record.is_file():
+        log.info("model for %s already trained; reusing %s", run_ctx.tracking_key, done_record)
+        return {**json.loads(done_record.read_text()), "reused": True}
+    folder = run_ctx.model_dir / MULTIWORKER_DIR
+    done_path = folder / "rendezvous" / DONE_FILE
+    if not done_path.is_file():
+        raise RatchetError(f"no finished cluster in {done_path.parent}: the train_worker tasks did not complete")
+    done = json.loads(done_path.read_text())
+    record = done["record"]
+    history: dict[str, list[float]] = record["history"]
+    best_epoch = int(record["best_epoch"])
+    train_auc, val_auc = history["auc"][best_epoch], history["val_auc"][best_epoch]
+    hyper = {**DEFAULT_PARAMS[KERAS_MLP], **params}
+    spec = get_dataset(run_ctx.dataset)
+    prepared = run_ctx.prepared_dir
+    accelerators = {"backend": "tensorflow", "gpus": record.get("gpus", []), "precision": "float32",
+                    "input": "arrays", "strategy": "MultiWorkerMirroredStrategy", "workers": int(done["workers"]),
+                    "replicas": int(record["replicas"]), "global_batch_size": int(record["global_batch_size"]),
+                    "generation": done.get("generation")}
+
+    tracking.configure()
+    test_raw = pd.read_parquet(prepared / TEST_RAW_FILE)
+    example = test_raw[list(spec.features)].head(5)
+    with mlflow.start_run(run_id=parent_run_id):
+        for epoch in range(len(history["val_auc"])):
+            mlflow.log_metrics({f"train.{k}": v[epoch] for k, v in history.items() if epoch < len(v)}, step=epoch)
+        mlflow.log_params({f"train.{k}": v for k, v in hyper.items()}
+                          | {"train.max_epochs": train_config.max_epochs, "train.family": train_config.family,
+                             "train.workers": train_config.workers})
+        mlflow.log_metrics({"train.final_train_auc": train_auc, "train.final_val_auc": val_auc})
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            curve = Path(tmp_dir) / LEARNING_CURVE_FILE
+            _learning_curve(history, str(curve))
+            mlflow.log_artifact(str(curve), artifact_path="plots")
+        classifier = RatchetClassifier()
+        artifacts = {KERAS_ARTIFACT: str(record["model_path"]), TRANSFORM_ARTIFACT: str(prepared / TRANSFORM_FILE)}
+        classifier.load_context(type("Context", (), {"artifacts": artifacts})())
+        signature = infer_signature(example, classifier.predict(None, example))
+        info = mlflow.pyfunc.log_model(
+            name=MLFLOW_MODEL_NAME, python_model=RatchetClassifier(), artifacts=artifacts,
+            signature=signature, input_example=example, pip_requirements=_pip_requirements(KERAS_MLP),
+        )
+    result = TrainResult(
+        model_uri=info.model_uri, model_path=str(record["model_path"]), epochs_run=len(history["val_auc"]),
+        best_epoch=best_epoch, train_auc=train_auc, val_auc=val_auc, fit_diagnosis=diagnose_fit(train_auc, val_auc),
+        accelerators=accelerators, reused=False, family=KERAS_MLP, initial_epoch=int(record["initial_epoch"]),
+    )
+    write_json(done_record, result.to_dict())
+    log.info("collected %s from %s workers: %s epochs, best %s, val AUC %.4f; %s", run_ctx.tracking_key,
+             done["workers"], result.epochs_run, best_epoch, val_auc, result.fit_diagnosis)
+    return result.to_dict()
+
+
 def _main(argv: list[str]) -> int:
     """`python -m ml_tasks.distributed WORKER_INDEX WORKERS ARGS_JSON RESULT_JSON`."""
     index, workers, args_path, result_path = int(argv[0]), argv[1].split(","), Path(argv[2]), Path(argv[3])
@@ -172,11 +656,25 @@ def _main(argv: list[str]) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker{index} %(levelname)s %(name)s: %(message)s")
+    if os.environ.get(PARENT_PID_ENV):
+        _exit_with_parent(int(os.environ[PARENT_PID_ENV]))
     record = train_multiworker(**json.loads(args_path.read_text()))
     tmp = Path(f"{result_path}.tmp")
     tmp.write_text(json.dumps(record))
     os.replace(tmp, result_path)
     return 0
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A worker whose task process died (SIGKILL, lost host) must not train on, holding its port and GPU."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        log.error("the task process %s is gone: this worker stops", parent_pid)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 if __name__ == "__main__":

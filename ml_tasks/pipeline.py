@@ -198,12 +198,52 @@ def tune(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], step: str
 
 
 def train(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
+    """Train on this host, or (`train_workers` > 1) log the model the `train_worker` cluster's chief saved."""
+    from dataclasses import asdict
+
+    from ml_tasks.isolation import run_isolated
     from ml_tasks.training import train as run_training
 
-    return run_stage(
-        ctx, "train",
-        lambda: run_training(ctx, config.train, tuned["best_params"], prepared["mlflow_run_id"]).to_dict(),
-    )
+    if config.train.workers == 1:
+        return run_stage(
+            ctx, "train",
+            lambda: run_training(ctx, config.train, tuned["best_params"], prepared["mlflow_run_id"]).to_dict(),
+        )
+    return run_stage(ctx, "train", lambda: run_isolated("ml_tasks.distributed:collect_in_process", {
+        "ctx": ctx.to_dict(), "config": asdict(config.train), "params": tuned["best_params"],
+        "parent_run_id": prepared["mlflow_run_id"]}))
+
+
+def train_plan(ctx: RunContext, config: RunConfig) -> list[int]:
+    """The `train_worker` indices to map over: none on one host (the mapped task is skipped), else 0..N-1."""
+    workers = config.train.workers
+    return list(range(workers)) if workers > 1 else []
+
+
+def train_worker(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], tuned: dict[str, Any], index: int,
+                 attempt: str = "") -> dict[str, Any]:
+    """One host of the multi-worker cluster (`ml_tasks.distributed.run_worker`); a failure is the train stage's."""
+    import uuid
+
+    from ml_tasks.constants import MULTIWORKER_DIR, TRAIN_FILE, VALIDATION_SPLIT_FILE
+    from ml_tasks.distributed import run_worker
+    from ml_tasks.system_metrics import system_metrics
+
+    folder = ctx.model_dir / MULTIWORKER_DIR
+    train_kwargs = {
+        "train_path": str(ctx.prepared_dir / TRAIN_FILE), "val_path": str(ctx.prepared_dir / VALIDATION_SPLIT_FILE),
+        "model_dir": str(folder), "params": tuned["best_params"], "epochs": config.train.max_epochs,
+        "seed": config.train.seed, "target": get_dataset(ctx.dataset).target, "patience": config.train.patience,
+    }
+    try:
+        # A token per attempt: a retry overwrites this worker's entry, and the others see that it restarted.
+        token = f"{attempt}-{uuid.uuid4().hex[:12]}"
+        with system_metrics(prepared["mlflow_run_id"], node_id=f"train_worker_{index}"):
+            return run_worker(folder, index, config.train.workers, train_kwargs, token=token)
+    except Exception as exc:
+        error = {"type": type(exc).__name__, "message": f"train_worker {index}: {exc}"}
+        records.write_stage(ctx, "train", {"ok": False, "error": error, "traceback": traceback.format_exc(limit=5)})
+        raise
 
 
 def evaluate(ctx: RunContext, prepared: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:

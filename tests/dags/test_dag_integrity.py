@@ -61,7 +61,8 @@ def test_nightly_retrain_shape(dagbag):
     assert dag.catchup is False and dag.max_active_runs == 1
     order = ["sync", "validate", "drift", "prepare", "tune", "train", "evaluate", "gate", "register", "review_route",
              "no_review_needed", "promote", "report"]
-    assert {t.task_id for t in dag.tasks} == set(order) | {"tune_plan", "tune_slot", "approve_promotion"}
+    assert {t.task_id for t in dag.tasks} == set(order) | {"tune_plan", "tune_slot", "approve_promotion",
+                                                           "train_plan", "train_worker"}
     assert dag.get_task("tune_plan").downstream_task_ids == {"tune_slot"}
     assert "approve_promotion" in dag.get_task("review_route").downstream_task_ids
     assert dag.get_task("approve_promotion").downstream_task_ids == {"promote"}
@@ -71,6 +72,22 @@ def test_nightly_retrain_shape(dagbag):
         assert downstream in dag.get_task(upstream).downstream_task_ids
     assert dag.get_task("report").trigger_rule == "all_done"
     assert dag.doc_md and "ratchet" in dag.tags
+
+
+def test_nightly_retrain_maps_train_workers_onto_gpu_slots(dagbag):
+    """train_worker: mapped over train_plan's indices, one ratchet_gpu slot each on queue gpu; train accepts it skipped."""
+    dag = dagbag.dags["nightly_retrain"]
+    worker, train = dag.get_task("train_worker"), dag.get_task("train")
+    assert worker.is_mapped and worker.queue == "gpu"
+    assert worker.pool == "ratchet_gpu" and worker.pool_slots == 1
+    assert set(worker.op_kwargs_expand_input.value) == {"index"}
+    assert dag.get_task("train_plan").downstream_task_ids == {"train_worker"}
+    assert worker.upstream_task_ids == {"train_plan", "prepare", "tune"}
+    assert worker.downstream_task_ids == {"train"}
+    # An empty mapping (one host) leaves train_worker skipped: train must still run, but not after a failed worker.
+    assert train.trigger_rule == "none_failed"
+    param = dag.params.get_param("train_workers")
+    assert (param.value, param.schema["minimum"], param.schema["maximum"]) == (1, 1, 8)
 
 
 def test_params_are_typed_and_documented(dagbag):
@@ -88,7 +105,8 @@ def test_params_are_typed_and_documented(dagbag):
     ("tuning_sampler", "grid-of-doom"), ("drift_action", "panic"), ("drift_thresholds", {"psi": -1}),
     ("drift_thresholds", {"wasserstein": 0.1}), ("drift_thresholds", {"ks": 2}),
     ("require_approval", "maybe"), ("cv_folds", 11), ("smote_ratio", 2.0), ("augment_noise_copies", -1),
-    ("slice_thresholds", {"roc_auc": "0.7"}), ("model_family", "deep_forest"),
+    ("slice_thresholds", {"roc_auc": "0.7"}), ("model_family", "deep_forest"), ("train_workers", 0),
+    ("train_workers", 9), ("train_workers", "two"),
 ])
 def test_invalid_param_values_are_refused(dagbag, name, value):
     _assert_refused(dagbag, "nightly_retrain", name, value)
