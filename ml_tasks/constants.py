@@ -52,8 +52,6 @@ DATA_FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "calibration_error"})
 EVALUATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier", "calibration_error")
 
-ALIAS_HISTORY_LIMIT = 50
-
 # Inference log (written by `ratchet serve`, read by `model_monitoring`):
 #   <inference_logs>/<registered model>/date=YYYY-MM-DD/part-<uuid>.jsonl, one JSON object per served row:
 #   {"ts": ISO-8601 UTC, "request_id": str, "model": str, "version": str, "inputs": {column: value},

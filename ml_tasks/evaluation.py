@@ -52,10 +52,18 @@ class EvaluationResult:
 
 
 def evaluate(ctx: RunContext, candidate_model_uri: str, champion_version: str | None, parent_run_id: str) -> EvaluationResult:
+    """Score candidate and champion in a fresh process when either is a Keras model, else here."""
+    from ml_tasks.datasets import get_dataset
+    from ml_tasks.pyfunc_model import needs_tensorflow
+
+    uris = [candidate_model_uri]
+    if champion_version is not None:
+        uris.append(f"models:/{get_dataset(ctx.dataset).registered_model}/{champion_version}")
     result = run_isolated(
         "ml_tasks.evaluation:evaluate_in_process",
         {"ctx": ctx.to_dict(), "candidate_model_uri": candidate_model_uri,
          "champion_version": champion_version, "parent_run_id": parent_run_id},
+        fresh_process=any(needs_tensorflow(uri) for uri in uris),
     )
     return EvaluationResult(**result)
 
@@ -115,12 +123,14 @@ def fgsm_robustness(python_model: Any, features: pd.DataFrame, labels: Any,
     fractional category is no input a real row can have. Empty for other
     families and backends (the noise test covers every family).
     """
+    network = getattr(python_model, "network", None)
+    transform = getattr(python_model, "transform", None)
+    if network is None or transform is None:
+        return {}  # checked before importing Keras: a scikit-learn candidate must not pay TensorFlow's import
     import keras
     import numpy as np
 
-    network = getattr(python_model, "network", None)
-    transform = getattr(python_model, "transform", None)
-    if network is None or transform is None or keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() != "tensorflow":
         return {}
     import tensorflow as tf
 

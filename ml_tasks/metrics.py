@@ -238,10 +238,28 @@ class _BinaryScores:
             elif name == "calibration_error":
                 out[name] = expected_calibration_error(self.y, self.matrix, weights=w)
             elif name == "pr_auc":
-                from sklearn.metrics import average_precision_score
-
-                out[name] = float(average_precision_score(self.pos, self.unique[self.inverse], sample_weight=w))
+                out[name] = self.average_precision(w)
         return out
+
+    def average_precision(self, w: np.ndarray) -> float:
+        """sklearn's `average_precision_score` with weights, from the ranks computed once (no per-resample sort).
+
+        Thresholds are the distinct scores, highest first: AP = sum over them of
+        (recall gained) x (precision there). A score whose rows all weigh 0 gains
+        no recall and so adds nothing, as sklearn drops zero-weight rows.
+        """
+        import numpy as np
+
+        n = len(self.unique)
+        tps = np.cumsum(np.bincount(self.inverse, weights=w * self.pos, minlength=n)[::-1])
+        fps = np.cumsum(np.bincount(self.inverse, weights=w * self.neg, minlength=n)[::-1])
+        positives = tps[-1]
+        if positives <= 0:
+            return math.nan
+        predicted = tps + fps
+        precision = np.divide(tps, predicted, out=np.zeros_like(tps), where=predicted > 0)
+        recall_gained = np.diff(tps, prepend=0.0) / positives
+        return float((recall_gained * precision).sum())
 
 
 def _improvement(metric: str, candidate: float, champion: float) -> float:

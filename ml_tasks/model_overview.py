@@ -8,7 +8,6 @@ free of Airflow, so the CLI or a test can call it as the plugin does.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any
@@ -19,18 +18,20 @@ from ml_tasks.constants import (
     CHAMPION_ALIAS,
     TAG_AIRFLOW_DAG_ID,
     TAG_AIRFLOW_RUN_ID,
-    TAG_ALIAS_HISTORY,
     TAG_GATE_DECISION,
     TAG_GATE_REASONS,
     TAG_INFRA_VALIDATION,
     TAG_REVIEW,
 )
+from ml_tasks.registry import history_from_tags
 
 log = logging.getLogger(__name__)
 
 KEY_METRICS = ("roc_auc", "accuracy", "f1", "log_loss", "brier")
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 RECENT_VERSIONS = 10
+# The newest alias moves the view lists (the registry keeps them all).
+ALIAS_MOVES_SHOWN = 50
 
 
 def mlflow_ui_url() -> str:
@@ -96,10 +97,7 @@ def _alias_version(client: Any, name: str, alias: str) -> str | None:
 def model_overview(client: Any, name: str, recent: int = RECENT_VERSIONS) -> dict[str, Any]:
     """One registered model: champion, challenger, the `recent` newest versions and the alias history."""
     model = client.get_registered_model(name)
-    try:
-        history = json.loads((model.tags or {}).get(TAG_ALIAS_HISTORY, "[]"))
-    except ValueError:
-        history = []
+    history = history_from_tags(model.tags)
     aliases = {alias: _alias_version(client, name, alias) for alias in (CHAMPION_ALIAS, CHALLENGER_ALIAS)}
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases.items():
@@ -116,7 +114,7 @@ def model_overview(client: Any, name: str, recent: int = RECENT_VERSIONS) -> dic
         "challenger": summaries.get(aliases[CHALLENGER_ALIAS] or ""),
         "versions": [summaries[str(v.version)] for v in versions[:recent]],
         "version_count": len(versions),
-        "alias_history": list(reversed(history if isinstance(history, list) else [])),
+        "alias_history": list(reversed(history[-ALIAS_MOVES_SHOWN:])),
         "mlflow_url": f"{mlflow_ui_url()}/#/models/{quote(name, safe='')}",
     }
 

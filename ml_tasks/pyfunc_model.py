@@ -21,6 +21,17 @@ TRANSFORM_ARTIFACT = "transform"
 DECISION_THRESHOLD = 0.5
 
 
+def needs_tensorflow(model_uri: str) -> bool:
+    """Whether loading this logged model imports Keras (its MLmodel names a Keras artifact); unsure means yes."""
+    from mlflow.models import Model
+
+    try:
+        artifacts = Model.load(model_uri).flavors["python_function"].get("artifacts") or {}
+    except Exception:  # unreadable here: the fresh process will say why, if anything is wrong
+        return True
+    return KERAS_ARTIFACT in artifacts or SKLEARN_ARTIFACT not in artifacts
+
+
 class RatchetClassifier(PythonModel):
     def load_context(self, context: Any) -> None:
         import json

@@ -5,6 +5,10 @@ of `champion` happens under a lock and only if `champion` still points where
 the gate saw it; every move is appended to a history tag on the registered
 model. Older versions are never deleted, so any earlier champion can be
 restored with `ratchet rollback`.
+
+The history is never cut: a registered-model tag holds at most 5,000
+characters (about 25 moves), so a full page is archived under
+`ratchet.alias_history.<n>` and the newest page starts again.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from typing import Any
 
 from ml_tasks import tracking
 from ml_tasks.constants import (
-    ALIAS_HISTORY_LIMIT,
     CHALLENGER_ALIAS,
     CHAMPION_ALIAS,
     TAG_ALIAS_HISTORY,
@@ -158,10 +161,33 @@ def _drop_doubles(name: str, run_id: str, version: str) -> str:
     return str(made[0]) if made else version
 
 
-def alias_history(name: str) -> list[dict[str, Any]]:
-    tags = tracking.client().get_registered_model(name).tags
-    history: list[dict[str, Any]] = json.loads(tags.get(TAG_ALIAS_HISTORY, "[]"))
+def _archived_pages(tags: dict[str, str]) -> list[tuple[int, str]]:
+    prefix = f"{TAG_ALIAS_HISTORY}."
+    return sorted((int(key[len(prefix):]), value) for key, value in tags.items()
+                  if key.startswith(prefix) and key[len(prefix):].isdigit())
+
+
+def history_from_tags(tags: dict[str, str] | None) -> list[dict[str, Any]]:
+    """Every alias move, oldest first, from a registered model's tags (archived pages, then the newest)."""
+    tags = tags or {}
+    history: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for page in [value for _, value in _archived_pages(tags)] + [tags.get(TAG_ALIAS_HISTORY, "[]")]:
+        try:
+            entries = json.loads(page)
+        except ValueError:
+            log.warning("an alias-history page is not JSON; skipped")
+            continue
+        for entry in entries if isinstance(entries, list) else []:
+            key = json.dumps(entry, sort_keys=True)
+            if key not in seen:  # a page archived just before a crash may repeat the newest page's entries
+                seen.add(key)
+                history.append(entry)
     return history
+
+
+def alias_history(name: str) -> list[dict[str, Any]]:
+    return history_from_tags(tracking.client().get_registered_model(name).tags)
 
 
 def _move_alias(name: str, alias: str, version: str, reason: str) -> None:
@@ -170,14 +196,19 @@ def _move_alias(name: str, alias: str, version: str, reason: str) -> None:
     if previous == version:
         return  # a rerun: the alias already points there, and the history stays as it was
     client.set_registered_model_alias(name, alias, version)
-    history = alias_history(name) + [{
-        "alias": alias, "version": version, "previous": previous, "reason": reason[:300],
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }]
-    history = history[-ALIAS_HISTORY_LIMIT:]
-    while len(encoded := json.dumps(history, separators=(",", ":"))) > MAX_TAG_CHARS:
-        history = history[1:]
-    client.set_registered_model_tag(name, TAG_ALIAS_HISTORY, encoded)
+    entry = {"alias": alias, "version": version, "previous": previous, "reason": reason[:300],
+             "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    tags = client.get_registered_model(name).tags or {}
+    newest: list[dict[str, Any]] = json.loads(tags.get(TAG_ALIAS_HISTORY, "[]"))
+    page = newest + [entry]
+    if len(json.dumps(page, separators=(",", ":"))) > MAX_TAG_CHARS and newest:
+        archived = _archived_pages(tags)
+        number = (archived[-1][0] if archived else 0) + 1
+        # archived first: a crash before the next write repeats entries (dropped on reading), never loses them
+        client.set_registered_model_tag(name, f"{TAG_ALIAS_HISTORY}.{number:05d}",
+                                        json.dumps(newest, separators=(",", ":")))
+        page = [entry]
+    client.set_registered_model_tag(name, TAG_ALIAS_HISTORY, json.dumps(page, separators=(",", ":")))
 
 
 def set_challenger(name: str, version: str, reason: str) -> None:

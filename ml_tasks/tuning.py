@@ -30,6 +30,7 @@ from typing import Any
 
 from ml_tasks.config import RunContext, TuneConfig
 from ml_tasks.constants import TRAIN_FILE, VALIDATION_SPLIT_FILE
+from ml_tasks.families import KERAS_MLP
 from ml_tasks.isolation import run_isolated
 from ml_tasks.settings import get_settings
 
@@ -168,7 +169,7 @@ def champion_params(dataset: str, family: str) -> tuple[dict[str, Any] | None, s
     """The current champion's training parameters if it is of `family`: (params, description or why not)."""
     from ml_tasks import registry, tracking
     from ml_tasks.datasets import get_dataset
-    from ml_tasks.families import KERAS_MLP, coerce_params
+    from ml_tasks.families import coerce_params
 
     name = get_dataset(dataset).registered_model
     version = registry.current_champion(name)
@@ -214,7 +215,7 @@ def tune_plan(ctx: RunContext, config: TuneConfig) -> TunePlan:
 
 
 def tune_slot(ctx: RunContext, config: TuneConfig, parent_run_id: str, slot: int, n_slots: int) -> SlotResult:
-    """Run slot `slot`'s share of the study's trials in a fresh process (it may import TensorFlow)."""
+    """Run slot `slot`'s share of the study's trials: in a fresh process for Keras (TensorFlow), else here."""
     if not 0 <= slot < n_slots:
         from ml_tasks.errors import ConfigError
 
@@ -222,6 +223,7 @@ def tune_slot(ctx: RunContext, config: TuneConfig, parent_run_id: str, slot: int
     result = run_isolated(
         "ml_tasks.tuning:tune_slot_in_process",
         {"ctx": ctx.to_dict(), "config": asdict(config), "parent_run_id": parent_run_id, "slot": slot, "n_slots": n_slots},
+        fresh_process=config.family == KERAS_MLP,
     )
     return SlotResult(**result)
 

@@ -40,11 +40,22 @@ def test_fast_weighted_metrics_match_sklearn_with_weights_and_ties():
     y, p = _scores(n=3000, seed=1)
     p = np.round(p, 2)  # many ties
     w = np.random.default_rng(2).poisson(1.0, len(y)).astype(float)
-    fast = _BinaryScores(y, p).metrics(["roc_auc", "accuracy", "f1", "log_loss", "brier", "precision", "recall"], w)
+    fast = _BinaryScores(y, p).metrics(["roc_auc", "pr_auc", "accuracy", "f1", "log_loss", "brier", "precision",
+                                        "recall"], w)
     assert fast["roc_auc"] == pytest.approx(sk.roc_auc_score(y, p, sample_weight=w), abs=1e-12)
+    assert fast["pr_auc"] == pytest.approx(sk.average_precision_score(y, p, sample_weight=w), abs=1e-12)
     assert fast["accuracy"] == pytest.approx(sk.accuracy_score(y, p >= 0.5, sample_weight=w))
     assert fast["f1"] == pytest.approx(sk.f1_score(y, p >= 0.5, sample_weight=w))
     assert fast["brier"] == pytest.approx(sk.brier_score_loss(y, p, sample_weight=w))
+
+
+def test_fast_average_precision_matches_sklearn_with_zero_weights_at_the_top_and_without_ties():
+    y, p = _scores(n=500, seed=4)
+    w = np.random.default_rng(5).poisson(1.0, len(y)).astype(float)
+    w[np.argsort(-p)[:7]] = 0.0  # the highest scores drawn by no resample
+    scores = _BinaryScores(y, p)
+    assert scores.average_precision(w) == pytest.approx(sk.average_precision_score(y, p, sample_weight=w), abs=1e-12)
+    assert scores.average_precision(np.ones(len(y))) == pytest.approx(sk.average_precision_score(y, p), abs=1e-12)
 
 
 def test_multiclass_metrics_are_macro_one_vs_rest():

@@ -94,3 +94,23 @@ def test_cli_promote_and_rollback(versions, capsys):
     assert f"v{versions[0]} -> v{versions[1]}" in capsys.readouterr().out
     assert cli.main(["rollback", MODEL]) == 0
     assert cli.main(["promote", MODEL, versions[2], "--expect", "99"]) == 2
+
+
+def test_alias_history_keeps_every_move_past_one_tags_size(versions):
+    """A registered-model tag holds 5,000 characters (about 25 moves); older pages are archived, not cut."""
+    from ml_tasks import tracking
+    from ml_tasks.constants import TAG_ALIAS_HISTORY
+    from ml_tasks.model_overview import model_overview
+    from ml_tasks.registry import alias_history, promote_version
+
+    before = len(alias_history(MODEL))
+    moves = 60
+    for i in range(moves):
+        promote_version(MODEL, versions[1 + i % 2], f"move {i} " + "x" * 150)
+    history = alias_history(MODEL)
+    assert len(history) == before + moves
+    assert [h["reason"].split(" ")[1] for h in history[before:]] == [str(i) for i in range(moves)]
+    tags = tracking.client().get_registered_model(MODEL).tags
+    pages = [key for key in tags if key.startswith(f"{TAG_ALIAS_HISTORY}.")]
+    assert len(pages) >= 2 and all(len(value) <= 5000 for value in tags.values())
+    assert model_overview(tracking.client(), MODEL)["alias_history"][0]["reason"].startswith(f"move {moves - 1} ")
