@@ -56,9 +56,13 @@ class TrainResult:
 
 
 def train(ctx: RunContext, config: TrainConfig, params: dict[str, Any], parent_run_id: str) -> TrainResult:
+    """Train in a fresh process for Keras (TensorFlow); a scikit-learn family trains in this one."""
+    from ml_tasks.families import KERAS_MLP
+
     result = run_isolated(
         "ml_tasks.training:train_in_process",
         {"ctx": ctx.to_dict(), "config": asdict(config), "params": params, "parent_run_id": parent_run_id},
+        fresh_process=config.family == KERAS_MLP,
     )
     return TrainResult(**result)
 
