@@ -95,7 +95,14 @@ def test_two_workers_train_one_model(tmp_path: Path) -> None:
     assert chief["losses"][-1] < chief["losses"][0] * 0.8, chief["losses"]
     assert "model_path" not in worker and Path(chief["model_path"]).is_file()
     assert chief["val"]["roc_auc"] > 0.9, chief["val"]
-    assert sorted(p.name for p in model_dir.iterdir()) == ["checkpoints", "model.keras"], "worker temp dirs removed"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["checkpoints", "history.json", "model.keras"], \
+        "worker temp dirs removed"
+    # The chief's per-epoch view for the learning curve: the training objective, train and validation AUC.
+    history = chief["history"]
+    assert set(history) == {"loss", "auc", "val_loss", "val_auc"} and all(len(v) == EPOCHS for v in history.values())
+    assert history["loss"] == chief["losses"] and history["val_auc"][-1] > 0.9
+    assert chief["best_epoch"] == max(range(EPOCHS), key=history["val_auc"].__getitem__)
+    assert "history" not in worker and not chief["stopped_early"]
 
     # The saved model loads in a fresh process and scores as the chief reported.
     from ml_tasks.isolation import run_isolated
