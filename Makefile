@@ -6,7 +6,7 @@ SYNC_FLAGS := $(if $(GPU),--no-group cpu --group gpu,)
 # Test modules run in parallel, each whole in one worker (its module fixtures shared): ~23 min on 2 cores, not ~45.
 PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile
 
-.PHONY: setup browser demo test test-unit up bench lint clean
+.PHONY: setup browser demo test test-unit load up bench lint clean
 
 $(UV):
 	@echo "uv not found: installing it into ~/.local/bin"
@@ -29,6 +29,11 @@ demo: setup
 
 test: setup browser
 	$(UV) run --frozen --no-sync pytest $(PYTEST_ARGS)
+
+# 20 nightly_retrain runs triggered at once, on the embedded default and on the production profile (needs
+# PostgreSQL and Redis on 127.0.0.1): 15-25 min on 2 cores, past the suite's budget, so `make test` leaves them out.
+load: setup
+	$(UV) run --frozen --no-sync pytest -m load -n 2 --dist loadfile
 
 test-unit: setup
 	$(UV) run --frozen --no-sync pytest -m "not integration" $(PYTEST_ARGS)

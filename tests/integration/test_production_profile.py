@@ -279,3 +279,50 @@ def test_nightly_retrain_runs_end_to_end_on_the_production_profile(stack: Stack)
         cur.execute("SELECT queue FROM task_instance WHERE dag_id = %s AND run_id = %s AND task_id = 'train'",
                     (DAG_ID, run_id))
         assert cur.fetchone()[0] == "gpu"
+
+
+@pytest.mark.load
+@pytest.mark.timeout(20 * 120 + 600)
+def test_twenty_runs_at_once_on_the_production_profile(stack: Stack) -> None:
+    """The load test of test_load.py, here on Celery, PostgreSQL, Redis and the MLflow server behind auth."""
+    from .load import (
+        LOAD_RUNS,
+        check_drained_load,
+        land_load_drops,
+        registry_baseline,
+        trigger_at_once,
+        wait_until_drained,
+        write_summary,
+    )
+
+    airflow = f"http://127.0.0.1:{stack.profile.airflow_port}/api/v2"
+
+    def api(method: str, path: str, **kwargs: Any) -> requests.Response:
+        return stack.session.request(method, f"{airflow}{path}", timeout=30, **kwargs)
+
+    deadline = time.monotonic() + 240
+    while not api("GET", f"/dags/{DAG_ID}").ok:  # the DAG processor serialises the DAG first
+        assert time.monotonic() < deadline, "nightly_retrain never appeared"
+        time.sleep(2)
+    drops = land_load_drops(LOAD_RUNS)
+    baseline = registry_baseline()
+    started = time.monotonic()
+    # run_after a day back, like _trigger_and_wait: ahead of any run the schedule adds meanwhile
+    run_ids = trigger_at_once(api, drops, {"run_after": (datetime.now(UTC) - timedelta(days=1)).isoformat()})
+    assert api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False}).ok
+    # Unpausing creates last night's scheduled run (unless an earlier test did); it is not one of the twenty.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        scheduled = api("GET", f"/dags/{DAG_ID}/dagRuns", params={"run_type": "scheduled"}).json()["dag_runs"]
+        for run in scheduled:
+            if run["state"] not in ("success", "failed"):
+                api("PATCH", f"/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}", json={"state": "failed"})
+        if scheduled:
+            break
+        time.sleep(2)
+    runs = wait_until_drained(api, run_ids, timeout_s=LOAD_RUNS * 120)
+    summary = check_drained_load(api, run_ids, runs, baseline)
+    summary["wall_s"] = round(time.monotonic() - started, 1)
+    write_summary(Path(__file__).resolve().parents[2] / ".ratchet" / "test-artifacts" / "load" / "production.json",
+                  summary)
+    print(f"\nLOAD production profile: {summary}")
