@@ -160,7 +160,7 @@ def _fit_keras(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str, 
     replicas = max(1, len(accelerators["gpus"]))
     folder = run_ctx.prepared_dir
     source = fit_source(str(folder / TRAIN_FILE), str(folder / VALIDATION_SPLIT_FILE), int(hyper["batch_size"]) * replicas,
-                        target=target, seed=train_config.seed)
+                        target=target, seed=train_config.seed, first_epoch=initial_epoch)
     with distribution_scope(accelerators["gpus"]):
         model = build_mlp(source.n_features, hyper, seed=train_config.seed)
         network = model

@@ -1,9 +1,12 @@
 """A fit killed mid-run and resumed stops at the same epoch, with the same best weights, as one never killed.
 
 The trainer's own callbacks (`ml_tasks.checkpointing.callbacks`: resumable
-early stopping, then the atomic backup) on the project's MLP with dropout. The
-run that is SIGKILLed runs in a fresh process (`run_isolated`, as the trainer
-runs); the others run here, each in a fresh Keras session. Two interruptions:
+early stopping, then the atomic backup) on the project's MLP with dropout, fed
+as the trainer streams Parquet (`fit_source(stream=True)`: shuffled windows,
+tf.data; the order of an epoch is drawn from (seed, epoch), and a resumed fit
+starts at its epoch). The run that is SIGKILLed runs in a fresh process
+(`run_isolated`, as the trainer runs); the others run here, each in a fresh
+Keras session. Two interruptions:
 
 * SIGKILL at the worst moment: after early stopping wrote its state for epoch
   k+1 but before the backup committed epoch k+1 (a callback placed between the
@@ -14,9 +17,9 @@ runs); the others run here, each in a fresh Keras session. Two interruptions:
   no further and still end with the best epoch's weights.
 
 Both resumed runs are compared with an uninterrupted run: same stopping epoch,
-same best epoch, bit-identical final (best) weights. The data order is fixed
-(`shuffle=False`) so that both runs see the same batches: Keras' in-memory
-shuffle draws from a TensorFlow RNG that no checkpoint holds. About 15 s on 2 idle cores.
+same best epoch, bit-identical final (best) weights. (Fitting in-memory arrays
+with Keras' own shuffle would differ after a resume: that shuffle draws from a
+TensorFlow RNG that no checkpoint holds.) About 20 s on 2 idle cores.
 """
 
 from __future__ import annotations
@@ -45,15 +48,17 @@ def _data() -> tuple[np.ndarray, ...]:
     return x[:2000], y[:2000], x[2000:], y[2000:]
 
 
-def fit_case(backup_dir: str, result: str, kill_between_writes_at: int | None = None,
+def fit_case(backup_dir: str, result: str, parquet: str, kill_between_writes_at: int | None = None,
              crash_after_commit_at: int | None = None) -> dict[str, Any]:
-    """Child: fit with the trainer's callbacks, optionally interrupted after epoch index k; saves the final weights."""
+    """Child: fit streamed from `parquet`/{train,val}.parquet with the trainer's callbacks, optionally interrupted
+    after epoch index k; saves the final weights."""
     import os
     import signal
 
     import keras
 
     from ml_tasks import checkpointing
+    from ml_tasks.input_pipeline import fit_source
     from ml_tasks.models import build_mlp
 
     class Interrupt(keras.callbacks.Callback):
@@ -75,16 +80,16 @@ def fit_case(backup_dir: str, result: str, kill_between_writes_at: int | None = 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self.seen.append(epoch)
 
-    x, y, x_val, y_val = _data()
-    model = build_mlp(x.shape[1], PARAMS, seed=0)
+    initial = checkpointing.committed_epoch(backup_dir)
+    source = fit_source(f"{parquet}/train.parquet", f"{parquet}/val.parquet", PARAMS["batch_size"], seed=0,
+                        stream=True, shuffle_buffer=512, first_epoch=initial)
+    model = build_mlp(source.n_features, PARAMS, seed=0)
     epochs = Epochs()
     callbacks = checkpointing.callbacks(backup_dir, PATIENCE, extra=[epochs, Interrupt(crash_after_commit_at, "raise")])
     callbacks.insert(1, Interrupt(kill_between_writes_at, "kill"))  # between the early stopping state and the commit
-    initial = checkpointing.committed_epoch(backup_dir)
     last = initial if checkpointing.finished_early(backup_dir) else MAX_EPOCHS
     try:
-        model.fit(x, y, validation_data=(x_val, y_val), batch_size=PARAMS["batch_size"], shuffle=False,
-                  epochs=last, callbacks=callbacks, verbose=0)
+        model.fit(**source.fit_kwargs(), epochs=last, callbacks=callbacks, verbose=0)
     except RuntimeError:
         return {"crashed": True, "epochs_seen": epochs.seen}
     stopping = callbacks[0]
@@ -105,16 +110,24 @@ def _assert_same_weights(resumed: Path, reference: Path) -> None:
         np.testing.assert_array_equal(a, b)
 
 
-def _fit_here(backup_dir: Path, result: Path, **interrupt: int) -> dict[str, Any]:
+def _fit_here(backup_dir: Path, result: Path, **options: Any) -> dict[str, Any]:
     """The same fit in this process (a fresh Keras session), for the runs that are not killed."""
     import keras
 
     keras.backend.clear_session()
-    return fit_case(str(backup_dir), str(result), **interrupt)
+    return fit_case(str(backup_dir), str(result), **options)
 
 
 def test_killed_and_resumed_fit_stops_like_an_uninterrupted_one(tmp_path: Path) -> None:
-    reference = _fit_here(tmp_path / "reference", tmp_path / "reference.npz")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x, y, x_val, y_val = _data()
+    for name, (features, labels) in {"train": (x, y), "val": (x_val, y_val)}.items():
+        columns = {f"f{j}": features[:, j] for j in range(features.shape[1])} | {"label": labels.astype("int64")}
+        pq.write_table(pa.table(columns), tmp_path / f"{name}.parquet", row_group_size=500)
+    parquet = {"parquet": str(tmp_path)}
+    reference = _fit_here(tmp_path / "reference", tmp_path / "reference.npz", **parquet)
     stopped, best = reference["stopped_epoch"], reference["best_epoch"]
     assert 0 < best < stopped < MAX_EPOCHS - 1, reference  # early stopping ended it, patience after a best epoch
     assert not (tmp_path / "reference").exists()  # checkpoints are removed when fit completes
@@ -123,19 +136,20 @@ def test_killed_and_resumed_fit_stops_like_an_uninterrupted_one(tmp_path: Path) 
     k = stopped - 1
     backup = tmp_path / "killed"
     with pytest.raises(RatchetError, match="SIGKILL"):
-        run_isolated(TARGET, {"backup_dir": str(backup), "result": str(tmp_path / "unused.npz"), "kill_between_writes_at": k})
+        run_isolated(TARGET, {"backup_dir": str(backup), "result": str(tmp_path / "unused.npz"),
+                              "kill_between_writes_at": k, **parquet})
     assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == k  # epochs 0..k-1 committed
     assert (backup / f"early_stopping.{k + 1}.json").is_file()  # the state written ahead of the commit
-    resumed = _fit_here(backup, tmp_path / "resumed.npz")
+    resumed = _fit_here(backup, tmp_path / "resumed.npz", **parquet)
     assert resumed["initial_epoch"] == k and resumed["epochs_seen"][0] == k
     assert (resumed["stopped_epoch"], resumed["best_epoch"], resumed["best"]) == (stopped, best, reference["best"])
     _assert_same_weights(tmp_path / "resumed.npz", tmp_path / "reference.npz")
 
     # 2. a crash after the stopping epoch was committed: the retry trains nothing and restores the best weights
     backup = tmp_path / "crashed"
-    crashed = _fit_here(backup, tmp_path / "unused.npz", crash_after_commit_at=stopped)
+    crashed = _fit_here(backup, tmp_path / "unused.npz", crash_after_commit_at=stopped, **parquet)
     assert crashed["crashed"] and crashed["epochs_seen"][-1] == stopped
-    retried = _fit_here(backup, tmp_path / "retried.npz")
+    retried = _fit_here(backup, tmp_path / "retried.npz", **parquet)
     assert retried["initial_epoch"] == stopped + 1 and retried["epochs_seen"] == []
     assert (retried["stopped_epoch"], retried["best_epoch"]) == (stopped, best)
     _assert_same_weights(tmp_path / "retried.npz", tmp_path / "reference.npz")
