@@ -554,10 +554,10 @@ def _run_child(rendezvous: Rendezvous, addresses: list[str], folder: Path, train
                                       "which resumes from the chief's last checkpoint")
                 time.sleep(rendezvous.poll_s)
         finally:
-            if child.poll() is None:
+            if child.poll() is None:  # a member was lost: nothing of this attempt is worth a slow shutdown
                 child.send_signal(signal.SIGTERM)
                 try:
-                    child.wait(timeout=10)
+                    child.wait(timeout=3)
                 except subprocess.TimeoutExpired:
                     child.kill()
                     child.wait()

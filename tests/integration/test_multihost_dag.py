@@ -2,6 +2,11 @@
 one MultiWorkerMirroredStrategy cluster on 127.0.0.1 by rendezvous, and the chief's model goes through
 evaluate, gate and register like any candidate.
 
+Worker 1's trainer is SIGKILLed after the chief's first checkpoint: the strategy needs both workers, so the
+cluster attempt fails as a whole (worker 0 sees worker 1's entry turn "failed" and stops its trainer), Airflow
+retries both task instances, they register again (new attempt tokens) and the new cluster resumes from the
+chief's checkpoint instead of starting over.
+
 Airflow runs as separate processes (api-server, dag-processor, scheduler, triggerer; LocalExecutor on SQLite;
 tests/integration/airflow_stack.py) with the `ratchet_gpu` pool at 2 slots, so both mapped workers run at once.
 Both "hosts" are this machine (RATCHET_WORKER_HOST=127.0.0.1): what differs on real hosts is only the address.
@@ -29,8 +34,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DAG_ID = "nightly_retrain"
 MODEL = SYNTHETIC.registered_model
-# The least tuning that still runs the stage: the test is about training and what follows it.
-SHORT = {"tuning_trials": 1, "tuning_epochs": 1, "max_epochs": 4}
+# The least tuning that still runs the stage: the test is about training and what follows it. Enough epochs
+# that the kill lands mid-training (early stopping, patience 4, usually ends it sooner).
+SHORT = {"tuning_trials": 1, "tuning_epochs": 1, "max_epochs": 30}
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +59,48 @@ def stack(module_home: Path) -> Iterator[AirflowStack]:
 
 @pytest.fixture(scope="module")
 def two_host_run(stack: AirflowStack) -> dict[str, Any]:
+    """One run with two workers, and worker 1's trainer SIGKILLed once the chief has checkpointed an epoch."""
+    from ml_tasks.config import RunContext, run_key_for
+
     drop = land_frame(synthetic.generate(3000, seed=5), "synthetic", "multihost")
     started = time.monotonic()
     run_id = stack.trigger(DAG_ID, {**SMALL_BUDGET, **SHORT, "model_family": "keras_mlp", "train_workers": 2,
                                     "source_uri": drop.as_uri()})
+    folder = RunContext("synthetic", run_key_for(None, run_id)).model_dir / MULTIWORKER_DIR
+    killed = _kill_worker_after_first_checkpoint(stack, folder, index=1, deadline=time.monotonic() + 600)
     state, states = stack.wait_for_run(DAG_ID, run_id, timeout_s=900)
     return {"run_id": run_id, "state": state, "states": states, "seconds": time.monotonic() - started,
-            "tis": stack.task_instances(DAG_ID, run_id), "scheduler_log": stack.log_tail("scheduler")}
+            "killed_at_epoch": killed, "tis": stack.task_instances(DAG_ID, run_id),
+            "scheduler_log": stack.log_tail("scheduler")}
+
+
+def _checkpointed_epoch(folder: Path) -> int:
+    """The epoch of the chief's latest checkpoint (`checkpoints/checkpoint` names `ckpt-<epoch>`), 0 before one."""
+    try:
+        text = (folder / "checkpoints" / "checkpoint").read_text()
+        return int(text.split('model_checkpoint_path: "ckpt-', 1)[1].split('"', 1)[0])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _kill_worker_after_first_checkpoint(stack: AirflowStack, folder: Path, index: int, deadline: float) -> int:
+    """SIGKILL worker `index`'s trainer (`python -m ml_tasks.distributed INDEX ...`) mid-training, as an OOM kill would."""
+    trainer = None
+    while time.monotonic() < deadline:
+        if trainer is None:
+            for proc in stack.stray_processes():
+                try:
+                    command = proc.cmdline()
+                except Exception:  # it ended meanwhile
+                    continue
+                if "ml_tasks.distributed" in command and command[command.index("ml_tasks.distributed") + 1] == str(index):
+                    trainer = proc
+        if trainer is not None and _checkpointed_epoch(folder) >= 1:
+            assert not (folder / "rendezvous" / "done.json").exists(), "killed too late: training had finished"
+            trainer.kill()
+            return _checkpointed_epoch(folder)
+        time.sleep(0.05)
+    raise AssertionError(f"worker {index}'s trainer never reached a checkpoint: {stack.log_tail('scheduler')}")
 
 
 def _sha256(path: Path) -> str:
@@ -77,6 +118,9 @@ def test_two_train_workers_form_one_cluster_and_the_chief_model_is_gated(two_hos
     print(f"two-host nightly run: {two_host_run['seconds']:.0f}s trigger to end")
     assert two_host_run["state"] == "success", (states, two_host_run["scheduler_log"])
     assert states["train_worker[0]"] == states["train_worker[1]"] == "success", states
+    # Both failed with the kill (worker 0 because its cluster lost a member) and both succeeded on the retry.
+    assert tis["train_worker[0]"]["try_number"] == tis["train_worker[1]"]["try_number"] == 2, tis
+    assert tis["train"]["try_number"] == 1
     assert "train_worker[2]" not in states
     for worker in ("train_worker[0]", "train_worker[1]"):
         assert (tis[worker]["queue"], tis[worker]["pool"], tis[worker]["pool_slots"]) == ("gpu", "ratchet_gpu", 1)
@@ -91,9 +135,12 @@ def test_two_train_workers_form_one_cluster_and_the_chief_model_is_gated(two_hos
     folder = ctx.model_dir / MULTIWORKER_DIR
     cluster, done = read_json(folder / "rendezvous" / "cluster.json"), read_json(folder / "rendezvous" / "done.json")
     assert len(cluster["addresses"]) == 2 and all(a.startswith("127.0.0.1:") for a in cluster["addresses"])
-    assert all(token.startswith("try1-") for token in cluster["tokens"]) and done["generation"] == cluster["generation"]
+    # The cluster that finished is the retry's (new tokens); it resumed from the chief's checkpoint.
+    assert all(token.startswith("try2-") for token in cluster["tokens"]) and done["generation"] == cluster["generation"]
     chief = done["record"]
     assert chief["chief"] and chief["replicas"] == 2 and chief["epochs_run"] >= 1
+    assert chief["initial_epoch"] >= two_host_run["killed_at_epoch"] >= 1, chief
+    assert len(chief["history"]["val_auc"]) == chief["initial_epoch"] + chief["epochs_run"]
     worker = read_json(folder / "results" / "worker-1.json")
     assert not worker["chief"] and worker["losses"] == pytest.approx(chief["losses"], rel=1e-5)
 
@@ -103,6 +150,7 @@ def test_two_train_workers_form_one_cluster_and_the_chief_model_is_gated(two_hos
     assert (accelerators["strategy"], accelerators["workers"], accelerators["replicas"]) == \
         ("MultiWorkerMirroredStrategy", 2, 2)
     assert report["training"]["epochs_run"] == len(chief["history"]["val_auc"])
+    assert report["training"]["fit_diagnosis"]
     # Evaluated and gated like any candidate: the first champion of this registry.
     assert report["gate"]["decision"] == "promote" and report["candidate_metrics"]["roc_auc"] > 0.7
     assert report["versions"]["promoted"] and registry_state(MODEL) == {"champion": "1", "challenger": "1",
@@ -117,19 +165,3 @@ def test_two_train_workers_form_one_cluster_and_the_chief_model_is_gated(two_hos
     assert run.data.params["train.workers"] == "2" and "train.val_auc" in run.data.metrics
     assert "plots/learning_curve.png" in {a.path for a in tracking.client().list_artifacts(version.run_id, "plots")}
 
-
-def test_one_host_skips_train_worker_and_trains_as_before(stack: AirflowStack, two_host_run: dict[str, Any]) -> None:
-    """train_workers=1 (the default): the mapping is empty, train_worker is skipped, and train still runs."""
-    from ml_tasks import records
-    from ml_tasks.config import RunContext, run_key_for
-
-    drop = land_frame(synthetic.generate(3000, seed=6), "synthetic", "onehost")
-    run_id = stack.trigger(DAG_ID, {**SMALL_BUDGET, **SHORT, "model_family": "logistic_regression",
-                                    "source_uri": drop.as_uri()})
-    state, states = stack.wait_for_run(DAG_ID, run_id, timeout_s=600)
-    assert state == "success", (states, stack.log_tail("scheduler"))
-    assert states["train_worker"] == "skipped" and states["train"] == "success", states
-    trained = records.read_stage(RunContext("synthetic", run_key_for(None, run_id)), "train")
-    assert trained is not None and trained["ok"] and trained["family"] == "logistic_regression"
-    assert "strategy" not in trained["accelerators"]
-    assert registry_state(MODEL)["versions"] == [1, 2]
