@@ -161,6 +161,7 @@ def test_scheduler_killed_mid_run_and_restarted_completes_the_run(faulted_run: d
     states = dict(faulted_run["states"])
     assert faulted_run["state"] == "success", (faulted_run["tries"], states, faulted_run["scheduler_log"])
     assert states.pop("approve_promotion") == "skipped" and states.pop("no_review_needed") == "success"
+    assert states.pop("train_worker") == "skipped"  # train_workers=1: the empty mapping is skipped
     assert set(states.values()) == {"success"}, states
     assert len(_versions_of_run(faulted_run["run_id"])) == 1
     assert registry_state(MODEL) == {"champion": "1", "challenger": "1", "versions": [1]}

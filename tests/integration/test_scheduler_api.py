@@ -181,6 +181,7 @@ def test_triggered_run_trains_and_promotes_a_champion(airflow_api, module_home):
     state, states = _wait_for_run(base, session, run_id)
     assert state == "success", f"run {run_id} ended {state}: {states}"
     assert states.pop("approve_promotion") == "skipped"  # require_approval was off
+    assert states.pop("train_worker") == "skipped"  # train_workers=1: the empty mapping is skipped
     assert set(states.values()) == {"success"}
 
     champion = registry_state(SYNTHETIC.registered_model)
