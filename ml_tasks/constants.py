@@ -77,6 +77,8 @@ WORKER_PORTS_ENV = "RATCHET_WORKER_PORTS"
 # entry, and after how long without a new heartbeat a worker counts as gone (env RATCHET_RENDEZVOUS_STALE_S; a
 # shared file system's attribute cache must be shorter than this).
 RENDEZVOUS_TIMEOUT_S = 900.0
+RENDEZVOUS_TIMEOUT_ENV = "RATCHET_RENDEZVOUS_TIMEOUT_S"
 RENDEZVOUS_HEARTBEAT_S = 2.0
 RENDEZVOUS_STALE_S = 60.0
+RENDEZVOUS_STALE_ENV = "RATCHET_RENDEZVOUS_STALE_S"
 MULTIWORKER_DIR = "multiworker"

@@ -61,7 +61,9 @@ from ml_tasks.airflow_cli import GPU_POOL
 from ml_tasks.constants import (
     GPU_QUEUE,
     RENDEZVOUS_HEARTBEAT_S,
+    RENDEZVOUS_STALE_ENV,
     RENDEZVOUS_STALE_S,
+    RENDEZVOUS_TIMEOUT_ENV,
     RENDEZVOUS_TIMEOUT_S,
     WORKER_HOST_ENV,
     WORKER_PORTS_ENV,
@@ -328,7 +330,7 @@ class Rendezvous:
         self.folder, self.index, self.workers = folder, index, workers
         self.token = token or uuid.uuid4().hex
         self.heartbeat_s, self.poll_s = heartbeat_s, poll_s
-        self.stale_s = stale_s if stale_s is not None else float(os.environ.get("RATCHET_RENDEZVOUS_STALE_S",
+        self.stale_s = stale_s if stale_s is not None else float(os.environ.get(RENDEZVOUS_STALE_ENV,
                                                                                  RENDEZVOUS_STALE_S))
         self.address = ""
         self.state = "waiting"
@@ -406,7 +408,7 @@ class Rendezvous:
     def wait(self, timeout_s: float | None = None) -> list[str] | None:
         """Addresses in index order once the cluster is formed; None when a cluster of this run already finished."""
         if timeout_s is None:
-            timeout_s = float(os.environ.get("RATCHET_RENDEZVOUS_TIMEOUT_S", RENDEZVOUS_TIMEOUT_S))
+            timeout_s = float(os.environ.get(RENDEZVOUS_TIMEOUT_ENV, RENDEZVOUS_TIMEOUT_S))
         started = time.monotonic()
         while True:
             self.heartbeat()
