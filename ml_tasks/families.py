@@ -249,28 +249,42 @@ def fit_sklearn(family: str, params: dict[str, Any], x_train: Any, y_train: Any,
     return model, SklearnFit(history, epochs_run, best_epoch, train_auc, val_auc)
 
 
+def _skops_io() -> Any:
+    """`skops.io`, imported with warnings silenced.
+
+    Its import looks up every scipy ufunc's module by probing each module in
+    `sys.modules` (pickle's `whichmodule`); inside an Airflow task that probes
+    Airflow's deprecation shims, whose warnings (about 1,100 log lines, 10-30 s
+    on 2 cores) would otherwise go through the task's logging.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import skops.io
+    return skops.io
+
+
 def save_sklearn(model: Any, path: Any) -> None:
     """Save with skops. Methods cached on the instance (HGB's `_raw_predict` after early stopping) are
     dropped first: skops cannot store them, and the class provides them again."""
     import inspect
 
-    import skops.io
-
+    skops_io = _skops_io()
     for name, value in list(vars(model).items()):
         if inspect.ismethod(value) and value.__self__ is model:
             delattr(model, name)
-    skops.io.dump(model, path)
+    skops_io.dump(model, path)
 
 
 def load_sklearn(path: Any) -> Any:
     """Load a skops file, trusting only scikit-learn's own types (anything else is refused, not run)."""
-    import skops.io
-
-    untrusted = skops.io.get_untrusted_types(file=path)
+    skops_io = _skops_io()
+    untrusted = skops_io.get_untrusted_types(file=path)
     foreign = [name for name in untrusted if not name.startswith("sklearn.")]
     if foreign:
         raise RatchetError(f"{path} holds types outside scikit-learn, refused: {', '.join(foreign)}")
-    return skops.io.load(path, trusted=untrusted)
+    return skops_io.load(path, trusted=untrusted)
 
 
 # ---------------------------------------------------------------- trials

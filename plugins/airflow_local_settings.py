@@ -19,7 +19,7 @@ import sys
 log = logging.getLogger(__name__)
 
 PRELOADED = ("numpy", "pandas", "pyarrow.parquet", "sklearn", "scipy.stats", "mlflow", "mlflow.pyfunc",
-             "mlflow.tracking", "great_expectations", "optuna")
+             "mlflow.tracking", "great_expectations", "optuna", "skops.io")
 FORKING_COMMANDS = ("scheduler", "celery")
 
 
