@@ -5,8 +5,9 @@ parameters, batch 512 as training uses them) is fitted on the training split
 that `ml_tasks.preparation.prepare` writes for a `generate_wide` drop
 (MAIN_ROWS rows in, 70% to train, 58 float32 features after one-hot). Ours
 streams it from disk every epoch (`ml_tasks.input_pipeline.fit_source(...,
-stream=True)`: pyarrow record batches, a numpy window shuffle, tf.data
-`from_generator` + `prefetch(AUTOTUNE)`); the reference fits the same model on
+stream=True)` with the pipeline the trainer picks: under TensorFlow, pyarrow
+record batches, a numpy window shuffle, tf.data `from_generator` over blocks of
+128 batches, `rebatch`, `prefetch(AUTOTUNE)`); the reference fits the same model on
 the same rows already loaded as numpy arrays. Target: a streamed epoch takes
 at most 1.1x the in-memory one (ratio = in-memory / streamed >= 0.91), i.e.
 the input pipeline is never the bottleneck. The same figure for the portable
@@ -14,7 +15,7 @@ the input pipeline is never the bottleneck. The same figure for the portable
 
 Scale: SCALE_ROWS rows x 58 float32 written straight to Parquet the way
 preparation writes them (1Mi-row row groups, uncompressed), fitted streamed
-with tf.data and, for reference, from arrays loaded whole: samples/s streamed
+with the trainer's pipeline and, for reference, from arrays loaded whole: samples/s streamed
 against from arrays (same 0.91 target), and peak RSS over the post-import
 baseline, streamed against from arrays (target: at most half).
 
@@ -46,7 +47,7 @@ from _bench import bench_line
 MAIN_ROWS = int(os.environ.get("BENCH_TRAINING_MAIN_ROWS", "1000000"))
 SCALE_ROWS = int(os.environ.get("BENCH_TRAINING_SCALE_ROWS", "5000000"))
 EPOCHS = int(os.environ.get("BENCH_TRAINING_EPOCHS", "4"))  # rounds of one epoch per path; the first is warm-up
-MODES = ("arrays", "tf.data", "pydataset")
+MODES = ("arrays", "streamed", "pydataset")  # streamed: the pipeline `fit_source` picks, as the trainer
 SCALE_EPOCHS = int(os.environ.get("BENCH_TRAINING_SCALE_EPOCHS", "2"))  # one warm-up, one measured
 BATCH_SIZE = 512
 TARGET = 0.91  # in-memory / streamed epoch time: streamed at most 1.1x
@@ -104,13 +105,15 @@ def _epoch_timer() -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.times: list[float] = []
-            self._start = 0.0
+            self.cpu: list[float] = []  # process CPU seconds: what the path costs, whatever else the machine runs
+            self._start = self._cpu = 0.0
 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            self._start = time.perf_counter()
+            self._start, self._cpu = time.perf_counter(), time.process_time()
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             self.times.append(time.perf_counter() - self._start)
+            self.cpu.append(time.process_time() - self._cpu)
 
     return EpochTimer()
 
@@ -128,19 +131,19 @@ def compare_case(train_path: str, rounds: int) -> None:
     runs = {}
     for mode in MODES:
         source = fit_source(train_path, None, BATCH_SIZE, seed=0, stream=mode != "arrays",
-                            pipeline=None if mode == "arrays" else mode)
+                            pipeline="pydataset" if mode == "pydataset" else None)
         runs[mode] = (source, build_mlp(source.n_features, params, seed=0), _epoch_timer())
     for epoch in range(rounds):
         for source, model, timer in runs.values():
             model.fit(**source.fit_kwargs(), epochs=epoch + 1, initial_epoch=epoch, callbacks=[timer], verbose=0)
     rows = runs["arrays"][0].train_rows
-    print(json.dumps({mode: {"times": timer.times, "rows": rows, "features": source.n_features,
-                             "auc": float(model.get_metrics_result()["auc"])}
+    print(json.dumps({mode: {"times": timer.times, "cpu": timer.cpu, "rows": rows, "features": source.n_features,
+                             "auc": float(model.get_metrics_result()["auc"]), "pipeline": source.pipeline}
                       for mode, (source, model, timer) in runs.items()}), flush=True)
 
 
 def scale_case(mode: str, train_path: str, epochs: int) -> None:
-    """Child: fit `epochs` epochs from arrays or streamed with tf.data; prints epoch times and memory as JSON."""
+    """Child: fit `epochs` epochs from arrays or streamed as the trainer streams; prints epoch times and memory as JSON."""
     import keras  # noqa: F401  (imports, TensorFlow's included, belong to the baseline)
     import tensorflow  # noqa: F401
 
@@ -148,13 +151,14 @@ def scale_case(mode: str, train_path: str, epochs: int) -> None:
     from ml_tasks.models import DEFAULT_MLP_PARAMS, build_mlp
 
     baseline = _rss_mib()
-    source = fit_source(train_path, None, BATCH_SIZE, seed=0, stream=mode != "arrays", pipeline="tf.data")
+    source = fit_source(train_path, None, BATCH_SIZE, seed=0, stream=mode != "arrays")
     model = build_mlp(source.n_features, {**DEFAULT_MLP_PARAMS, "batch_size": BATCH_SIZE}, seed=0)
     timer = _epoch_timer()
     history = model.fit(**source.fit_kwargs(), epochs=epochs, callbacks=[timer], verbose=0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"times": timer.times, "rows": source.train_rows, "features": source.n_features,
-                      "baseline_mib": baseline, "peak_mib": peak, "auc": history.history["auc"][-1]}), flush=True)
+                      "pipeline": source.pipeline, "baseline_mib": baseline, "peak_mib": peak,
+                      "auc": history.history["auc"][-1]}), flush=True)
 
 
 def stream_alone(train_path: str) -> None:
@@ -212,23 +216,28 @@ def main() -> None:
         train_path = str(Path(prepared["folder"]) / "train.parquet")
         print(f"-- prepared {MAIN_ROWS} rows in {time.perf_counter() - started:.0f} s", flush=True)
         compared = _child("--compare", train_path, str(EPOCHS))
-        in_memory, streamed, portable = compared["arrays"], compared["tf.data"], compared["pydataset"]
+        in_memory, streamed, portable = compared["arrays"], compared["streamed"], compared["pydataset"]
         _describe("in-memory arrays", in_memory)
-        _describe("streamed, tf.data", streamed)
+        _describe(f"streamed as the trainer streams ({streamed['pipeline']})", streamed)
         _describe("streamed, keras PyDataset", portable)
+        cpu = {name: min(f["cpu"][1:]) for name, f in compared.items()}
+        print(f"-- CPU per epoch (least after the first): arrays {cpu['arrays']:.2f} s, streamed {cpu['streamed']:.2f} s "
+              f"({cpu['streamed'] / cpu['arrays'] - 1:+.0%}), PyDataset {cpu['pydataset']:.2f} s "
+              f"({cpu['pydataset'] / cpu['arrays'] - 1:+.0%})", flush=True)
         feed = _child("--stream-alone", train_path)["rows_per_s"]
         print(f"-- the input pipeline alone (no model) reads, shuffles and batches {feed:,.0f} rows/s", flush=True)
         rows = in_memory["rows"]
         medians = {name: sorted(f["times"][1:])[len(f["times"][1:]) // 2] for name, f in compared.items()}
-        print(f"-- median epochs instead of fastest: streamed/in-memory tf.data {medians['tf.data'] / medians['arrays']:.2f}x, "
+        print(f"-- median epochs instead of fastest: streamed/in-memory {streamed['pipeline']} "
+              f"{medians['streamed'] / medians['arrays']:.2f}x, "
               f"PyDataset {medians['pydataset'] / medians['arrays']:.2f}x (this machine is shared: both are reported)", flush=True)
         bench_line(f"training.input_pipeline_epoch_{rows}_rows", _epoch(streamed), _epoch(in_memory), target=TARGET)
         bench_line(f"training.input_pipeline_pydataset_epoch_{rows}_rows", _epoch(portable), _epoch(in_memory), target=TARGET)
 
         scale_path = Path(tmp) / "scale.parquet"
         _child_plain("--write-scale", str(scale_path), str(SCALE_ROWS), str(prepared["features"]))
-        scale = _child("--scale", "tf.data", str(scale_path), str(SCALE_EPOCHS))
-        _describe(f"{SCALE_ROWS} rows streamed, tf.data", scale)
+        scale = _child("--scale", "streamed", str(scale_path), str(SCALE_EPOCHS))
+        _describe(f"{SCALE_ROWS} rows streamed ({scale['pipeline']})", scale)
         scale_arrays = _child("--scale", "arrays", str(scale_path), str(SCALE_EPOCHS))
         _describe(f"{SCALE_ROWS} rows in memory", scale_arrays)
         array_mib = SCALE_ROWS * prepared["features"] * 4 / MIB

@@ -26,21 +26,36 @@ The API (what `training.py` calls):
 x 4 bytes against a budget; `stream=True/False` forces it). In memory it
 returns arrays from `load_arrays` and `fit_kwargs()` carries `batch_size`
 and `shuffle=True`. Streamed it returns, under TensorFlow, a
-`tf.data.Dataset.from_generator(...)` that receives 16 batches per Python call
-and `rebatch`es them in C++ (per-batch calls cost ~15% of an epoch here),
-`.prefetch(tf.data.AUTOTUNE)`, its cardinality set (Keras knows the epoch
-length); under every other backend
+`tf.data.Dataset.from_generator(...)` that receives 128 batches per Python
+call, produced 4 blocks ahead (a block that starts a new window waits for
+256k rows to be read, longer than an AUTOTUNE batch prefetch covers: without
+it the model stalled ~15% of the epoch), and `rebatch`es them in C++
+(per-batch calls cost ~15% of an epoch here, 16-batch blocks still 15-20% more
+CPU than 128), `.prefetch(tf.data.AUTOTUNE)`,
+its cardinality set (Keras knows the epoch length); under every other backend
 (JAX, torch) a `keras.utils.PyDataset` over the same batch generator, and
 `shuffle=False` because the stream shuffles itself (Keras would otherwise
 request batches out of order). The PyDataset path also works under TensorFlow
-(Keras wraps it in `from_generator` + prefetch itself): `bench/training.py`
-measures both; `RATCHET_INPUT_PIPELINE=pydataset` forces it.
+(Keras wraps it in a per-batch `from_generator` itself, which costs more CPU
+than the blocks): `bench/training.py` measures both;
+`RATCHET_INPUT_PIPELINE=pydataset` forces it.
+
+Where the CPU goes, per 700k x 58 epoch on this machine: decoding Parquet
+~0.2 s (reader threads off: on 2 cores they only contend with the model's),
+turning columns into row-major float32 ~0.1 s (a column-major copy and a numpy
+transpose; Arrow's `to_tensor(row_major=True)` took 0.23 s), the window
+shuffle's gather ~0.06 s, handing blocks to TensorFlow and rebatching ~0.15 s;
+the model's epoch is ~6-7 s of CPU. Whatever the stream costs is taken from
+the model on a busy 2-core machine, so it is kept that small.
+
+An epoch's row order is drawn from (seed, epoch number): a fit resumed at
+epoch n (`first_epoch=n`) shuffles its epochs as the uninterrupted fit did.
 
 Every streamed epoch rereads the file: the OS page cache makes that cheap while
 the file fits in RAM, and bounded by disk speed when it does not. Streaming
 memory is bounded by one row group (pyarrow decodes most of a row group's
 column chunks at once; preparation writes 1Mi-row groups) plus about three
-shuffle windows, whatever the number of rows.
+shuffle windows and the blocks produced ahead, whatever the number of rows.
 """
 
 from __future__ import annotations
@@ -66,6 +81,7 @@ MEMORY_BUDGET_ENV = "RATCHET_TRAIN_MEMORY_BUDGET"  # bytes the in-memory arrays 
 PIPELINE_ENV = "RATCHET_INPUT_PIPELINE"  # "tf.data" or "pydataset" for streamed sources
 # 128 x 512 rows (~15 MiB at 58 features) per Python call: 16 cost 15-20% more CPU per epoch in the fit
 TF_BATCHES_PER_BLOCK = int(os.environ.get("RATCHET_TF_BATCHES_PER_BLOCK", "128"))
+TF_BLOCKS_AHEAD = int(os.environ.get("RATCHET_TF_BLOCKS_AHEAD", "4"))  # blocks produced ahead (~60 MiB at 58 features)
 
 
 def _local(path: str | Path) -> Path:
@@ -252,11 +268,14 @@ class ParquetBatches:
             yield from drain(final=True)
 
 
-def as_tf_dataset(batches: ParquetBatches, batches_per_block: int = TF_BATCHES_PER_BLOCK) -> Any:
+def as_tf_dataset(batches: ParquetBatches, batches_per_block: int = TF_BATCHES_PER_BLOCK,
+                  blocks_ahead: int = TF_BLOCKS_AHEAD) -> Any:
     """`tf.data.Dataset.from_generator` over blocks of batches, `rebatch`ed, prefetched (AUTOTUNE), cardinality set.
 
     The generator hands over `batches_per_block` batches at a time and `rebatch` cuts them in C++:
-    one Python call per block instead of per batch.
+    one Python call per block instead of per batch. `blocks_ahead` whole blocks are produced ahead
+    in tf.data's thread: a block that starts a new shuffle window (reading and decoding 256k rows)
+    takes ~0.1-0.2 s, longer than the few batches an AUTOTUNE prefetch holds last.
     """
     import tensorflow as tf
 
@@ -265,18 +284,21 @@ def as_tf_dataset(batches: ParquetBatches, batches_per_block: int = TF_BATCHES_P
         lambda: batches.blocks(batches_per_block),
         output_signature=(tf.TensorSpec(shape=(None, k), dtype=tf.float32), tf.TensorSpec(shape=(None,), dtype=tf.float32)),
     )
+    if blocks_ahead > 0:
+        dataset = dataset.prefetch(blocks_ahead)
     if batches_per_block > 1:
         dataset = dataset.rebatch(batches.batch_size)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches.num_batches))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def as_py_dataset(batches: ParquetBatches, max_queue_size: int = 8) -> Any:
+def as_py_dataset(batches: ParquetBatches, max_queue_size: int = 64) -> Any:
     """A `keras.utils.PyDataset` serving the batches in order (any backend); fit it with `shuffle=False`.
 
     Index 0 starts a new epoch of the stream; a later index is served by the next batch. Keras
     asks for indices in order with one worker; its signature probe (indices 0 and 1 before the
-    first epoch) only costs one extra start.
+    first epoch) only costs one extra start. The queue holds 64 batches (~8 MiB at 58 features):
+    enough to cover the ~0.1-0.2 s in which a new shuffle window is read.
     """
     import keras
 
