@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,18 @@ def land_load_drops(count: int = LOAD_RUNS) -> list[str]:
                        "synthetic", f"load-{i:02d}").as_uri() for i in range(count)]
 
 
-def trigger_at_once(api: Api, drops: list[str], extra: dict[str, Any] | None = None) -> list[str]:
-    """POST one run per drop as fast as the API takes them; returns their run ids in trigger order."""
+def trigger_at_once(api: Api, drops: list[str], run_after: datetime | None = None) -> list[str]:
+    """POST one run per drop as fast as the API takes them; returns their run ids in trigger order.
+
+    With `run_after` (to queue them ahead of a scheduled run) each gets it plus i milliseconds: a manual run's
+    id is made from its run_after, and twenty equal ones would collide.
+    """
     run_ids = []
-    for drop in drops:
-        created = api("POST", f"/dags/{DAG_ID}/dagRuns",
-                      json={"logical_date": None, **(extra or {}), "conf": {**LOAD_CONF, "source_uri": drop}})
+    for i, drop in enumerate(drops):
+        body: dict[str, Any] = {"logical_date": None, "conf": {**LOAD_CONF, "source_uri": drop}}
+        if run_after is not None:
+            body["run_after"] = (run_after + timedelta(milliseconds=i)).isoformat()
+        created = api("POST", f"/dags/{DAG_ID}/dagRuns", json=body)
         assert created.status_code == 200, created.text
         run_ids.append(str(created.json()["dag_run_id"]))
     return run_ids

@@ -308,7 +308,7 @@ def test_twenty_runs_at_once_on_the_production_profile(stack: Stack) -> None:
     baseline = registry_baseline()
     started = time.monotonic()
     # run_after a day back, like _trigger_and_wait: ahead of any run the schedule adds meanwhile
-    run_ids = trigger_at_once(api, drops, {"run_after": (datetime.now(UTC) - timedelta(days=1)).isoformat()})
+    run_ids = trigger_at_once(api, drops, run_after=datetime.now(UTC) - timedelta(days=1))
     assert api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False}).ok
     # Unpausing creates last night's scheduled run (unless an earlier test did); it is not one of the twenty.
     deadline = time.monotonic() + 30
