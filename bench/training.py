@@ -25,7 +25,7 @@ process (peak RSS by `ru_maxrss`). An epoch's figure is the fastest epoch
 after the first (tracing, caches), as `_bench.best_of` does. Validation is
 left out: only the training input path is measured.
 `BENCH_TRAINING_MAIN_ROWS`, `BENCH_TRAINING_SCALE_ROWS`, `BENCH_TRAINING_EPOCHS` change the sizes.
-Run alone: `uv run python bench/training.py` (about 5-6 minutes on 2 cores).
+Run alone: `uv run python bench/training.py` (about 7-10 minutes on 2 shared cores).
 """
 
 from __future__ import annotations
