@@ -582,18 +582,13 @@ def collect_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict
     example, pip requirements, per-epoch `train.*` metrics and learning curve, and the same `TrainResult`, so
     evaluate, gate and register cannot tell the two paths apart. Runs in a fresh process (it loads Keras).
     """
-    import mlflow
-    import pandas as pd
-    from mlflow.models import infer_signature
 
-    from ml_tasks import tracking
     from ml_tasks.config import RunContext, TrainConfig
-    from ml_tasks.constants import LEARNING_CURVE_FILE, MLFLOW_MODEL_NAME, MULTIWORKER_DIR, TEST_RAW_FILE, TRANSFORM_FILE
-    from ml_tasks.datasets import get_dataset
+    from ml_tasks.constants import MULTIWORKER_DIR
     from ml_tasks.families import DEFAULT_PARAMS, KERAS_MLP
     from ml_tasks.io import write_json
-    from ml_tasks.pyfunc_model import KERAS_ARTIFACT, TRANSFORM_ARTIFACT, RatchetClassifier
-    from ml_tasks.training import TrainResult, _learning_curve, _pip_requirements, diagnose_fit
+    from ml_tasks.pyfunc_model import KERAS_ARTIFACT
+    from ml_tasks.training import TrainResult, diagnose_fit, log_trained_model
 
     run_ctx = RunContext.from_dict(ctx)
     train_config = TrainConfig(**config)
@@ -611,37 +606,19 @@ def collect_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict
     best_epoch = int(record["best_epoch"])
     train_auc, val_auc = history["auc"][best_epoch], history["val_auc"][best_epoch]
     hyper = {**DEFAULT_PARAMS[KERAS_MLP], **params}
-    spec = get_dataset(run_ctx.dataset)
-    prepared = run_ctx.prepared_dir
     accelerators = {"backend": "tensorflow", "gpus": record.get("gpus", []), "precision": "float32",
                     "input": "arrays", "strategy": "MultiWorkerMirroredStrategy", "workers": int(done["workers"]),
                     "replicas": int(record["replicas"]), "global_batch_size": int(record["global_batch_size"]),
                     "generation": done.get("generation")}
 
-    tracking.configure()
-    test_raw = pd.read_parquet(prepared / TEST_RAW_FILE)
-    example = test_raw[list(spec.features)].head(5)
-    with mlflow.start_run(run_id=parent_run_id):
-        for epoch in range(len(history["val_auc"])):
-            mlflow.log_metrics({f"train.{k}": v[epoch] for k, v in history.items() if epoch < len(v)}, step=epoch)
-        mlflow.log_params({f"train.{k}": v for k, v in hyper.items()}
-                          | {"train.max_epochs": train_config.max_epochs, "train.family": train_config.family,
-                             "train.workers": train_config.workers})
-        mlflow.log_metrics({"train.final_train_auc": train_auc, "train.final_val_auc": val_auc})
-        with tempfile.TemporaryDirectory() as tmp_dir:
-            curve = Path(tmp_dir) / LEARNING_CURVE_FILE
-            _learning_curve(history, str(curve))
-            mlflow.log_artifact(str(curve), artifact_path="plots")
-        classifier = RatchetClassifier()
-        artifacts = {KERAS_ARTIFACT: str(record["model_path"]), TRANSFORM_ARTIFACT: str(prepared / TRANSFORM_FILE)}
-        classifier.load_context(type("Context", (), {"artifacts": artifacts})())
-        signature = infer_signature(example, classifier.predict(None, example))
-        info = mlflow.pyfunc.log_model(
-            name=MLFLOW_MODEL_NAME, python_model=RatchetClassifier(), artifacts=artifacts,
-            signature=signature, input_example=example, pip_requirements=_pip_requirements(KERAS_MLP),
-        )
+    model_uri = log_trained_model(
+        run_ctx, parent_run_id, KERAS_MLP, {KERAS_ARTIFACT: str(record["model_path"])}, history,
+        {f"train.{k}": v for k, v in hyper.items()} | {"train.max_epochs": train_config.max_epochs,
+                                                      "train.family": train_config.family,
+                                                      "train.workers": train_config.workers},
+        train_auc, val_auc)
     result = TrainResult(
-        model_uri=info.model_uri, model_path=str(record["model_path"]), epochs_run=len(history["val_auc"]),
+        model_uri=model_uri, model_path=str(record["model_path"]), epochs_run=len(history["val_auc"]),
         best_epoch=best_epoch, train_auc=train_auc, val_auc=val_auc, fit_diagnosis=diagnose_fit(train_auc, val_auc),
         accelerators=accelerators, reused=False, family=KERAS_MLP, initial_epoch=int(record["initial_epoch"]),
     )

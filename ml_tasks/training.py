@@ -233,10 +233,12 @@ def _fit_sklearn(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str
                    int(fitted["best_epoch"]), float(fitted["train_auc"]), float(fitted["val_auc"]))
 
 
-def train_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
-    import json
+def log_trained_model(run_ctx: RunContext, parent_run_id: str, family: str, model_artifacts: dict[str, str],
+                      history: dict[str, list[float]], params: dict[str, Any], train_auc: float,
+                      val_auc: float) -> str:
+    """Log a trained model into the run as every path does: per-epoch `train.*` metrics, params, learning curve,
+    and the pyfunc over the model file and the fitted transform. Returns the logged model's URI."""
     import tempfile
-    from pathlib import Path
 
     import mlflow
     import pandas as pd
@@ -244,9 +246,38 @@ def train_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict[s
 
     from ml_tasks import tracking
     from ml_tasks.datasets import get_dataset
+    from ml_tasks.pyfunc_model import TRANSFORM_ARTIFACT, RatchetClassifier
+
+    spec = get_dataset(run_ctx.dataset)
+    folder = run_ctx.prepared_dir
+    tracking.configure()
+    example = pd.read_parquet(folder / TEST_RAW_FILE)[list(spec.features)].head(5)
+    with mlflow.start_run(run_id=parent_run_id):
+        for epoch in range(len(history["val_auc"])):
+            mlflow.log_metrics({f"train.{k}": v[epoch] for k, v in history.items() if epoch < len(v)}, step=epoch)
+        mlflow.log_params(params)
+        mlflow.log_metrics({"train.final_train_auc": train_auc, "train.final_val_auc": val_auc})
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            curve = Path(tmp_dir) / LEARNING_CURVE_FILE
+            _learning_curve(history, str(curve))
+            mlflow.log_artifact(str(curve), artifact_path="plots")
+        classifier = RatchetClassifier()
+        artifacts = {**model_artifacts, TRANSFORM_ARTIFACT: str(folder / TRANSFORM_FILE)}
+        classifier.load_context(type("Context", (), {"artifacts": artifacts})())
+        signature = infer_signature(example, classifier.predict(None, example))
+        info = mlflow.pyfunc.log_model(
+            name=MLFLOW_MODEL_NAME, python_model=RatchetClassifier(), artifacts=artifacts,
+            signature=signature, input_example=example, pip_requirements=_pip_requirements(family),
+        )
+    return str(info.model_uri)
+
+
+def train_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
+    import json
+
+    from ml_tasks.datasets import get_dataset
     from ml_tasks.families import DEFAULT_PARAMS, KERAS_MLP
     from ml_tasks.io import write_json
-    from ml_tasks.pyfunc_model import TRANSFORM_ARTIFACT, RatchetClassifier
     from ml_tasks.system_metrics import system_metrics
 
     run_ctx = RunContext.from_dict(ctx)
@@ -259,34 +290,16 @@ def train_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict[s
         return {**json.loads(done_record.read_text()), "reused": True}
 
     hyper = {**DEFAULT_PARAMS[family], **params}
-    folder = run_ctx.prepared_dir
     with system_metrics(parent_run_id, node_id="train"):
         fitted = (_fit_keras if family == KERAS_MLP else _fit_sklearn)(run_ctx, train_config, hyper, spec.target)
     history, train_auc, val_auc, best_epoch = fitted.history, fitted.train_auc, fitted.val_auc, fitted.best_epoch
 
-    tracking.configure()
-    test_raw = pd.read_parquet(folder / TEST_RAW_FILE)
-    example = test_raw[list(spec.features)].head(5)
-    with mlflow.start_run(run_id=parent_run_id):
-        for epoch in range(len(history["val_auc"])):
-            mlflow.log_metrics({f"train.{k}": v[epoch] for k, v in history.items() if epoch < len(v)}, step=epoch)
-        mlflow.log_params({f"train.{k}": v for k, v in hyper.items()}
-                          | {"train.max_epochs": train_config.max_epochs, "train.family": family})
-        mlflow.log_metrics({"train.final_train_auc": train_auc, "train.final_val_auc": val_auc})
-        with tempfile.TemporaryDirectory() as tmp_dir:
-            curve = Path(tmp_dir) / LEARNING_CURVE_FILE
-            _learning_curve(history, str(curve))
-            mlflow.log_artifact(str(curve), artifact_path="plots")
-        classifier = RatchetClassifier()
-        artifacts = {**fitted.artifacts, TRANSFORM_ARTIFACT: str(folder / TRANSFORM_FILE)}
-        classifier.load_context(type("Context", (), {"artifacts": artifacts})())
-        signature = infer_signature(example, classifier.predict(None, example))
-        info = mlflow.pyfunc.log_model(
-            name=MLFLOW_MODEL_NAME, python_model=RatchetClassifier(), artifacts=artifacts,
-            signature=signature, input_example=example, pip_requirements=_pip_requirements(family),
-        )
+    model_uri = log_trained_model(run_ctx, parent_run_id, family, fitted.artifacts, history,
+                                  {f"train.{k}": v for k, v in hyper.items()}
+                                  | {"train.max_epochs": train_config.max_epochs, "train.family": family},
+                                  train_auc, val_auc)
     result = TrainResult(
-        model_uri=info.model_uri, model_path=next(iter(fitted.artifacts.values())), epochs_run=fitted.epochs_run,
+        model_uri=model_uri, model_path=next(iter(fitted.artifacts.values())), epochs_run=fitted.epochs_run,
         best_epoch=best_epoch, train_auc=train_auc, val_auc=val_auc,
         fit_diagnosis=diagnose_fit(train_auc, val_auc), accelerators=fitted.accelerators, reused=False, family=family,
         initial_epoch=fitted.initial_epoch,
