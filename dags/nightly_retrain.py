@@ -50,7 +50,7 @@ the current champion on the same held-out rows.
 * **tune_plan** creates the run's Optuna study (warm-started with the champion's parameters when it is of the
   same `model_family`); **tune_slot** runs `tuning_workers` mapped slots that share the study (every trial a
   nested MLflow run, pruned on its per-epoch validation AUC); **tune** picks the best trial and logs the plots.
-* **train** trains the best configuration of the family in a fresh process (checkpointed, early stopping).
+* **train** trains the best configuration of the family (Keras in a fresh process; checkpointed, early stopping).
   With `train_workers` N > 1 (keras_mlp only), **train_plan** maps N **train_worker** tasks (queue `gpu`, pool
   `ratchet_gpu`, one slot each) that find each other by rendezvous in the run's model folder, form one
   `MultiWorkerMirroredStrategy` cluster (`TF_CONFIG` built at run time; worker 0 is the chief) and train with a
