@@ -109,7 +109,7 @@ class AirflowStack:
             try:
                 if requests.get(f"{self.base}/api/v2/monitor/health", timeout=3).ok:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or too busy to answer in time
                 pass
             for name, proc in self.procs.items():
                 if proc.poll() is not None:

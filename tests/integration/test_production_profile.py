@@ -282,7 +282,7 @@ def test_nightly_retrain_runs_end_to_end_on_the_production_profile(stack: Stack)
 
 
 @pytest.mark.load
-@pytest.mark.timeout(20 * 120 + 600)
+@pytest.mark.timeout(20 * 240 + 600)
 def test_twenty_runs_at_once_on_the_production_profile(stack: Stack) -> None:
     """The load test of test_load.py, here on Celery, PostgreSQL, Redis and the MLflow server behind auth."""
     from .load import (
@@ -320,7 +320,8 @@ def test_twenty_runs_at_once_on_the_production_profile(stack: Stack) -> None:
         if scheduled:
             break
         time.sleep(2)
-    runs = wait_until_drained(api, run_ids, timeout_s=LOAD_RUNS * 120)
+    # Slower than the embedded default per run: every artifact goes through the MLflow server to S3.
+    runs = wait_until_drained(api, run_ids, timeout_s=LOAD_RUNS * 240)
     summary = check_drained_load(api, run_ids, runs, baseline)
     summary["wall_s"] = round(time.monotonic() - started, 1)
     write_summary(Path(__file__).resolve().parents[2] / ".ratchet" / "test-artifacts" / "load" / "production.json",
