@@ -167,7 +167,8 @@ def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_
     test = pd.read_parquet(run_ctx.prepared_dir / TEST_RAW_FILE)
     features, labels = test[list(spec.features)], test[spec.target].to_numpy()
 
-    candidate_model = mlflow.pyfunc.load_model(candidate_model_uri)
+    # suppress_warnings: skips MLflow's scan of every installed package against the model's requirements (ours)
+    candidate_model = mlflow.pyfunc.load_model(candidate_model_uri, suppress_warnings=True)
 
     def predict(rows: pd.DataFrame) -> Any:
         return candidate_model.predict(rows)["probability"].to_numpy()
@@ -180,7 +181,7 @@ def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_
     if champion_version is not None:
         uri = f"models:/{spec.registered_model}/{champion_version}"
         try:
-            champion_p = mlflow.pyfunc.load_model(uri).predict(features)["probability"].to_numpy()
+            champion_p = mlflow.pyfunc.load_model(uri, suppress_warnings=True).predict(features)["probability"].to_numpy()
             champion = metrics.classification_metrics(labels, champion_p)
             champion_slices = metrics.slice_metrics(features, labels, champion_p, spec.slices)
             intervals = {m: i.to_dict() for m, i in metrics.paired_bootstrap(

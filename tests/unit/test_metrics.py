@@ -58,6 +58,20 @@ def test_fast_average_precision_matches_sklearn_with_zero_weights_at_the_top_and
     assert scores.average_precision(np.ones(len(y))) == pytest.approx(sk.average_precision_score(y, p), abs=1e-12)
 
 
+def test_calibration_error_equals_the_per_bin_definition_with_weights():
+    from ml_tasks.metrics import CALIBRATION_BINS, expected_calibration_error, probability_matrix
+
+    y, p = _scores(n=2000, seed=6)
+    w = np.random.default_rng(7).poisson(1.0, len(y)).astype(float)
+    matrix = probability_matrix(p)
+    confidence, correct = matrix.max(axis=1), (matrix.argmax(axis=1) == y).astype(float)
+    which = np.clip(np.digitize(confidence, np.linspace(0, 1, CALIBRATION_BINS + 1)[1:-1]), 0, CALIBRATION_BINS - 1)
+    expected = sum(w[which == b].sum() / w.sum() * abs(np.average(correct[which == b], weights=w[which == b])
+                                                        - np.average(confidence[which == b], weights=w[which == b]))
+                   for b in range(CALIBRATION_BINS) if w[which == b].sum() > 0)
+    assert expected_calibration_error(y, matrix, weights=w) == pytest.approx(expected, abs=1e-12)
+
+
 def test_multiclass_metrics_are_macro_one_vs_rest():
     rng = np.random.default_rng(3)
     y = rng.integers(0, 3, 3000)
