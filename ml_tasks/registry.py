@@ -6,9 +6,9 @@ the gate saw it; every move is appended to a history tag on the registered
 model. Older versions are never deleted, so any earlier champion can be
 restored with `ratchet rollback`.
 
-The history is never cut: a registered-model tag holds at most 5,000
-characters (about 25 moves), so a full page is archived under
-`ratchet.alias_history.<n>` and the newest page starts again.
+The history is never cut: we keep every registered-model tag within
+`MAX_TAG_CHARS` (5,000 characters, about 25 moves), so a full page is archived
+under `ratchet.alias_history.<n>` and the newest page starts again.
 """
 
 from __future__ import annotations
