@@ -37,9 +37,7 @@ def run_isolated(target: str, kwargs: dict[str, Any], timeout_s: float | None = 
     """Call `module:function` with `kwargs` in a new interpreter (or here) and return its JSON result."""
     if not fresh_process:
         log.info("running %s in this process (no TensorFlow)", target)
-        module_name, function_name = target.split(":")
-        function = getattr(importlib.import_module(module_name), function_name)
-        return json.loads(json.dumps(function(**json.loads(json.dumps(kwargs))), default=str))
+        return json.loads(json.dumps(_resolve(target)(**json.loads(json.dumps(kwargs))), default=str))
     with tempfile.TemporaryDirectory(prefix="ratchet-") as tmp:
         args_path, result_path = Path(tmp) / "args.json", Path(tmp) / "result.json"
         args_path.write_text(json.dumps(kwargs))
@@ -65,11 +63,16 @@ def run_isolated(target: str, kwargs: dict[str, Any], timeout_s: float | None = 
         raise errors.RatchetError(f"{target} process {why} before returning a result")
 
 
+def _resolve(target: str) -> Any:
+    """The function a `module:function` target names."""
+    module_name, function_name = target.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
 def _main(argv: list[str]) -> int:
     target, args_path, result_path = argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    module_name, function_name = target.split(":")
-    function = getattr(importlib.import_module(module_name), function_name)
+    function = _resolve(target)
     try:
         result = {"result": function(**json.loads(Path(args_path).read_text()))}
         status = 0
