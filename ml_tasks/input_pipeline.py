@@ -9,10 +9,12 @@ handed to Keras while the previous batches train.
 
 Why the shuffle and batching happen in numpy rather than in `tf.data`: an
 element-wise `Dataset.shuffle(buffer).batch(n)` costs an op per row, which on
-2 cores is slower than the model; one permutation of a 256k-row window and
+2 cores is slower than the model; one permutation of a 64k-row window and
 row slices cost almost nothing. The training file is already in random order
 (the split shuffles), so a window shuffle only has to vary batches from epoch
-to epoch.
+to epoch. The window is one record batch (64k rows, ~15 MiB): each epoch
+starts training after one record batch is read (about 0.1 s here), where a
+256k-row window held the first batch back 0.3-0.6 s per epoch.
 
 The API (what `training.py` calls):
 
@@ -28,7 +30,7 @@ returns arrays from `load_arrays` and `fit_kwargs()` carries `batch_size`
 and `shuffle=True`. Streamed it returns, under TensorFlow, a
 `tf.data.Dataset.from_generator(...)` that receives 128 batches per Python
 call, produced 4 blocks ahead (a block that starts a new window waits for
-256k rows to be read, longer than an AUTOTUNE batch prefetch covers: without
+its rows to be read, longer than an AUTOTUNE batch prefetch covers: without
 it, one noisy interleaved run gave 0.86 of the in-memory speed, 0.99 with it), and `rebatch`es them in C++
 (per-batch calls cost ~15% of an epoch here, 16-batch blocks still 15-20% more
 CPU than 128), `.prefetch(tf.data.AUTOTUNE)`,
@@ -74,7 +76,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BYTES_PER_VALUE = 4  # float32
-DEFAULT_SHUFFLE_BUFFER = 262_144  # rows held and permuted at once (~60 MiB at 60 features)
+DEFAULT_SHUFFLE_BUFFER = 65_536  # rows held and permuted at once (~15 MiB at 58 features): one record batch
 READ_ROWS = 65_536  # rows per pyarrow record batch
 READ_BUFFER = 1 << 20  # bytes: column chunks are read page by page, not whole row groups at once
 MEMORY_BUDGET_ENV = "RATCHET_TRAIN_MEMORY_BUDGET"  # bytes the in-memory arrays may take
@@ -274,8 +276,8 @@ def as_tf_dataset(batches: ParquetBatches, batches_per_block: int = TF_BATCHES_P
 
     The generator hands over `batches_per_block` batches at a time and `rebatch` cuts them in C++:
     one Python call per block instead of per batch. `blocks_ahead` whole blocks are produced ahead
-    in tf.data's thread: a block that starts a new shuffle window (reading and decoding 256k rows)
-    takes ~0.1-0.2 s, longer than the few batches an AUTOTUNE prefetch holds last.
+    in tf.data's thread: a block that starts a new shuffle window (reading and decoding its rows)
+    takes ~0.05-0.1 s, longer than the few batches an AUTOTUNE prefetch holds last.
     """
     import tensorflow as tf
 

@@ -3,10 +3,11 @@
 Airflow imports `airflow_local_settings` (the plugins folder is on its path) in every process it starts.
 Only the scheduler (whose LocalExecutor forks its workers, which fork each task) and a Celery worker
 preload; the DAG processor, the API server and the CLI do not, so parsing a DAG file stays light. Each task
-then starts with pandas, MLflow, scikit-learn and Great Expectations already imported: 1.5-5 s less per task
-on 2 cores, most of the orchestration overhead `bench/overhead.py` measures. Our own code (`ml_tasks`) is
-not preloaded, so a task always runs the code on disk. TensorFlow is never preloaded: training runs in a
-spawned interpreter (TF is not fork-safe). `RATCHET_PRELOAD=0` switches this off.
+then starts with pandas, MLflow (its SQL stores too), scikit-learn, Great Expectations and matplotlib already
+imported: 1.5-5 s less per task on 2 cores, most of the orchestration overhead `bench/overhead.py` measures.
+Nothing preloaded starts a thread or opens a connection at import, so forking after it is safe.
+Our own code (`ml_tasks`) is not preloaded, so a task always runs the code on disk. TensorFlow is never
+preloaded: training runs in a spawned interpreter (TF is not fork-safe). `RATCHET_PRELOAD=0` switches this off.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ import sys
 log = logging.getLogger(__name__)
 
 PRELOADED = ("numpy", "pandas", "pyarrow.parquet", "sklearn", "scipy.stats", "mlflow", "mlflow.pyfunc",
-             "mlflow.tracking", "great_expectations", "optuna", "skops.io")
+             "mlflow.tracking", "great_expectations", "optuna", "skops.io",
+             # MLflow's SQL stores pull in alembic and mako: ~0.9 s in every task that opens the tracking store
+             "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
+             # plots (training curves, evaluation, the study's history): ~0.4 s more
+             "matplotlib.pyplot", "optuna.visualization.matplotlib", "optuna.importance")
 FORKING_COMMANDS = ("scheduler", "celery")
 
 
@@ -27,6 +32,7 @@ def _preload() -> None:
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     if os.environ.get("RATCHET_PRELOAD", "1") == "0" or command not in FORKING_COMMANDS:
         return
+    os.environ.setdefault("MPLBACKEND", "Agg")  # headless: pyplot must not pick a GUI backend
     for name in PRELOADED:
         if name in sys.modules:
             continue
