@@ -22,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +122,7 @@ def _parallel_run(home: Path, n_slots: int) -> float:
 
     from ml_tasks import families, tracking
     from ml_tasks.config import RunContext, TuneConfig
-    from ml_tasks.isolation import run_isolated
-    from ml_tasks.tuning import load_study, study_storage, tune_plan
+    from ml_tasks.tuning import load_study, study_storage, tune_plan, tune_slot
 
     ctx = RunContext("synthetic", f"parallel{n_slots}")
     _prepare(home, ctx)
@@ -141,9 +139,7 @@ def _parallel_run(home: Path, n_slots: int) -> float:
         # Its own interpreter, as each mapped `tune_slot` task is its own process in the DAG (`tune_slot` runs
         # a scikit-learn family in the calling process: two threads here would share one GIL).
         try:
-            run_isolated("ml_tasks.tuning:tune_slot_in_process",
-                         {"ctx": ctx.to_dict(), "config": asdict(config), "parent_run_id": run_id, "slot": slot,
-                          "n_slots": len(plan.slots)})
+            tune_slot(ctx, config, run_id, slot, len(plan.slots), fresh_process=True)
         except BaseException as exc:  # reported below
             errors.append(exc)
 

@@ -214,8 +214,12 @@ def tune_plan(ctx: RunContext, config: TuneConfig) -> TunePlan:
 # ---------------------------------------------------------------- slots
 
 
-def tune_slot(ctx: RunContext, config: TuneConfig, parent_run_id: str, slot: int, n_slots: int) -> SlotResult:
-    """Run slot `slot`'s share of the study's trials: in a fresh process for Keras (TensorFlow), else here."""
+def tune_slot(ctx: RunContext, config: TuneConfig, parent_run_id: str, slot: int, n_slots: int,
+              fresh_process: bool | None = None) -> SlotResult:
+    """Run slot `slot`'s share of the study's trials: in a fresh process for Keras (TensorFlow), else here.
+
+    `fresh_process=True` forces an interpreter of its own (slots run side by side in one caller's threads).
+    """
     if not 0 <= slot < n_slots:
         from ml_tasks.errors import ConfigError
 
@@ -223,7 +227,7 @@ def tune_slot(ctx: RunContext, config: TuneConfig, parent_run_id: str, slot: int
     result = run_isolated(
         "ml_tasks.tuning:tune_slot_in_process",
         {"ctx": ctx.to_dict(), "config": asdict(config), "parent_run_id": parent_run_id, "slot": slot, "n_slots": n_slots},
-        fresh_process=config.family == KERAS_MLP,
+        fresh_process=config.family == KERAS_MLP if fresh_process is None else fresh_process,
     )
     return SlotResult(**result)
 
