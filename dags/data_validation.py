@@ -55,7 +55,7 @@ a drop before the nightly run sees it.
     },
 )
 def data_validation() -> None:
-    @task
+    @task(multiple_outputs=False)
     def validate() -> dict[str, Any]:
         from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowFailException

@@ -176,12 +176,12 @@ def model_monitoring() -> None:
         with TaskGroup(group_id=model):
             asset = Asset(retrain_request_uri(model))
 
-            @task(task_id="monitor")
+            @task(multiple_outputs=False, task_id="monitor")
             def monitor_model(model: str = model) -> dict[str, Any]:
                 return _monitor(model)
 
-            @task(task_id="request_retrain", inlets=[asset], outlets=[asset], on_success_callback=_alert_retrain,
-                  retries=0)
+            @task(multiple_outputs=False, task_id="request_retrain", inlets=[asset], outlets=[asset],
+                  on_success_callback=_alert_retrain, retries=0)
             def request_retrain(result: dict[str, Any], model: str = model) -> dict[str, Any]:
                 return _request_retrain(model, result)
 

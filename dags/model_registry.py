@@ -56,7 +56,7 @@ def _fail_permanently(exc: Exception) -> None:
                          description="Kept in the alias history with the run id."),
      })
 def promote_model() -> None:
-    @task(pool="ratchet_promotion")
+    @task(multiple_outputs=False, pool="ratchet_promotion")
     def promote() -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
@@ -85,7 +85,7 @@ def promote_model() -> None:
                              description="Empty: the champion before the current one."),
      })
 def rollback_model() -> None:
-    @task(pool="ratchet_promotion")
+    @task(multiple_outputs=False, pool="ratchet_promotion")
     def rollback() -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
@@ -132,7 +132,7 @@ held-out rows (size, latency, accuracy) and registered as its own model
                                     description="A compressed model that loses more accuracy than this is not registered."),
      })
 def compress_model() -> None:
-    @task
+    @task(multiple_outputs=False)
     def compress() -> dict[str, Any]:
         from airflow.sdk import get_current_context
 

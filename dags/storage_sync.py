@@ -61,7 +61,7 @@ consumer that sees it knows the set is whole.
     },
 )
 def storage_sync() -> None:
-    @task
+    @task(multiple_outputs=False)
     def sync() -> dict[str, Any]:
         from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowFailException

@@ -6,9 +6,13 @@ it only runs the CLI with the environment `ratchet env` prints.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from ml_tasks.settings import environment_exports, get_settings
@@ -17,6 +21,8 @@ from ml_tasks.settings import environment_exports, get_settings
 PROMOTION_POOL = "ratchet_promotion"
 # Training tasks go to this pool and the `gpu` queue; its slots count the GPUs of the Celery worker(s) that serve it.
 GPU_POOL = "ratchet_gpu"
+
+log = logging.getLogger(__name__)
 
 
 def airflow_env() -> dict[str, str]:
@@ -33,6 +39,36 @@ def airflow(*args: str, log_path: Path | None = None, check: bool = True) -> sub
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as handle:
         return subprocess.run(command, env=airflow_env(), check=check, stdout=handle, stderr=subprocess.STDOUT, text=True)
+
+
+def warm_execution_api(airflow_url: str, timeout: float = 120.0, server_workers: int = 1) -> bool:
+    """Make the API server build its Task Execution API now, not on the first task's first call.
+
+    Airflow's execution API is a Cadwyn app that generates its versioned routers on its first request, on the
+    server's event loop: 8-10 s of CPU on 2 cores, during which the API server answers nothing (UI included),
+    and the first task's `run` call times out and is retried. One unauthenticated GET of its health route pays
+    that at start-up; it waits for the server to listen. With several server worker processes each builds its
+    own, so as many requests go at once: a worker busy building accepts no connection, so another takes the next.
+    True when every request was answered.
+    """
+    if server_workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(server_workers) as pool:
+            return all(pool.map(lambda _: warm_execution_api(airflow_url, timeout), range(server_workers)))
+    url = f"{airflow_url.rstrip('/')}/execution/health"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=max(1.0, deadline - time.monotonic())):
+                return True
+        except urllib.error.HTTPError as exc:  # it answered: the routers are built
+            return exc.code < 500
+        except OSError as exc:  # not listening yet, or too slow
+            if time.monotonic() >= deadline:
+                log.warning("the Task Execution API at %s did not answer its warm-up request: %s", url, exc)
+                return False
+            time.sleep(1)
 
 
 def init_airflow(gpu_slots: int | None = None) -> None:

@@ -221,7 +221,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     import subprocess
     import time
 
-    from ml_tasks.airflow_cli import airflow_env, init_airflow
+    from ml_tasks.airflow_cli import airflow_env, init_airflow, warm_execution_api
 
     settings = get_settings()
     # SIGTERM (a service manager, `kill`) stops the children too, like Ctrl-C
@@ -252,6 +252,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     ]
     try:
         up = _wait_http(f"{airflow_url}/api/v2/monitor/health", 180) and _wait_http(f"{mlflow_url}/health", 60)
+        up = up and warm_execution_api(airflow_url)
         password_file = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
         airflow_login = "(see logs/airflow.log)"
         if password_file.is_file():

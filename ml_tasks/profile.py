@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
+from ml_tasks.airflow_cli import warm_execution_api
 from ml_tasks.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -378,6 +379,7 @@ def up_production(profile: ProductionProfile | None = None, *, airflow_port: int
   MLflow UI    {profile.mlflow_url}   login {MLFLOW_ADMIN} / (kept in {profile.home}/secrets/mlflow_admin_password)
 Ctrl-C stops everything.""", flush=True)
     try:
+        warm_execution_api(profile.airflow_url, timeout=240, server_workers=profile.api_workers)
         while all(p.poll() is None for p in procs.values()):
             time.sleep(1)
         failed = [name for name, p in procs.items() if p.poll() is not None]

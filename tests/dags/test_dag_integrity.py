@@ -112,6 +112,14 @@ def test_invalid_param_values_are_refused(dagbag, name, value):
     _assert_refused(dagbag, "nightly_retrain", name, value)
 
 
+def test_no_task_splits_its_return_value_into_xcoms(dagbag):
+    """Every consumer reads a task's whole return value; a `-> dict` task left to Airflow's inference would also
+    push each key as its own XCom, one Execution API call per key (measured: 0.35 s at the end of `gate`)."""
+    split = [f"{dag_id}.{task.task_id}" for dag_id, dag in dagbag.dags.items() for task in dag.tasks
+             if getattr(task, "multiple_outputs", False)]
+    assert split == []
+
+
 def test_every_dag_is_documented_owned_and_tagged(dagbag):
     for dag_id, dag in dagbag.dags.items():
         assert dag.doc_md and "ratchet" in dag.tags, dag_id

@@ -1,0 +1,92 @@
+"""warm_execution_api against a real HTTP server on 127.0.0.1 (Airflow's own API server is exercised by the
+integration tests; here only the warm-up's requests, waiting and answers are checked)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from ml_tasks.airflow_cli import warm_execution_api
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    paths: list[str] = []
+    status = 200
+
+    def do_GET(self) -> None:
+        type(self).paths.append(self.path)
+        self.send_response(type(self).status)
+        self.end_headers()
+        self.wfile.write(b'{"status": "healthy"}')
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(port: int, status: int = 200) -> ThreadingHTTPServer:
+    _Recorder.paths = []
+    _Recorder.status = status
+    server = ThreadingHTTPServer(("127.0.0.1", port), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    yield _free_port()
+
+
+def test_it_requests_the_execution_api_health_route(port: int) -> None:
+    server = _serve(port)
+    try:
+        assert warm_execution_api(f"http://127.0.0.1:{port}/", timeout=10)
+        assert _Recorder.paths == ["/execution/health"]
+    finally:
+        server.shutdown()
+
+
+def test_it_sends_one_request_per_server_worker(port: int) -> None:
+    server = _serve(port)
+    try:
+        assert warm_execution_api(f"http://127.0.0.1:{port}", timeout=10, server_workers=3)
+        assert _Recorder.paths == ["/execution/health"] * 3
+    finally:
+        server.shutdown()
+
+
+def test_it_waits_for_a_server_that_starts_listening_late(port: int) -> None:
+    servers: list[ThreadingHTTPServer] = []
+    starter = threading.Timer(1.5, lambda: servers.append(_serve(port)))
+    starter.start()
+    try:
+        assert warm_execution_api(f"http://127.0.0.1:{port}", timeout=20)
+        assert _Recorder.paths == ["/execution/health"]
+    finally:
+        starter.join()
+        for server in servers:
+            server.shutdown()
+
+
+def test_an_answer_is_enough_but_a_server_error_is_not(port: int) -> None:
+    server = _serve(port, status=404)
+    try:
+        assert warm_execution_api(f"http://127.0.0.1:{port}", timeout=10)  # it answered: the app is built
+        _Recorder.status = 500
+        assert not warm_execution_api(f"http://127.0.0.1:{port}", timeout=10)
+    finally:
+        server.shutdown()
+
+
+def test_nothing_listening_gives_up_at_the_deadline(port: int, caplog: pytest.LogCaptureFixture) -> None:
+    assert not warm_execution_api(f"http://127.0.0.1:{port}", timeout=2)
+    assert "did not answer its warm-up request" in caplog.text
