@@ -1,19 +1,20 @@
 """Orchestration overhead and scaling of the nightly pipeline.
 
-(a) overhead.nightly_run_scheduler_vs_plain_process: one `nightly_retrain` run through the real Airflow
+(a) overhead.nightly_run_scheduler_vs_plain_process: a `nightly_retrain` run through the real Airflow
     scheduler (`airflow standalone`: LocalExecutor on SQLite, triggered over the REST API once every component is
     up and the execution API is built; the run's wall time is its end_date - queued_at, so Airflow's own start-up
     is left out, as for a nightly run on a long-running Airflow) against the same `ml_tasks.pipeline`
     calls, in the same order and with the same conf and data, in one plain Python process. Each side has its
-    own fresh RATCHET_HOME (no champion: both promote v1). ratio = plain / Airflow; target 1/1.15 (Airflow at
-    most 15% slower). The per-task overhead (task-instance duration minus the same call's plain duration) and
-    the time between tasks (scheduling, process start) are printed as `INFO` lines.
+    own fresh RATCHET_HOME (no champion: both promote v1). Two such pairs run one after the other, and the figure
+    compares each side's fastest: ratio = plain / Airflow; target 1/1.15 (Airflow at most 15% slower). The
+    per-task overhead (task-instance duration minus the same call's plain duration) and the time between tasks
+    (scheduling, process start) are printed as `INFO` lines.
 (b) overhead.time_vs_rows_exponent: the same plain pipeline at 10k, 100k and 1M rows; the least-squares
     exponent of wall time against rows (log-log); target at most 1.1 (ratio = 1.1 / exponent).
 (c) overhead.peak_memory_<n>_rows: peak RSS of the pipeline process and its training subprocess, against a
     budget of 20x the drop's in-memory size (pandas) plus 1.5 GB of fixed cost (Python, TensorFlow, MLflow, GX).
 
-Runs alone: `uv run python bench/overhead.py` (about 10-15 minutes on 2 cores); `--quick` skips 1M rows,
+Runs alone: `uv run python bench/overhead.py` (about 15-20 minutes on 2 cores); `--quick` runs one pair and skips 1M rows,
 `--overhead-only` and `--scaling-only` run one half.
 """
 
@@ -43,6 +44,7 @@ CONF = {"dataset": "synthetic", "tuning_trials": 4, "tuning_epochs": 3, "max_epo
         "change_thresholds": {}}
 DAG_ID = "nightly_retrain"
 RUN_DATE = "2026-03-01"
+REPEATS = 2  # plain/Airflow pairs for the overhead figure (--quick: 1)
 
 
 def _land(folder: Path, rows: int) -> str:
@@ -232,38 +234,59 @@ def _print_handoffs(task_instances: list[dict[str, Any]]) -> None:
           f"(sum {sum(starting):.1f}s)")
 
 
-def overhead(root: Path) -> list[str]:
-    drop = _land(root / "drop", OVERHEAD_ROWS)
-    conf = {**CONF, "source_uri": drop}
-    plain = _run_plain(root / "plain", conf)
-    observed = _airflow_run(root / "airflow", conf)
+def _report_pair(plain: dict[str, Any], observed: dict[str, Any]) -> float:
+    """Print where one Airflow run's extra time went against its plain run; return the Airflow run's wall time."""
     run = observed["run"]
     if run["state"] != "success":
         raise RuntimeError(f"the Airflow run ended {run['state']}")
     airflow_wall = _seconds(run["queued_at"], run["end_date"])
     in_tasks = 0.0
-    rows = []
     per_task: dict[str, float] = {}
     for ti in observed["task_instances"]:
         if ti["state"] != "success" or ti["operator"] in ("EmptyOperator", "ApprovalOperator"):
             continue
         per_task[ti["task_id"]] = per_task.get(ti["task_id"], 0.0) + float(ti["duration"] or 0.0)
+    light = []
     for task_id, duration in sorted(per_task.items()):
         ours = plain["durations"].get(task_id, 0.0)
         in_tasks += duration - ours
-        rows.append(f"INFO overhead.task {task_id}: {duration:.2f}s in Airflow vs {ours:.2f}s plain (+{duration - ours:.2f}s)")
-    for row in rows:
-        print(row)
+        if ours < 1.0:  # a light call: the difference is Airflow's fixed cost per task, not noise in the work
+            light.append(duration - ours)
+        print(f"INFO overhead.task {task_id}: {duration:.2f}s in Airflow vs {ours:.2f}s plain (+{duration - ours:.2f}s)")
     first_queued = min(ti["queued_when"] for ti in observed["task_instances"] if ti.get("queued_when"))
     last_done = max(ti["end_date"] for ti in observed["task_instances"] if ti.get("end_date"))
     print(f"INFO overhead.run queued to first task queued {_seconds(run['queued_at'], first_queued):.2f}s, "
           f"last task done to run done {_seconds(last_done, run['end_date']):.2f}s")
     _print_handoffs(observed["task_instances"])
+    if light:
+        print(f"INFO overhead.per_task fixed cost inside a task (process start, DAG parse, XCom, state calls): median "
+              f"+{sorted(light)[len(light) // 2]:.2f}s over the {len(light)} tasks whose call takes under 1 s plain")
     between = airflow_wall - plain["wall"] - in_tasks
     print(f"INFO overhead.total Airflow {airflow_wall:.1f}s vs plain {plain['wall']:.1f}s: +{in_tasks:.1f}s inside "
           f"{len(per_task)} task instances (process start, imports, XCom), +{between:.1f}s between them (scheduling)")
     print(f"INFO overhead.factor {airflow_wall / plain['wall']:.3f} (target at most 1.15)")
-    return [bench_line("overhead.nightly_run_scheduler_vs_plain_process", airflow_wall, plain["wall"], 1 / 1.15)]
+    return airflow_wall
+
+
+def overhead(root: Path, repeats: int) -> list[str]:
+    """`repeats` pairs, plain then Airflow, each on fresh state; the figure compares each side's fastest run.
+
+    The Keras stages of one run vary by 10-25% on this VM (measured: tune_slot 33-50 s for the same trials), more
+    than the overhead itself; noise only adds time, so the fastest of each side is the stable estimate.
+    """
+    drop = _land(root / "drop", OVERHEAD_ROWS)
+    conf = {**CONF, "source_uri": drop}
+    plain_walls, airflow_walls = [], []
+    for pair in range(repeats):
+        print(f"INFO overhead.pair {pair + 1} of {repeats}", flush=True)
+        plain = _run_plain(root / f"plain-{pair}", conf)
+        observed = _airflow_run(root / f"airflow-{pair}", conf)
+        airflow_walls.append(_report_pair(plain, observed))
+        plain_walls.append(plain["wall"])
+    print(f"INFO overhead.pairs Airflow {[round(w, 1) for w in airflow_walls]} s vs plain "
+          f"{[round(w, 1) for w in plain_walls]} s; factor per pair "
+          f"{[round(a / b, 3) for a, b in zip(airflow_walls, plain_walls, strict=True)]}")
+    return [bench_line("overhead.nightly_run_scheduler_vs_plain_process", min(airflow_walls), min(plain_walls), 1 / 1.15)]
 
 
 def scaling(root: Path, sizes: tuple[int, ...]) -> list[str]:
@@ -292,7 +315,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ratchet-bench-overhead-") as tmp:
         root = Path(tmp)
         if "--scaling-only" not in sys.argv:
-            overhead(root)
+            overhead(root, 1 if quick else REPEATS)
         if "--overhead-only" not in sys.argv:
             scaling(root, SCALING_ROWS[:2] if quick else SCALING_ROWS)
     return 0
