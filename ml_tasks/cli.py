@@ -222,6 +222,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     import time
 
     from ml_tasks.airflow_cli import airflow_env, init_airflow, warm_execution_api
+    from ml_tasks.constants import MLFLOW_SERVER_ENV
 
     settings = get_settings()
     # SIGTERM (a service manager, `kill`) stops the children too, like Ctrl-C
@@ -239,7 +240,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             [str(bin_dir / "mlflow"), "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
              "--port", str(args.mlflow_port), "--backend-store-uri", settings.mlflow_tracking_uri,
              "--default-artifact-root", settings.mlflow_artifact_root],
-            env={**env, "MLFLOW_AUTH_CONFIG_PATH": str(auth_path),
+            env={**env, **MLFLOW_SERVER_ENV, "MLFLOW_AUTH_CONFIG_PATH": str(auth_path),
                  "MLFLOW_FLASK_SERVER_SECRET_KEY": _private_secret(auth_path.parent / "flask_secret_key")},
             stdout=(logs / "mlflow.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         ),

@@ -82,3 +82,7 @@ RENDEZVOUS_HEARTBEAT_S = 2.0
 RENDEZVOUS_STALE_S = 60.0
 RENDEZVOUS_STALE_ENV = "RATCHET_RENDEZVOUS_STALE_S"
 MULTIWORKER_DIR = "multiworker"
+
+# Every MLflow server we start: MLflow 3's server also starts a job runner (huey) for its GenAI jobs, which Ratchet
+# does not use. Off, the server is one process instead of ten and listens in 13 s instead of 20 s on 2 cores.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

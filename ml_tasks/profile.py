@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from ml_tasks.airflow_cli import warm_execution_api
+from ml_tasks.constants import MLFLOW_SERVER_ENV
 from ml_tasks.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,7 @@ class ProductionProfile:
     def mlflow_environment(self) -> dict[str, str]:
         """The MLflow server: its stores and S3 credentials (the store URL stays out of the command line)."""
         env = {
+            **MLFLOW_SERVER_ENV,
             "MLFLOW_BACKEND_STORE_URI": self.database_url(self.mlflow_database),
             "MLFLOW_AUTH_CONFIG_PATH": self.auth_config_path,
             "MLFLOW_AUTH_ADMIN_USERNAME": MLFLOW_ADMIN,

@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 import requests
 
-from ml_tasks.constants import BLESSING_FILE, RUN_REPORT_FILE, TAG_AIRFLOW_RUN_ID, TAG_RUN_KEY
+from ml_tasks.constants import BLESSING_FILE, MLFLOW_SERVER_ENV, RUN_REPORT_FILE, TAG_AIRFLOW_RUN_ID, TAG_RUN_KEY
 from ml_tasks.datasets import SYNTHETIC, synthetic
 from ml_tasks.landing import land_frame
 
@@ -230,7 +230,8 @@ class MlflowServer:
                    "--default-artifact-root", (self.root / "artifacts").as_uri()]
         with (self.root / f"server.{self.starts}.log").open("wb") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                         env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+                                         env={**os.environ, **MLFLOW_SERVER_ENV,
+                                              "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
 
     def wait_until_up(self, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
