@@ -84,5 +84,5 @@ RENDEZVOUS_STALE_ENV = "RATCHET_RENDEZVOUS_STALE_S"
 MULTIWORKER_DIR = "multiworker"
 
 # Every MLflow server we start: MLflow 3's server also starts a job runner (huey) for its GenAI jobs, which Ratchet
-# does not use. Off, the server is one process instead of ten and listens in 13 s instead of 20 s on 2 cores.
+# does not use. Off, the server is two processes instead of ten and listens in 13-14 s instead of 20-22 s on 2 cores.
 MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
