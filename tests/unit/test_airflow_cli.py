@@ -3,7 +3,6 @@ integration tests; here only the warm-up's requests, waiting and answers are che
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ml_tasks.airflow_cli import warm_execution_api
+from tests.integration.airflow_stack import free_port
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -27,12 +27,6 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _serve(port: int, status: int = 200) -> ThreadingHTTPServer:
     _Recorder.paths = []
     _Recorder.status = status
@@ -43,7 +37,7 @@ def _serve(port: int, status: int = 200) -> ThreadingHTTPServer:
 
 @pytest.fixture
 def port() -> Iterator[int]:
-    yield _free_port()
+    yield free_port()
 
 
 def test_it_requests_the_execution_api_health_route(port: int) -> None:
