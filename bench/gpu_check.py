@@ -3,7 +3,7 @@
 For a machine with JAX and Keras but no TensorFlow (nor pandas, scikit-learn,
 MLflow): `KERAS_BACKEND=jax python bench/gpu_check.py` from the repository root.
 Here: `KERAS_BACKEND=jax uv run --with "jax[cpu]" python bench/gpu_check.py`.
-It builds the model with `ml_tasks.models.build_mlp` (the code training runs;
+It builds the model with `ml_tasks.training.keras_mlp.build_mlp` (the code training runs;
 importing it loads only Keras) on numpy data shaped like the prepared
 `generate_wide` split (58 float32 features), then on each device:
 
@@ -136,7 +136,7 @@ def check_device(label: str, device: Any, precision: str) -> dict[str, float]:
     import jax
     import keras
 
-    from ml_tasks.models import DEFAULT_MLP_PARAMS, build_mlp
+    from ml_tasks.training.keras_mlp import DEFAULT_MLP_PARAMS, build_mlp
 
     keras.mixed_precision.set_global_policy(precision)
     with jax.default_device(device):
@@ -163,7 +163,7 @@ def check_device(label: str, device: Any, precision: str) -> dict[str, float]:
 
 def main() -> int:
     started = time.perf_counter()
-    import ml_tasks.models  # noqa: F401  (before Keras: what our own code imports)
+    import ml_tasks.training.keras_mlp  # noqa: F401  (before Keras: what our own code imports)
 
     ours = [name for name in FORBIDDEN_MODULES if name in sys.modules]
     import jax
@@ -172,7 +172,7 @@ def main() -> int:
     if keras.backend.backend() != "jax":
         print(f"KERAS_BACKEND is {keras.backend.backend()!r}: run with KERAS_BACKEND=jax", file=sys.stderr)
         return 2
-    from ml_tasks.models import configure_accelerators
+    from ml_tasks.training.keras_mlp import configure_accelerators
 
     accelerators = configure_accelerators()  # what training would pick on this machine
     print(f"-- jax {jax.__version__}, keras {keras.__version__}, devices {[str(d) for d in jax.devices()]}", flush=True)

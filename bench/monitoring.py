@@ -97,8 +97,10 @@ def register_champion(home: Path) -> None:
     import mlflow
     from mlflow.pyfunc import PythonModel
 
-    from ml_tasks import drift, registry, tracking
+    from ml_tasks import tracking
+    from ml_tasks.data import drift
     from ml_tasks.datasets import SYNTHETIC, synthetic
+    from ml_tasks.release import registry
 
     class Constant(PythonModel):
         def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:

@@ -116,7 +116,7 @@ def _airflow_run(home: Path, conf: dict[str, Any]) -> dict[str, Any]:
     os.environ["RATCHET_LOCAL_ROOTS"] = str(home.parent)  # the drops lie beside the homes
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AIRFLOW_HOME"):
         os.environ.pop(name, None)
-    from ml_tasks.airflow_cli import airflow_env, init_airflow
+    from ml_tasks.ops.airflow_cli import airflow_env, init_airflow
     from ml_tasks.settings import get_settings
 
     get_settings.cache_clear()
@@ -181,7 +181,7 @@ def _wait_until_settled(session: Any, base: str, deadline: float) -> None:
     API server's Task Execution API built. Airflow builds it on its first request (8-10 s of CPU); left to the
     measured run, the first task's `run` call waited 8 s and was retried, which `ratchet up` also pays at
     start-up (`warm_execution_api`), not per run."""
-    from ml_tasks.airflow_cli import warm_execution_api
+    from ml_tasks.ops.airflow_cli import warm_execution_api
 
     while True:
         health = session.get(f"{base}/api/v2/monitor/health", timeout=10).json()

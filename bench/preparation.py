@@ -69,8 +69,8 @@ def measure(drop: Path, home: Path) -> None:
     import sklearn.model_selection  # noqa: F401  (import cost excluded, as in a running worker)
 
     from ml_tasks.config import RunContext
+    from ml_tasks.data.preparation import prepare
     from ml_tasks.datasets import synthetic
-    from ml_tasks.preparation import prepare
 
     spec = synthetic.wide_spec()
     ctx = RunContext("synthetic", "bench")
@@ -116,8 +116,8 @@ def compare_with_pandas(tmp: Path) -> None:
     from sklearn.model_selection import train_test_split
 
     from ml_tasks.config import RunContext
+    from ml_tasks.data.preparation import prepare
     from ml_tasks.datasets import SYNTHETIC, synthetic
-    from ml_tasks.preparation import prepare
 
     os.environ["RATCHET_HOME"] = str(tmp / "home")
     drop = tmp / "drop"

@@ -53,10 +53,11 @@ def _free_port() -> int:
 
 
 def _register(family: str, params: dict[str, Any], drop_uri: str) -> tuple[str, str]:
-    from ml_tasks import registry, tracking
+    from ml_tasks import tracking
     from ml_tasks.config import RunContext, TrainConfig
-    from ml_tasks.preparation import prepare
-    from ml_tasks.training import train
+    from ml_tasks.data.preparation import prepare
+    from ml_tasks.release import registry
+    from ml_tasks.training.trainer import train
 
     ctx = RunContext("synthetic", f"bench-serving-{family}")
     prepare(ctx, drop_uri)

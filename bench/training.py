@@ -1,10 +1,10 @@
 """Training input pipeline: epoch time streamed from prepared Parquet against in-memory arrays; 5M rows streamed.
 
-Input pipeline: the project's MLP (`ml_tasks.models.build_mlp`, default
+Input pipeline: the project's MLP (`ml_tasks.training.keras_mlp.build_mlp`, default
 parameters, batch 512 as training uses them) is fitted on the training split
-that `ml_tasks.preparation.prepare` writes for a `generate_wide` drop
+that `ml_tasks.data.preparation.prepare` writes for a `generate_wide` drop
 (MAIN_ROWS rows in, 70% to train, 58 float32 features after one-hot). Ours
-streams it from disk every epoch (`ml_tasks.input_pipeline.fit_source(...,
+streams it from disk every epoch (`ml_tasks.training.input_pipeline.fit_source(...,
 stream=True)` with the pipeline the trainer picks: under TensorFlow, pyarrow
 record batches, a numpy window shuffle, tf.data `from_generator` over blocks of
 128 batches, `rebatch`, `prefetch(AUTOTUNE)`); the reference fits the same model on
@@ -68,8 +68,8 @@ def prepare_main(home: Path) -> None:
     """Child: a generate_wide drop through the real preparation; prints the training split's path."""
     os.environ["RATCHET_HOME"] = str(home)
     from ml_tasks.config import RunContext
+    from ml_tasks.data.preparation import prepare
     from ml_tasks.datasets import synthetic
-    from ml_tasks.preparation import prepare
 
     drop = home / "drop"
     drop.mkdir(parents=True)
@@ -125,8 +125,8 @@ def compare_case(train_path: str, rounds: int) -> None:
     Taking turns epoch by epoch exposes every path to the same disturbances (other processes
     on the machine); the fastest epoch after the first round is each path's figure.
     """
-    from ml_tasks.input_pipeline import fit_source
-    from ml_tasks.models import DEFAULT_MLP_PARAMS, build_mlp
+    from ml_tasks.training.input_pipeline import fit_source
+    from ml_tasks.training.keras_mlp import DEFAULT_MLP_PARAMS, build_mlp
 
     params = {**DEFAULT_MLP_PARAMS, "batch_size": BATCH_SIZE}
     runs = {}
@@ -148,8 +148,8 @@ def scale_case(mode: str, train_path: str, epochs: int) -> None:
     import keras  # noqa: F401  (imports, TensorFlow's included, belong to the baseline)
     import tensorflow  # noqa: F401
 
-    from ml_tasks.input_pipeline import fit_source
-    from ml_tasks.models import DEFAULT_MLP_PARAMS, build_mlp
+    from ml_tasks.training.input_pipeline import fit_source
+    from ml_tasks.training.keras_mlp import DEFAULT_MLP_PARAMS, build_mlp
 
     baseline = _rss_mib()
     source = fit_source(train_path, None, BATCH_SIZE, seed=0, stream=mode != "arrays")
@@ -164,7 +164,7 @@ def scale_case(mode: str, train_path: str, epochs: int) -> None:
 
 def stream_alone(train_path: str) -> None:
     """Child: the input pipeline without a model (rows/s it can feed); prints JSON."""
-    from ml_tasks.input_pipeline import ParquetBatches
+    from ml_tasks.training.input_pipeline import ParquetBatches
 
     batches = ParquetBatches(train_path, BATCH_SIZE)
     times = []

@@ -40,8 +40,8 @@ PARALLEL_PARAMS = {"learning_rate": 0.05, "max_iter": 400, "max_leaf_nodes": 63,
 
 
 def _keras_data() -> tuple[Any, Any, Any, Any]:
+    from ml_tasks.data.transform import FittedTransform
     from ml_tasks.datasets import SYNTHETIC, synthetic
-    from ml_tasks.transform import FittedTransform
 
     train = synthetic.generate(TRAIN_ROWS, seed=11, label_noise=0.05)
     val = synthetic.generate(VAL_ROWS, seed=12, label_noise=0.05)
@@ -55,7 +55,7 @@ def _search(sampler: Any, pruner: Any, data: tuple[Any, Any, Any, Any], n_trials
     """Run a study in memory; returns (best value, epochs trained, [(epochs so far, best so far)])."""
     import optuna
 
-    from ml_tasks import families
+    from ml_tasks.training import families
 
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     epochs = 0
@@ -88,8 +88,8 @@ def _search(sampler: Any, pruner: Any, data: tuple[Any, Any, Any, Any], n_trials
 def tpe_vs_grid() -> None:
     import optuna
 
-    from ml_tasks.families import KERAS_MLP, grid_size, grid_space
-    from ml_tasks.models import configure_accelerators
+    from ml_tasks.training.families import KERAS_MLP, grid_size, grid_space
+    from ml_tasks.training.keras_mlp import configure_accelerators
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     configure_accelerators()
@@ -120,9 +120,10 @@ def _parallel_run(home: Path, n_slots: int) -> float:
     """Trials per minute of one study run by `n_slots` concurrent slot processes."""
     import optuna
 
-    from ml_tasks import families, tracking
+    from ml_tasks import tracking
     from ml_tasks.config import RunContext, TuneConfig
-    from ml_tasks.tuning import load_study, study_storage, tune_plan, tune_slot
+    from ml_tasks.training import families
+    from ml_tasks.training.tuning import load_study, study_storage, tune_plan, tune_slot
 
     ctx = RunContext("synthetic", f"parallel{n_slots}")
     _prepare(home, ctx)
@@ -163,8 +164,8 @@ def _parallel_run(home: Path, n_slots: int) -> float:
 
 
 def _prepare(home: Path, ctx: Any) -> None:
+    from ml_tasks.data.preparation import prepare
     from ml_tasks.datasets import synthetic
-    from ml_tasks.preparation import prepare
 
     drop = home / "drops" / ctx.run_key
     drop.mkdir(parents=True)

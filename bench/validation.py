@@ -28,7 +28,7 @@ ROWS = int(os.environ.get("BENCH_VALIDATION_ROWS", "5000000"))
 SCALE_COLUMNS = 30
 SCALE_PROBE = """
 import os, resource, sys, time
-from ml_tasks.validation import validate_drop
+from ml_tasks.data.validation import validate_drop
 start = time.perf_counter()
 outcome = validate_drop(sys.argv[1], None, "scale", suite="bench_scale")
 assert outcome.success, outcome.failures
@@ -52,8 +52,8 @@ def wide_frame(rows: int, numeric: int = 14, categorical: int = 5) -> Any:
 
 def full_suite(frame: Any, name: str) -> dict[str, Any]:
     """What `ratchet expectations bootstrap` writes for this frame."""
+    from ml_tasks.data.validation import bootstrap_suite
     from ml_tasks.datasets import DatasetSpec
-    from ml_tasks.validation import bootstrap_suite
 
     spec = DatasetSpec(
         name=name, description="bench", target="label",
@@ -122,7 +122,7 @@ def main() -> None:
         from great_expectations.core import ExpectationSuite
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
-        from ml_tasks.validation import speed_up_pandas_engine, validate_frame, write_suite
+        from ml_tasks.data.validation import speed_up_pandas_engine, validate_frame, write_suite
 
         frame = wide_frame(ROWS)
         suite = twenty_expectations(frame)
@@ -174,7 +174,7 @@ def scale(tmp: Path) -> None:
     """Scale: a 5M x 30 Parquet drop through `validate_drop` with its whole bootstrapped suite, in a fresh process."""
     import subprocess
 
-    from ml_tasks.validation import write_suite
+    from ml_tasks.data.validation import write_suite
 
     frame = wide_frame(ROWS, numeric=SCALE_COLUMNS - 8, categorical=7)
     data_bytes = int(frame.memory_usage(deep=True).sum())

@@ -1,6 +1,6 @@
 """data_validation: validate any drop against any committed Great Expectations suite, on demand.
 
-Wiring only: the task is one call into `ml_tasks.validation.validate_uri`.
+Wiring only: the task is one call into `ml_tasks.data.validation.validate_uri`.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def data_validation() -> None:
         from ratchet_airflow.connections import storage_options
 
         from ml_tasks.config import confined_uri, run_key_for
+        from ml_tasks.data.validation import validate_uri
         from ml_tasks.errors import PERMANENT_ERRORS
-        from ml_tasks.validation import validate_uri
 
         context = get_current_context()
         params = context["params"]

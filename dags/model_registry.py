@@ -1,6 +1,6 @@
 """promote_model and rollback_model: move `champion` by hand, after a review or when something went wrong.
 
-Wiring only: each task is one call into `ml_tasks.registry`. Both moves are
+Wiring only: each task is one call into `ml_tasks.release.registry`. Both moves are
 compare-and-set under the registry lock and are appended to the registered
 model's alias history, like the nightly's.
 """
@@ -61,7 +61,7 @@ def promote_model() -> None:
         from airflow.sdk import get_current_context
 
         from ml_tasks.errors import PERMANENT_ERRORS
-        from ml_tasks.registry import promote_version
+        from ml_tasks.release.registry import promote_version
 
         context = get_current_context()
         params = context["params"]
@@ -90,7 +90,7 @@ def rollback_model() -> None:
         from airflow.sdk import get_current_context
 
         from ml_tasks.errors import PERMANENT_ERRORS
-        from ml_tasks.registry import rollback as roll_back
+        from ml_tasks.release.registry import rollback as roll_back
 
         params = get_current_context()["params"]
         try:

@@ -25,8 +25,8 @@ from ml_tasks.config import (
 )
 from ml_tasks.constants import CONN_ID_PATTERN, EVALUATION_METRICS, MAX_TRAIN_WORKERS
 from ml_tasks.datasets import ACS_EMPLOYMENT, DATASETS
-from ml_tasks.families import MODEL_FAMILIES
 from ml_tasks.monitoring import monitored_models, retrain_request_uri
+from ml_tasks.training.families import MODEL_FAMILIES
 
 # model_monitoring updates one of these when a served champion drifts or decays: retraining starts early.
 RETRAIN_REQUESTS = [Asset(retrain_request_uri(model)) for model in monitored_models()]

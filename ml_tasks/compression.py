@@ -194,7 +194,7 @@ def compress(model_name: str, prepared_uri: str, version: str | None = None, con
 
     `prepared_uri`: the prepared folder (train.parquet, test_raw.parquet, transform.json) of the model's data.
     """
-    from ml_tasks import registry
+    from ml_tasks.release import registry
 
     config = config or CompressionConfig()
     if version is None:
@@ -323,8 +323,8 @@ def _load_data(prepared: Path, transform: Any, config: CompressionConfig) -> dic
     import pandas as pd
 
     from ml_tasks.constants import TEST_RAW_FILE, TRAIN_FILE, TRANSFORM_FILE
+    from ml_tasks.data.transform import FittedTransform
     from ml_tasks.io import read_json
-    from ml_tasks.transform import FittedTransform
 
     prepared_transform = FittedTransform.from_dict(read_json(prepared / TRANSFORM_FILE))
     if prepared_transform.to_dict() != transform.to_dict():
@@ -373,7 +373,7 @@ def _measure(method: str, runtime: str, path: Path, predict: Any, data: dict[str
     """Size, latency (in the runtime that serves it) and test metrics of one model."""
     import numpy as np
 
-    from ml_tasks.metrics import classification_metrics
+    from ml_tasks.release.metrics import classification_metrics
 
     x_test = data["x_test"]
     batch = np.resize(x_test, (config.latency_batch_rows, x_test.shape[1])).astype("float32")
@@ -409,8 +409,8 @@ def _measure_all(model_name: str, version: str, prepared_uri: str, config: Compr
 
     import keras
 
+    from ml_tasks.data.transform import FittedTransform
     from ml_tasks.storage import local_path
-    from ml_tasks.transform import FittedTransform
 
     keras.utils.set_random_seed(config.seed)
     keras_path, transform_path = _download_source(model_name, version, out / ORIGINAL)
@@ -556,7 +556,7 @@ class TFLiteClassifier:
     """The pyfunc of a registered TFLite model: raw rows, the fitted transform, the interpreter."""
 
     def __init__(self, folder: str) -> None:
-        from ml_tasks.transform import FittedTransform
+        from ml_tasks.data.transform import FittedTransform
 
         self.transform = FittedTransform.from_dict(json.loads((Path(folder) / TRANSFORM_COPY).read_text()))
         self.runner = TFLiteRunner(str(Path(folder) / TFLITE_FILE))
@@ -706,8 +706,8 @@ def _signature(prepared_uri: str, transform_path: str) -> Any:
     from mlflow.models import infer_signature
 
     from ml_tasks.constants import TEST_RAW_FILE
+    from ml_tasks.data.transform import FittedTransform
     from ml_tasks.storage import local_path
-    from ml_tasks.transform import FittedTransform
 
     transform = FittedTransform.from_dict(json.loads(Path(transform_path).read_text()))
     example = pd.read_parquet(local_path(prepared_uri) / TEST_RAW_FILE, columns=transform.input_columns).head(5)
@@ -718,7 +718,7 @@ def _signature(prepared_uri: str, transform_path: str) -> Any:
 def _log_model(result: CompressedModel, run_id: str, signature: Any) -> str:
     import mlflow
 
-    from ml_tasks.pyfunc_model import KERAS_ARTIFACT, TRANSFORM_ARTIFACT, RatchetClassifier
+    from ml_tasks.release.pyfunc import KERAS_ARTIFACT, TRANSFORM_ARTIFACT, RatchetClassifier
 
     folder = Path(result.path).parent
     with mlflow.start_run(run_id=run_id):

@@ -95,7 +95,7 @@ class TuneConfig:
     workers: int = 1
 
     def __post_init__(self) -> None:
-        from ml_tasks.families import check_family
+        from ml_tasks.training.families import check_family
 
         if not 1 <= self.trials <= 500:
             raise ConfigError(f"tuning trials must be 1..500, got {self.trials}")
@@ -124,7 +124,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         from ml_tasks.constants import MAX_TRAIN_WORKERS
-        from ml_tasks.families import check_family
+        from ml_tasks.training.families import check_family
 
         if not 1 <= self.max_epochs <= 1000:
             raise ConfigError(f"max_epochs must be 1..1000, got {self.max_epochs}")

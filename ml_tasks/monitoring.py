@@ -3,7 +3,7 @@
 `ratchet serve` logs every served row (inputs, probability, prediction, request id) to
 `<inference_logs>/<model>/date=YYYY-MM-DD/part-*.jsonl`; labels that arrive later land in
 `<feedback>/<model>/` as (request_id, label). `monitor` reads one window of that log, measures
-it against the drift reference stored with the champion (the same `ml_tasks.drift` statistics the
+it against the drift reference stored with the champion (the same `ml_tasks.data.drift` statistics the
 nightly drift stage uses), scores the rows whose labels have arrived, and judges both against
 `MonitorConfig`. Each window's result is a JSON record keyed by the window (a rerun rewrites the
 same file), a point per metric in one MLflow run per model (step = the window's end, so the points
@@ -318,7 +318,7 @@ def _positive(labels: pd.Series, spec: DatasetSpec) -> pd.Series:
 
 def _judge_drift(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[str, Any] | None, why_not: str,
                  config: MonitorConfig) -> dict[str, Any]:
-    from ml_tasks import drift
+    from ml_tasks.data import drift
 
     if reference is None:
         return {"judged": False, "why_not": why_not}
@@ -345,7 +345,7 @@ def _prediction_shift(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[st
     """
     import numpy as np
 
-    from ml_tasks import drift
+    from ml_tasks.data import drift
 
     frequencies = (reference.get("label") or {}).get("frequencies") or {}
     key = next((k for k in (str(spec.positive_label), str(bool(spec.positive_label))) if k in frequencies), None)
@@ -362,7 +362,7 @@ def _prediction_shift(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[st
 
 def _judge_decay(frame: pd.DataFrame, labels: dict[str, Any], spec: DatasetSpec, config: MonitorConfig,
                  champion_value: float | None) -> dict[str, Any]:
-    from ml_tasks import metrics
+    from ml_tasks.release import metrics
 
     decay = config.decay
     labeled = frame.assign(label=_positive(frame["request_id"].map(labels), spec)).dropna(subset=["label"])
@@ -404,7 +404,8 @@ def record_dir(model: str) -> Path:
 
 def monitoring_run(model: str) -> str:
     """The one MLflow run of this model's monitoring time series: found by its tag, or created once."""
-    from ml_tasks import registry, tracking
+    from ml_tasks import tracking
+    from ml_tasks.release import registry
 
     client = tracking.client()
     with registry.model_lock(f"monitoring-{model}"):

@@ -75,7 +75,7 @@ def sync(ctx: RunContext, config: RunConfig, drop_date: str, options: StorageOpt
 
 
 def validate(ctx: RunContext, synced: dict[str, Any]) -> dict[str, Any]:
-    from ml_tasks.validation import validate_drop
+    from ml_tasks.data.validation import validate_drop
 
     return run_stage(ctx, "validate", lambda: validate_drop(synced["staging_uri"], ctx.dataset, ctx.run_key).to_dict())
 
@@ -91,8 +91,9 @@ def champion_drift_reference(name: str, run_id: str | None = None) -> tuple[str 
 
     import mlflow
 
-    from ml_tasks import registry, tracking
+    from ml_tasks import tracking
     from ml_tasks.io import read_json
+    from ml_tasks.release import registry
 
     version = registry.comparison_baseline(name, run_id)[0] if run_id else registry.current_champion(name)
     if version is None:
@@ -114,7 +115,8 @@ def check_drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any]) -> d
     """Compare the drop with the champion's training data: every distance recorded, stop only if asked."""
     import mlflow
 
-    from ml_tasks import drift, tracking
+    from ml_tasks import tracking
+    from ml_tasks.data import drift
     from ml_tasks.errors import DataDriftError
     from ml_tasks.io import read_drop
     from ml_tasks.storage import local_path
@@ -159,7 +161,8 @@ def check_drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any]) -> d
 
 
 def prepare(ctx: RunContext, config: RunConfig, synced: dict[str, Any]) -> dict[str, Any]:
-    from ml_tasks import preparation, tracking
+    from ml_tasks import tracking
+    from ml_tasks.data import preparation
 
     def work() -> dict[str, Any]:
         prepared = preparation.prepare(ctx, synced["staging_uri"], augment=config.augment or None,
@@ -176,7 +179,7 @@ def tune(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], step: str
 
     "all" and "summary" write the tune record train reads; a failing plan or slot records its error there.
     """
-    from ml_tasks import tuning
+    from ml_tasks.training import tuning
 
     run_id = prepared["mlflow_run_id"]
     if step == "all":
@@ -202,14 +205,14 @@ def train(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], tuned: d
     from dataclasses import asdict
 
     from ml_tasks.isolation import run_isolated
-    from ml_tasks.training import train as run_training
+    from ml_tasks.training.trainer import train as run_training
 
     if config.train.workers == 1:
         return run_stage(
             ctx, "train",
             lambda: run_training(ctx, config.train, tuned["best_params"], prepared["mlflow_run_id"]).to_dict(),
         )
-    return run_stage(ctx, "train", lambda: run_isolated("ml_tasks.distributed:collect_in_process", {
+    return run_stage(ctx, "train", lambda: run_isolated("ml_tasks.training.distributed:collect_in_process", {
         "ctx": ctx.to_dict(), "config": asdict(config.train), "params": tuned["best_params"],
         "parent_run_id": prepared["mlflow_run_id"]}))
 
@@ -222,12 +225,12 @@ def train_plan(ctx: RunContext, config: RunConfig) -> list[int]:
 
 def train_worker(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], tuned: dict[str, Any], index: int,
                  attempt: str = "") -> dict[str, Any]:
-    """One host of the multi-worker cluster (`ml_tasks.distributed.run_worker`); a failure is the train stage's."""
+    """One host of the multi-worker cluster (`ml_tasks.training.distributed.run_worker`); a failure is the train stage's."""
     import uuid
 
     from ml_tasks.constants import MULTIWORKER_DIR, TRAIN_FILE, VALIDATION_SPLIT_FILE
-    from ml_tasks.distributed import run_worker
-    from ml_tasks.system_metrics import system_metrics
+    from ml_tasks.training.distributed import run_worker
+    from ml_tasks.training.system_metrics import system_metrics
 
     folder = ctx.model_dir / MULTIWORKER_DIR
     train_kwargs = {
@@ -247,8 +250,8 @@ def train_worker(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], t
 
 
 def evaluate(ctx: RunContext, prepared: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
-    from ml_tasks.evaluation import evaluate as run_evaluation
-    from ml_tasks.registry import comparison_baseline
+    from ml_tasks.release.evaluation import evaluate as run_evaluation
+    from ml_tasks.release.registry import comparison_baseline
 
     def work() -> dict[str, Any]:
         name = get_dataset(ctx.dataset).registered_model
@@ -264,7 +267,7 @@ def gate(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], evaluated
     import mlflow
 
     from ml_tasks import tracking
-    from ml_tasks.gate import decide
+    from ml_tasks.release.gate import decide
 
     def work() -> dict[str, Any]:
         decision = decide(
@@ -299,9 +302,10 @@ def register_version(ctx: RunContext, config: RunConfig, prepared: dict[str, Any
     """
     import mlflow
 
-    from ml_tasks import model_card, registry, tracking
+    from ml_tasks import tracking
     from ml_tasks.errors import InfraValidationError
-    from ml_tasks.infra_validation import validate_version
+    from ml_tasks.release import model_card, registry
+    from ml_tasks.release.infra_validation import validate_version
 
     def work() -> dict[str, Any]:
         name = get_dataset(ctx.dataset).registered_model
@@ -344,7 +348,8 @@ def register_version(ctx: RunContext, config: RunConfig, prepared: dict[str, Any
 
 def promote(ctx: RunContext, registered: dict[str, Any], review: str | None = None) -> dict[str, Any]:
     """Move `champion` to the registered version by compare-and-set, when the gate blessed it (and a reviewer approved)."""
-    from ml_tasks import registry, tracking
+    from ml_tasks import tracking
+    from ml_tasks.release import registry
 
     def work() -> dict[str, Any]:
         name, version = registered["registered_model"], registered["version"]
@@ -367,9 +372,10 @@ def promote(ctx: RunContext, registered: dict[str, Any], review: str | None = No
 def compress_version(dataset: str, version: str | None = None, methods: list[str] | None = None,
                      max_accuracy_loss: float | None = None) -> dict[str, Any]:
     """Compress a registered Keras version (default: the champion) with the prepared data of the run that made it."""
-    from ml_tasks import registry, tracking
+    from ml_tasks import tracking
     from ml_tasks.compression import CompressionConfig, compress
     from ml_tasks.errors import ConfigError
+    from ml_tasks.release import registry
 
     name = get_dataset(dataset).registered_model
     version = version or registry.current_champion(name)

@@ -111,7 +111,7 @@ class ModelVersionLink(_RatchetLink):
     name = "Model version"
 
     def url(self, own: dict[str, Any], results: dict[str, dict[str, Any]], ti_key: TaskInstanceKey) -> str | None:
-        from ml_tasks.model_overview import version_url
+        from ml_tasks.release.model_overview import version_url
 
         found = _first(own, results, "registered_model", "version")
         return version_url(str(found["registered_model"]), str(found["version"])) if found else None

@@ -1,7 +1,7 @@
 """The plugin's FastAPI app, mounted by the API server under /ratchet: the Models view and what links open.
 
 - `GET /ratchet/models/` the Models view (server-rendered HTML, everything escaped), shown inside the UI
-  as the "Models" nav entry; `GET /ratchet/api/models` the same data as JSON (`ml_tasks.model_overview`).
+  as the "Models" nav entry; `GET /ratchet/api/models` the same data as JSON (`ml_tasks.release.model_overview`).
 - `GET /ratchet/data-docs/<path>` Great Expectations Data Docs, read-only, confined to RATCHET_HOME/gx/data_docs.
 - `GET /ratchet/mlflow/runs/<run_id>` a redirect to the run's page in MLflow's UI (which needs its experiment id).
 
@@ -44,14 +44,14 @@ app = FastAPI(title="Ratchet", description="Models view, Data Docs and MLflow li
 
 @app.get("/api/models")
 def models_json() -> JSONResponse:
-    from ml_tasks.model_overview import overview
+    from ml_tasks.release.model_overview import overview
 
     return JSONResponse(overview())
 
 
 @app.get("/models/", response_class=HTMLResponse)
 def models_page() -> HTMLResponse:
-    from ml_tasks.model_overview import overview
+    from ml_tasks.release.model_overview import overview
 
     return HTMLResponse(render_models(overview()), headers={"Cache-Control": "no-store"})
 
@@ -61,7 +61,7 @@ def mlflow_run(run_id: str) -> RedirectResponse:
     from mlflow.exceptions import MlflowException
 
     from ml_tasks import tracking
-    from ml_tasks.model_overview import run_url
+    from ml_tasks.release.model_overview import run_url
 
     if not RUN_ID.match(run_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Not an MLflow run id")

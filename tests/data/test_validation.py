@@ -4,12 +4,12 @@ import json
 
 import pytest
 
+from ml_tasks.data.validation import bootstrap_suite, validate_drop, validate_uri
 from ml_tasks.datasets import ACS_EMPLOYMENT, SYNTHETIC, acs_employment, synthetic
 from ml_tasks.datasets.corruption import CORRUPTIONS, corrupt
 from ml_tasks.errors import ConfigError, DataError, DataValidationError, UnreadableDataError, UnsafePathError
 from ml_tasks.io import read_drop
 from ml_tasks.settings import EXPECTATIONS_DIR
-from ml_tasks.validation import bootstrap_suite, validate_drop, validate_uri
 
 
 def _land(folder, frame, name="part-000.parquet"):
@@ -148,7 +148,7 @@ def test_bootstrap_writes_a_suite_that_accepts_its_reference(ratchet_home, tmp_p
 
 
 def test_cli_validate_and_bootstrap_from_a_uri(ratchet_home, tmp_path, monkeypatch, capsys):
-    from ml_tasks import cli
+    from ml_tasks.ops import cli
 
     good = _land(tmp_path / "good", synthetic.generate(1000, seed=6))
     assert cli.main(["validate", good, "--suite", "synthetic", "--data-docs", "never", "--run-key", "cli1"]) == 0

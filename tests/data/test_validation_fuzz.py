@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ml_tasks.data.validation import validate_uri
 from ml_tasks.datasets import synthetic
 from ml_tasks.errors import DataError, DataValidationError, UnreadableDataError
-from ml_tasks.validation import validate_uri
 
 FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

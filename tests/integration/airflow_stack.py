@@ -55,7 +55,7 @@ class AirflowStack:
 
     # ---- processes ---------------------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
-        from ml_tasks.airflow_cli import airflow_env
+        from ml_tasks.ops.airflow_cli import airflow_env
 
         return {
             **airflow_env(),
@@ -95,7 +95,7 @@ class AirflowStack:
         return proc.pid
 
     def start(self, timeout_s: float = 300) -> None:
-        from ml_tasks.airflow_cli import init_airflow
+        from ml_tasks.ops.airflow_cli import init_airflow
 
         init_airflow()
         for name in COMPONENTS:

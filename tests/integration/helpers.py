@@ -15,7 +15,7 @@ SMALL_BUDGET = {"dataset": "synthetic", "tuning_trials": 2, "tuning_epochs": 2, 
 
 def run_dag_test(date: str, conf: dict[str, Any], log_dir: Path) -> tuple[int, dict[str, Any]]:
     """`airflow dags test` for one night: a real DagRun in Airflow's database. Returns exit code and report."""
-    from ml_tasks.airflow_cli import airflow
+    from ml_tasks.ops.airflow_cli import airflow
 
     logical = f"{date}T02:00:00+00:00"
     done = airflow("dags", "test", "nightly_retrain", logical, "-c", json.dumps(conf),
@@ -28,7 +28,7 @@ def run_dag_test(date: str, conf: dict[str, Any], log_dir: Path) -> tuple[int, d
 
 def registry_state(name: str) -> dict[str, Any]:
     from ml_tasks import tracking
-    from ml_tasks.registry import alias_version
+    from ml_tasks.release.registry import alias_version
 
     client = tracking.client()
     versions = client.search_model_versions(f"name='{name}'")

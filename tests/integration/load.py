@@ -35,7 +35,7 @@ Api = Callable[..., requests.Response]  # (method, path under /api/v2, **kwargs)
 
 def land_load_drops(count: int = LOAD_RUNS) -> list[str]:
     """One drop per run: different rows and label noise, so that some candidates win and most do not."""
-    from ml_tasks.landing import land_frame
+    from ml_tasks.data.landing import land_frame
 
     return [land_frame(synthetic.generate(LOAD_ROWS, seed=500 + i, label_noise=0.15 - 0.005 * i),
                        "synthetic", f"load-{i:02d}").as_uri() for i in range(count)]
@@ -84,7 +84,7 @@ def task_instances(api: Api, run_ids: list[str]) -> list[dict[str, Any]]:
 def registry_baseline() -> dict[str, int]:
     """How many versions and alias moves the model has before the load (the history after it is compared)."""
     from ml_tasks import tracking
-    from ml_tasks.registry import alias_history
+    from ml_tasks.release.registry import alias_history
 
     try:
         versions = len(tracking.client().search_model_versions(f"name='{MODEL}'"))
@@ -102,7 +102,7 @@ def check_drained_load(api: Api, run_ids: list[str], runs: dict[str, dict[str, A
     from ml_tasks.config import RunContext
     from ml_tasks.constants import BLESSING_FILE, RUN_REPORT_FILE, TAG_AIRFLOW_RUN_ID, TAG_RUN_KEY
     from ml_tasks.io import read_json
-    from ml_tasks.registry import alias_history, current_champion
+    from ml_tasks.release.registry import alias_history, current_champion
 
     failed = {run_id: r["state"] for run_id, r in runs.items() if r["state"] != "success"}
     assert not failed, f"runs that did not succeed: {failed}"

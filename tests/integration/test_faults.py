@@ -37,8 +37,8 @@ import pytest
 import requests
 
 from ml_tasks.constants import BLESSING_FILE, MLFLOW_SERVER_ENV, RUN_REPORT_FILE, TAG_AIRFLOW_RUN_ID, TAG_RUN_KEY
+from ml_tasks.data.landing import land_frame
 from ml_tasks.datasets import SYNTHETIC, synthetic
-from ml_tasks.landing import land_frame
 
 from .airflow_stack import AirflowStack, free_port
 from .helpers import SMALL_BUDGET, checkpointed_epoch, registry_state
@@ -47,7 +47,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DAG_ID = "nightly_retrain"
 MODEL = SYNTHETIC.registered_model
-TRAINER = "ml_tasks.training:train_in_process"
+TRAINER = "ml_tasks.training.trainer:train_in_process"
 # A lost task is noticed after this many seconds without a heartbeat (default 300); tasks heartbeat every 5 s.
 HEARTBEAT_TIMEOUT_S = 30
 FAST = {**SMALL_BUDGET, "model_family": "logistic_regression"}
@@ -183,7 +183,7 @@ def test_worker_killed_mid_training_retries_from_the_checkpoint(faulted_run: dic
 
 def test_clearing_a_finished_run_reruns_it_idempotently(stack: AirflowStack, faulted_run: dict[str, Any]) -> None:
     from ml_tasks.io import read_json
-    from ml_tasks.registry import alias_history
+    from ml_tasks.release.registry import alias_history
 
     run_id = faulted_run["run_id"]
     ctx = _run_context(run_id)
@@ -371,7 +371,7 @@ def test_mlflow_server_unreachable_during_registration(mlflow_server: MlflowServ
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from ml_tasks import pipeline, records, tracking
     from ml_tasks.constants import TAG_INFRA_VALIDATION
-    from ml_tasks.registry import alias_history
+    from ml_tasks.release.registry import alias_history
 
     # Stopped just before register_version and back a few seconds later: the client's retries ride it out.
     ctx, config, stages = _until_gate("outage-short", seed=41)
@@ -423,7 +423,7 @@ def test_mlflow_server_unreachable_during_registration(mlflow_server: MlflowServ
 
     # A response lost on its way back: the server created the version, the client retried the POST.
     # Still one version for the run.
-    from ml_tasks import registry
+    from ml_tasks.release import registry
     from ml_tasks.settings import get_settings
 
     proxy = LosesOneResponse(mlflow_server.uri, "/api/2.0/mlflow/model-versions/create")

@@ -105,7 +105,7 @@ def channels():
 
 @pytest.fixture(scope="module")
 def monitored(module_home, channels):
-    from ml_tasks.airflow_cli import airflow
+    from ml_tasks.ops.airflow_cli import airflow
     from ml_tasks.settings import get_settings
 
     get_settings().airflow_home.mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ def monitored(module_home, channels):
 @pytest.fixture(scope="module")
 def next_hour(monitored):
     """The hour after: still drifted, within the retrain cooldown."""
-    from ml_tasks.airflow_cli import airflow
+    from ml_tasks.ops.airflow_cli import airflow
 
     _, _, home = monitored
     frame = synthetic.generate(1500, seed=22)

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from ml_tasks.constants import MULTIWORKER_DIR, RUN_REPORT_FILE, TAG_RUN_KEY
+from ml_tasks.data.landing import land_frame
 from ml_tasks.datasets import SYNTHETIC, synthetic
-from ml_tasks.landing import land_frame
 
 from .airflow_stack import AirflowStack
 from .helpers import SMALL_BUDGET, registry_state
@@ -84,7 +84,7 @@ def _checkpointed_epoch(folder: Path) -> int:
 
 
 def _kill_worker_after_first_checkpoint(stack: AirflowStack, folder: Path, index: int, deadline: float) -> int:
-    """SIGKILL worker `index`'s trainer (`python -m ml_tasks.distributed INDEX ...`) mid-training, as an OOM kill would."""
+    """SIGKILL worker `index`'s trainer (`python -m ml_tasks.training.distributed INDEX ...`) mid-training, as an OOM kill would."""
     trainer = None
     while time.monotonic() < deadline:
         if trainer is None:
@@ -93,7 +93,8 @@ def _kill_worker_after_first_checkpoint(stack: AirflowStack, folder: Path, index
                     command = proc.cmdline()
                 except Exception:  # it ended meanwhile
                     continue
-                if "ml_tasks.distributed" in command and command[command.index("ml_tasks.distributed") + 1] == str(index):
+                module = "ml_tasks.training.distributed"
+                if module in command and command[command.index(module) + 1] == str(index):
                     trainer = proc
         if trainer is not None and _checkpointed_epoch(folder) >= 1:
             assert not (folder / "rendezvous" / "done.json").exists(), "killed too late: training had finished"

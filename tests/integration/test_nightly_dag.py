@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from ml_tasks.data.landing import land_frame, landing_dir
 from ml_tasks.datasets import SYNTHETIC, synthetic
 from ml_tasks.datasets.corruption import corrupt
-from ml_tasks.landing import land_frame, landing_dir
 
 from .helpers import SMALL_BUDGET, registry_state, run_dag_test
 
@@ -21,7 +21,7 @@ MODEL = SYNTHETIC.registered_model
 
 @pytest.fixture(scope="module")
 def airflow_home(module_home):
-    from ml_tasks.airflow_cli import init_airflow
+    from ml_tasks.ops.airflow_cli import init_airflow
 
     init_airflow()
     return module_home
@@ -99,7 +99,7 @@ def test_rerun_of_a_finished_night_is_idempotent(first_night, airflow_home):
     assert report["versions"]["promoted"] is False  # already champion: nothing moved
     assert report["data"]["fingerprint"] == first_night[1]["data"]["fingerprint"]
     assert registry_state(MODEL) == {"champion": "1", "challenger": "1", "versions": [1]}
-    from ml_tasks.registry import alias_history
+    from ml_tasks.release.registry import alias_history
 
     assert [(h["alias"], h["version"]) for h in alias_history(MODEL)] == [("challenger", "1"), ("champion", "1")]
 

@@ -3,7 +3,7 @@
 PostgreSQL (127.0.0.1:5432, trust auth; `.ci/run` starts it) holds Airflow's metadata, MLflow's tracking
 store and users, and the Optuna studies, each in a fresh database dropped at the end. Redis (127.0.0.1:6379,
 database 5 only, flushed before and after) is the Celery broker. moto's S3 server stands in for MinIO/S3
-behind the MLflow server's artifact proxy. Every component is a subprocess started by `ml_tasks.profile`
+behind the MLflow server's artifact proxy. Every component is a subprocess started by `ml_tasks.ops.production`
 with the same commands and variables as docker-compose.yml: API server, scheduler, DAG processor,
 triggerer, a Celery worker on the `default` queue, one on the `gpu` queue, and MLflow with basic auth.
 Nothing is mocked; the S3 credentials are moto's dummy `test` values.
@@ -29,7 +29,7 @@ import pytest
 import requests
 
 from ml_tasks.datasets import SYNTHETIC, synthetic
-from ml_tasks.profile import AIRFLOW_SERVICES, ProductionProfile, ProfileSecrets, init, start, stop, write_auth_config
+from ml_tasks.ops.production import AIRFLOW_SERVICES, ProductionProfile, ProfileSecrets, init, start, stop, write_auth_config
 
 from .helpers import SMALL_BUDGET, registry_state
 
@@ -225,7 +225,7 @@ def _trigger_and_wait(stack: Stack, conf: dict[str, Any], seconds: float = 900) 
 
 
 def test_nightly_retrain_runs_end_to_end_on_the_production_profile(stack: Stack) -> None:
-    from ml_tasks.landing import land_frame
+    from ml_tasks.data.landing import land_frame
 
     drop = land_frame(synthetic.generate(3000, seed=21), "synthetic", "production-drop")
     conf = {**SMALL_BUDGET, "source_uri": drop.as_uri(), "model_family": "logistic_regression", "tuning_workers": 2}

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from ml_tasks.data.landing import land_frame
 from ml_tasks.datasets import SYNTHETIC, synthetic
-from ml_tasks.landing import land_frame
 
 from .helpers import SMALL_BUDGET, registry_state
 
@@ -37,7 +37,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def airflow_api(module_home):
-    from ml_tasks.airflow_cli import airflow_env, init_airflow
+    from ml_tasks.ops.airflow_cli import airflow_env, init_airflow
     from ml_tasks.settings import get_settings
 
     init_airflow()
@@ -313,7 +313,7 @@ def test_trigger_form_shows_documented_params_and_refuses_bad_values(ui, airflow
 def test_models_view_shows_champion_gate_decisions_and_alias_history(ui, airflow_api):
     """The "Models" nav entry opens the plugin's page inside the UI, with what the registry says."""
     from ml_tasks import tracking
-    from ml_tasks.registry import alias_history
+    from ml_tasks.release.registry import alias_history
 
     base, page = ui
     name = SYNTHETIC.registered_model
@@ -341,7 +341,7 @@ def test_task_instance_page_links_to_mlflow_run_model_version_and_data_docs(ui):
     from urllib.parse import quote
 
     from ml_tasks import tracking
-    from ml_tasks.model_overview import version_url
+    from ml_tasks.release.model_overview import version_url
 
     base, page = ui
     name = SYNTHETIC.registered_model

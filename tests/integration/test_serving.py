@@ -88,8 +88,8 @@ class Server:
 def _train(family: str, drop_uri: str, params: dict[str, Any]) -> tuple[str, str]:
     from ml_tasks import tracking
     from ml_tasks.config import RunContext, TrainConfig
-    from ml_tasks.preparation import prepare
-    from ml_tasks.training import train
+    from ml_tasks.data.preparation import prepare
+    from ml_tasks.training.trainer import train
 
     ctx = RunContext("synthetic", f"serve-{family}")
     prepare(ctx, drop_uri)
@@ -103,7 +103,8 @@ def versions(module_home: Path) -> dict[str, str]:
     """v1 logistic regression (champion), v2 Keras MLP, v3 the logistic regression again."""
     import mlflow
 
-    from ml_tasks import registry, tracking
+    from ml_tasks import tracking
+    from ml_tasks.release import registry
 
     drop = module_home / "drop"
     drop.mkdir(parents=True)
@@ -318,7 +319,7 @@ class Hammer:
 
 
 def test_promotion_is_picked_up_without_a_failed_request(server: Server, versions: dict[str, str]) -> None:
-    from ml_tasks.registry import promote_version
+    from ml_tasks.release.registry import promote_version
 
     with Hammer(server, clients=4) as hammer:
         time.sleep(1)
@@ -335,7 +336,7 @@ def test_promotion_is_picked_up_without_a_failed_request(server: Server, version
 
 
 def test_rollback_restores_the_previous_champion_within_a_poll(server: Server, versions: dict[str, str]) -> None:
-    from ml_tasks.registry import rollback
+    from ml_tasks.release.registry import rollback
 
     result = rollback(MODEL)
     assert result.champion == versions["lr"] and result.previous_champion == versions["mlp"]
@@ -386,7 +387,7 @@ def test_fuzzed_payloads_never_get_a_server_error(server: Server, tmp_path: Path
 
 @pytest.mark.slow
 def test_100_clients_for_60_seconds_while_champion_moves_twice(server: Server, versions: dict[str, str]) -> None:
-    from ml_tasks.registry import promote_version
+    from ml_tasks.release.registry import promote_version
 
     with Hammer(server, clients=100) as hammer:
         time.sleep(10)

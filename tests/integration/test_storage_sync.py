@@ -320,7 +320,7 @@ def test_nightly_drop_from_s3(ratchet_home, tmp_path, s3, monkeypatch):
 
 def test_storage_sync_dag_uses_an_airflow_connection_and_masks_its_secret(module_home, tmp_path, s3):
     """storage_sync as a real DagRun; the endpoint and credentials come from an Airflow Connection."""
-    from ml_tasks.airflow_cli import airflow, init_airflow
+    from ml_tasks.ops.airflow_cli import airflow, init_airflow
 
     url, bucket, client = s3
     init_airflow()

@@ -1,7 +1,7 @@
 """A training process killed with SIGKILL mid-run and retried resumes from its last checkpoint.
 
-The real stage: `ml_tasks.training.train`, which runs `python -m ml_tasks.isolation
-ml_tasks.training:train_in_process ...` with `ml_tasks.checkpointing` (Keras'
+The real stage: `ml_tasks.training.trainer.train`, which runs `python -m ml_tasks.isolation
+ml_tasks.training.trainer:train_in_process ...` with `ml_tasks.training.checkpointing` (Keras'
 `BackupAndRestore`, made atomic) committing `<model_dir>/checkpoints/training_metadata.json`
 ({"epoch": N, ...}) after every epoch, beside the early stopping state of that epoch.
 The test lets it checkpoint at least two epochs, SIGKILLs the child (no chance to
@@ -40,7 +40,7 @@ def _training_child(parent_pid: int) -> Any:
 
     for child in psutil.Process(parent_pid).children(recursive=True):
         try:
-            if "ml_tasks.training:train_in_process" in " ".join(child.cmdline()):
+            if "ml_tasks.training.trainer:train_in_process" in " ".join(child.cmdline()):
                 return child
         except psutil.NoSuchProcess:
             continue
@@ -53,10 +53,10 @@ def test_sigkilled_training_resumes_from_its_last_checkpoint(ratchet_home: Path,
 
     from ml_tasks import tracking
     from ml_tasks.config import RunContext, TrainConfig
+    from ml_tasks.data.preparation import prepare
     from ml_tasks.datasets import synthetic
     from ml_tasks.errors import RatchetError
-    from ml_tasks.preparation import prepare
-    from ml_tasks.training import train
+    from ml_tasks.training.trainer import train
 
     drop = ratchet_home / "drop"
     drop.mkdir(parents=True)

@@ -14,10 +14,10 @@ PARAMS = {"n_layers": 2, "units": 32, "dropout": 0.0, "l2": 1e-6, "learning_rate
 def test_adversarially_trained_model_is_more_robust_to_fgsm(ratchet_home: Path) -> None:
     from ml_tasks import tracking
     from ml_tasks.config import RunContext, TrainConfig
+    from ml_tasks.data.preparation import prepare
     from ml_tasks.datasets import synthetic
     from ml_tasks.isolation import run_isolated
-    from ml_tasks.preparation import prepare
-    from ml_tasks.training import train
+    from ml_tasks.training.trainer import train
 
     drop = ratchet_home / "drop"
     drop.mkdir(parents=True)
@@ -43,7 +43,7 @@ def _fgsm_accuracy(model_uri: str, prepared: str) -> dict[str, float]:
 
     from ml_tasks import tracking
     from ml_tasks.datasets import SYNTHETIC
-    from ml_tasks.evaluation import fgsm_robustness
+    from ml_tasks.release.evaluation import fgsm_robustness
 
     tracking.configure()
     model = mlflow.pyfunc.load_model(model_uri)

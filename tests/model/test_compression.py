@@ -68,11 +68,12 @@ def _versions(name: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def compressed(module_home: Any) -> dict[str, Any]:
-    from ml_tasks import registry, tracking
+    from ml_tasks import tracking
     from ml_tasks.compression import compress
     from ml_tasks.config import RunContext, TrainConfig
-    from ml_tasks.preparation import prepare
-    from ml_tasks.training import train
+    from ml_tasks.data.preparation import prepare
+    from ml_tasks.release import registry
+    from ml_tasks.training.trainer import train
 
     drop = module_home / "drop"
     drop.mkdir(parents=True)

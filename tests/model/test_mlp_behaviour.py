@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from ml_tasks.data.transform import FittedTransform
 from ml_tasks.datasets import SYNTHETIC, synthetic
-from ml_tasks.metrics import classification_metrics
-from ml_tasks.models import DEFAULT_MLP_PARAMS, build_mlp, configure_accelerators
-from ml_tasks.transform import FittedTransform
+from ml_tasks.release.metrics import classification_metrics
+from ml_tasks.training.keras_mlp import DEFAULT_MLP_PARAMS, build_mlp, configure_accelerators
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """A fit killed mid-run and resumed stops at the same epoch, with the same best weights, as one never killed.
 
-The trainer's own callbacks (`ml_tasks.checkpointing.callbacks`: resumable
+The trainer's own callbacks (`ml_tasks.training.checkpointing.callbacks`: resumable
 early stopping, then the atomic backup) on the project's MLP with dropout, fed
 as the trainer streams Parquet (`fit_source(stream=True)`: shuffled windows,
 tf.data; the order of an epoch is drawn from (seed, epoch), and a resumed fit
@@ -57,9 +57,9 @@ def fit_case(backup_dir: str, result: str, parquet: str, kill_between_writes_at:
 
     import keras
 
-    from ml_tasks import checkpointing
-    from ml_tasks.input_pipeline import fit_source
-    from ml_tasks.models import build_mlp
+    from ml_tasks.training import checkpointing
+    from ml_tasks.training.input_pipeline import fit_source
+    from ml_tasks.training.keras_mlp import build_mlp
 
     class Interrupt(keras.callbacks.Callback):
         def __init__(self, at: int | None, how: str) -> None:

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ml_tasks.airflow_cli import warm_execution_api
+from ml_tasks.ops.airflow_cli import warm_execution_api
 from tests.integration.airflow_stack import free_port
 
 

@@ -4,7 +4,7 @@ No Docker engine runs here, so the file is checked against the Compose Specifica
 vendored as tests/fixtures/compose-spec.json from github.com/compose-spec/compose-spec,
 schema/compose-spec.json at commit b2835e8acc1e42e7aecbc27a9bc4a1fc66ef21ba (draft 2019-09; the spec
 has no version number of its own since Compose v2). Then every command and environment of the compose
-services is compared with `ml_tasks.profile.ProductionProfile.for_compose()`, whose code also starts the
+services is compared with `ml_tasks.ops.production.ProductionProfile.for_compose()`, whose code also starts the
 processes of tests/integration/test_production_profile.py.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ml_tasks.profile import AIRFLOW_SERVICES, SECRET_NAMES, ProductionProfile, ProfileSecrets
+from ml_tasks.ops.production import AIRFLOW_SERVICES, SECRET_NAMES, ProductionProfile, ProfileSecrets
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

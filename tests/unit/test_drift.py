@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
 
-from ml_tasks import drift
+from ml_tasks.data import drift
+from ml_tasks.data.drift import DriftThresholds, compare, compute_reference
 from ml_tasks.datasets import SYNTHETIC, DatasetSpec
 from ml_tasks.datasets.synthetic import generate
-from ml_tasks.drift import DriftThresholds, compare, compute_reference
 from ml_tasks.errors import ConfigError, DataError
 
 ONE = DatasetSpec(name="one", description="one numeric column", target="y", numeric_features=("v",),

@@ -10,7 +10,7 @@ import pytest
 
 from ml_tasks.config import ConfigError, RunContext, TrainConfig
 from ml_tasks.datasets import SYNTHETIC, synthetic
-from ml_tasks.families import (
+from ml_tasks.training.families import (
     DEFAULT_PARAMS,
     MODEL_FAMILIES,
     SEARCH_SPACES,
@@ -40,7 +40,7 @@ def one_openmp_thread(monkeypatch):
 def prepare_synthetic(home: Path, rows: int = 2000, run_key: str = "t1") -> tuple[RunContext, str]:
     """A prepared synthetic drop and its parent MLflow run, under the test's RATCHET_HOME."""
     from ml_tasks import tracking
-    from ml_tasks.preparation import prepare
+    from ml_tasks.data.preparation import prepare
 
     drop = home / "drops" / run_key
     drop.mkdir(parents=True)
@@ -80,7 +80,7 @@ def train_and_score(home: Path, family: str) -> tuple[RunContext, str, Any]:
     import mlflow
 
     from ml_tasks import tracking
-    from ml_tasks.training import train
+    from ml_tasks.training.trainer import train
 
     ctx, run_id = prepare_synthetic(home)
     result = train(ctx, TrainConfig(max_epochs=3, family=family), SMALL_PARAMS[family], run_id)
@@ -102,7 +102,7 @@ def test_sklearn_family_trains_in_its_process_and_its_pyfunc_scores_raw_rows(rat
     ctx, run_id, first = train_and_score(ratchet_home, family)
     assert first.model_path.endswith(SKLEARN_MODEL_FILE)
     if family == "logistic_regression":  # a retry killed after the fit reuses the finished model file
-        from ml_tasks.training import train
+        from ml_tasks.training.trainer import train
 
         model_file = ctx.model_dir / SKLEARN_MODEL_FILE
         fitted_at = model_file.stat().st_mtime_ns
@@ -115,7 +115,7 @@ def test_skops_loader_refuses_foreign_types(tmp_path):
     import skops.io
 
     from ml_tasks.errors import RatchetError
-    from ml_tasks.families import load_sklearn
+    from ml_tasks.training.families import load_sklearn
 
     path = tmp_path / "odd.skops"
     skops.io.dump({"f": Path("x")}, path)

@@ -1,5 +1,5 @@
 from ml_tasks.config import GateConfig
-from ml_tasks.gate import decide
+from ml_tasks.release.gate import decide
 
 CANDIDATE = {"roc_auc": 0.90, "accuracy": 0.85, "log_loss": 0.30}
 CHAMPION = {"roc_auc": 0.88, "accuracy": 0.86, "log_loss": 0.35}
@@ -119,8 +119,8 @@ def test_a_run_whose_candidate_is_better_by_less_than_its_interval_keeps_the_cha
 
     from ml_tasks import tracking
     from ml_tasks.config import RunConfig, RunContext
-    from ml_tasks.metrics import classification_metrics, paired_bootstrap
     from ml_tasks.pipeline import gate
+    from ml_tasks.release.metrics import classification_metrics, paired_bootstrap
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 2000)

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ml_tasks.input_pipeline import ParquetBatches, fit_source, load_arrays, parquet_shape, should_stream
+from ml_tasks.training.input_pipeline import ParquetBatches, fit_source, load_arrays, parquet_shape, should_stream
 
 N_FEATURES = 5
 
@@ -74,7 +74,7 @@ def test_should_stream_compares_array_bytes_with_the_budget(tmp_path: Path, monk
 def test_a_streamed_fit_learns_like_an_in_memory_one(tmp_path: Path, pipeline: str) -> None:
     import keras
 
-    from ml_tasks.models import DEFAULT_MLP_PARAMS, build_mlp
+    from ml_tasks.training.keras_mlp import DEFAULT_MLP_PARAMS, build_mlp
 
     train, val = tmp_path / "train.parquet", tmp_path / "val.parquet"
     _write_prepared(train, 6000, seed=0, ids=False)

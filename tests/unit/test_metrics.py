@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as sk
 
-from ml_tasks.metrics import (
+from ml_tasks.release.metrics import (
     _BinaryScores,
     classification_metrics,
     expected_calibration_error,
@@ -59,7 +59,7 @@ def test_fast_average_precision_matches_sklearn_with_zero_weights_at_the_top_and
 
 
 def test_calibration_error_equals_the_per_bin_definition_with_weights():
-    from ml_tasks.metrics import CALIBRATION_BINS, expected_calibration_error, probability_matrix
+    from ml_tasks.release.metrics import CALIBRATION_BINS, expected_calibration_error, probability_matrix
 
     y, p = _scores(n=2000, seed=6)
     w = np.random.default_rng(7).poisson(1.0, len(y)).astype(float)

@@ -14,7 +14,8 @@ def registered(ratchet_home, monkeypatch):
     import mlflow
     from mlflow.pyfunc import PythonModel
 
-    from ml_tasks import registry, tracking
+    from ml_tasks import tracking
+    from ml_tasks.release import registry
 
     class Constant(PythonModel):  # the registry only needs an artifact to point at
         def predict(self, context, model_input, params=None):
@@ -38,7 +39,7 @@ def registered(ratchet_home, monkeypatch):
 
 
 def test_overview_lists_champion_challenger_metrics_gate_and_history(registered):
-    from ml_tasks.model_overview import overview
+    from ml_tasks.release.model_overview import overview
 
     result = overview()
     assert result["mlflow_ui_url"] == "http://mlflow.example:5000"
@@ -61,8 +62,8 @@ def test_overview_lists_champion_challenger_metrics_gate_and_history(registered)
 
 def test_recent_limits_versions_but_keeps_the_aliased_ones(registered):
     from ml_tasks import tracking
-    from ml_tasks.model_overview import model_overview
-    from ml_tasks.registry import promote_version
+    from ml_tasks.release.model_overview import model_overview
+    from ml_tasks.release.registry import promote_version
 
     promote_version(MODEL, registered[0], "rollback test")
     model = model_overview(tracking.client(), MODEL, recent=1)
@@ -72,7 +73,7 @@ def test_recent_limits_versions_but_keeps_the_aliased_ones(registered):
 
 
 def test_an_empty_registry_has_no_models(ratchet_home):
-    from ml_tasks.model_overview import overview
+    from ml_tasks.release.model_overview import overview
 
     assert overview()["models"] == []
 

@@ -81,7 +81,9 @@ def register_stand_in_champion(home: Path) -> str:
     import mlflow
     from mlflow.pyfunc import PythonModel
 
-    from ml_tasks import drift, registry, tracking
+    from ml_tasks import tracking
+    from ml_tasks.data import drift
+    from ml_tasks.release import registry
 
     class Constant(PythonModel):
         def predict(self, context, model_input, params=None):

@@ -12,11 +12,11 @@ import pytest
 
 from ml_tasks.config import RunContext
 from ml_tasks.constants import PREPARATION_FILE, TEST_FILE, TEST_RAW_FILE, TRAIN_FILE, TRANSFORM_FILE, VALIDATION_SPLIT_FILE
+from ml_tasks.data.preparation import FOLDS_FILE, iter_folds, prepare
+from ml_tasks.data.transform import MISSING_CATEGORY, FittedTransform
 from ml_tasks.datasets import SYNTHETIC, synthetic
 from ml_tasks.errors import ConfigError, DataError, UnreadableDataError
-from ml_tasks.preparation import FOLDS_FILE, iter_folds, prepare
 from ml_tasks.storage import local_path
-from ml_tasks.transform import MISSING_CATEGORY, FittedTransform
 
 ROWS = 3000
 

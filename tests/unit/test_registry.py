@@ -17,7 +17,8 @@ def versions(ratchet_home):
     import mlflow
     from mlflow.pyfunc import PythonModel
 
-    from ml_tasks import registry, tracking
+    from ml_tasks import tracking
+    from ml_tasks.release import registry
 
     class Constant(PythonModel):  # the registry only needs an artifact to point at
         def predict(self, context, model_input, params=None):
@@ -37,7 +38,7 @@ def _promote_in_process(home: str, version: str, expected: str, results) -> None
     import os
 
     os.environ["RATCHET_HOME"] = home
-    from ml_tasks.registry import promote_version
+    from ml_tasks.release.registry import promote_version
 
     try:
         promote_version(MODEL, version, f"race for v{version}", expected, check_expected=True)
@@ -47,7 +48,7 @@ def _promote_in_process(home: str, version: str, expected: str, results) -> None
 
 
 def test_concurrent_promotions_end_with_one_champion_and_a_complete_history(versions, ratchet_home):
-    from ml_tasks.registry import alias_history, current_champion
+    from ml_tasks.release.registry import alias_history, current_champion
 
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
@@ -66,7 +67,7 @@ def test_concurrent_promotions_end_with_one_champion_and_a_complete_history(vers
 
 
 def test_rollback_restores_the_prior_champion_and_records_it(versions):
-    from ml_tasks.registry import alias_history, current_champion, promote_version, rollback
+    from ml_tasks.release.registry import alias_history, current_champion, promote_version, rollback
 
     promote_version(MODEL, versions[1], "reviewed")
     result = rollback(MODEL)
@@ -77,7 +78,7 @@ def test_rollback_restores_the_prior_champion_and_records_it(versions):
 
 def test_review_promotion_refuses_a_version_that_cannot_serve(versions):
     from ml_tasks import tracking
-    from ml_tasks.registry import current_champion, promote_version
+    from ml_tasks.release.registry import current_champion, promote_version
 
     tracking.client().set_model_version_tag(MODEL, versions[2], TAG_INFRA_VALIDATION, "failed: output columns ['x']")
     with pytest.raises(PromotionConflictError, match="failed infra validation"):
@@ -88,7 +89,7 @@ def test_review_promotion_refuses_a_version_that_cannot_serve(versions):
 
 
 def test_cli_promote_and_rollback(versions, capsys):
-    from ml_tasks import cli
+    from ml_tasks.ops import cli
 
     assert cli.main(["promote", MODEL, versions[1], "--expect", versions[0]]) == 0
     assert f"v{versions[0]} -> v{versions[1]}" in capsys.readouterr().out
@@ -100,8 +101,8 @@ def test_alias_history_keeps_every_move_past_one_tags_size(versions):
     """A registered-model tag holds 5,000 characters (about 25 moves); older pages are archived, not cut."""
     from ml_tasks import tracking
     from ml_tasks.constants import TAG_ALIAS_HISTORY
-    from ml_tasks.model_overview import model_overview
-    from ml_tasks.registry import alias_history, promote_version
+    from ml_tasks.release.model_overview import model_overview
+    from ml_tasks.release.registry import alias_history, promote_version
 
     before = len(alias_history(MODEL))
     moves = 60

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ml_tasks.errors import ConfigError, UnsafePathError
-from ml_tasks.serving import (
+from ml_tasks.serving.app import (
     INTEGER,
     NUMBER,
     STRING,
@@ -192,7 +192,7 @@ def _model_folder(tmp_path: Path, loader: str, pickled: bytes | None) -> Path:
 
 
 def test_only_our_pyfunc_is_loaded(tmp_path: Path) -> None:
-    from ml_tasks.pyfunc_model import RatchetClassifier
+    from ml_tasks.release.pyfunc import RatchetClassifier
 
     check_model_files(_model_folder(tmp_path, "mlflow.pyfunc.model", pickle.dumps(RatchetClassifier())))
     check_model_files(_model_folder(tmp_path, "ml_tasks.compression", None))

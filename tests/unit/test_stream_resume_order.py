@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml_tasks.input_pipeline import ParquetBatches
+from ml_tasks.training.input_pipeline import ParquetBatches
 
 from .test_input_pipeline import _write_prepared
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ml_tasks.system_metrics import CPU_METRIC, MEMORY_METRIC, sampling_interval, system_metrics
+from ml_tasks.training.system_metrics import CPU_METRIC, MEMORY_METRIC, sampling_interval, system_metrics
 
 
 def test_a_short_run_gets_cpu_and_memory_metrics(ratchet_home: Path) -> None:

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_tasks.transform import FittedTransform
+from ml_tasks.data.transform import FittedTransform
 
 
 def test_transform_fits_on_train_and_encodes_unseen_as_zeros():
@@ -59,7 +59,7 @@ def test_policies_fit_on_the_given_rows_and_survive_json():
 
 
 def test_outlier_bounds_by_quantile_and_iqr():
-    from ml_tasks.transform import outlier_bounds
+    from ml_tasks.data.transform import outlier_bounds
 
     values = np.array([*range(100), np.nan], dtype="float64")
     assert outlier_bounds(values, "quantile", (0.0, 1.0)) == (0.0, 99.0)

@@ -9,7 +9,7 @@ from dataclasses import asdict
 import pytest
 
 from ml_tasks.config import RunConfig, TuneConfig
-from ml_tasks.families import grid_space
+from ml_tasks.training.families import grid_space
 from tests.unit.test_families import prepare_synthetic
 
 
@@ -22,7 +22,7 @@ def one_openmp_thread(monkeypatch):
 def _study(ctx):
     import optuna
 
-    from ml_tasks.tuning import study_storage
+    from ml_tasks.training.tuning import study_storage
 
     return optuna.load_study(study_name=ctx.tracking_key, storage=study_storage())
 
@@ -43,7 +43,7 @@ def _nested_runs(parent_run_id):
 
 @pytest.mark.parametrize("total, n_slots", [(6, 1), (6, 4), (7, 3), (2, 2), (500, 8)])
 def test_slot_shares_add_up_to_the_budget(total, n_slots):
-    from ml_tasks.tuning import slot_share
+    from ml_tasks.training.tuning import slot_share
 
     shares = [slot_share(total, n_slots, k) for k in range(n_slots)]
     assert sum(shares) == total and max(shares) - min(shares) <= 1
@@ -60,7 +60,7 @@ def test_config_reads_the_tuning_params():
 def test_samplers_and_pruners_are_the_configured_ones():
     import optuna
 
-    from ml_tasks.tuning import make_pruner, make_sampler
+    from ml_tasks.training.tuning import make_pruner, make_sampler
 
     kinds = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
              "grid": optuna.samplers.GridSampler}
@@ -73,7 +73,7 @@ def test_samplers_and_pruners_are_the_configured_ones():
 
 
 def test_grid_search_runs_exactly_the_declared_grid(ratchet_home):
-    from ml_tasks.tuning import tune
+    from ml_tasks.training.tuning import tune
 
     ctx, run_id = prepare_synthetic(ratchet_home, rows=1200)
     config = TuneConfig(trials=50, epochs=1, sampler="grid", family="logistic_regression", pruner="none")
@@ -88,7 +88,7 @@ def test_grid_search_runs_exactly_the_declared_grid(ratchet_home):
 
 @pytest.mark.parametrize("pruner, family", [("median", "random_forest"), ("hyperband", "hist_gradient_boosting")])
 def test_pruners_stop_bad_trials_from_their_step_reports(ratchet_home, pruner, family):
-    from ml_tasks.tuning import tune_plan, tune_slot, tune_summary
+    from ml_tasks.training.tuning import tune_plan, tune_slot, tune_summary
 
     ctx, run_id = prepare_synthetic(ratchet_home, rows=800)
     config = TuneConfig(trials=10, epochs=4, sampler="random", family=family, pruner=pruner)
@@ -119,7 +119,7 @@ def _make_champion(family_params: dict[str, str]) -> str:
 
 
 def test_warm_start_enqueues_the_champions_params_when_the_family_matches(ratchet_home):
-    from ml_tasks.tuning import tune_plan
+    from ml_tasks.training.tuning import tune_plan
 
     version = _make_champion({"family": "logistic_regression", "C": "0.5", "class_weight": "balanced"})
     ctx, _ = prepare_synthetic(ratchet_home, rows=600)
@@ -133,7 +133,7 @@ def test_warm_start_enqueues_the_champions_params_when_the_family_matches(ratche
 
 
 def test_no_warm_start_from_a_champion_of_another_family(ratchet_home):
-    from ml_tasks.tuning import tune_plan
+    from ml_tasks.training.tuning import tune_plan
 
     _make_champion({"n_layers": "2", "units": "64", "dropout": "0.1", "l2": "1e-05", "learning_rate": "0.001",
                     "batch_size": "512"})  # an MLP logged before families existed
@@ -144,7 +144,7 @@ def test_no_warm_start_from_a_champion_of_another_family(ratchet_home):
 
 
 def test_two_slots_in_two_processes_share_one_study_without_losing_or_duplicating_trials(ratchet_home):
-    from ml_tasks.tuning import tune_plan, tune_slot, tune_summary
+    from ml_tasks.training.tuning import tune_plan, tune_slot, tune_summary
 
     ctx, run_id = prepare_synthetic(ratchet_home, rows=1200)
     config = TuneConfig(trials=6, epochs=2, sampler="tpe", family="logistic_regression", workers=2)
@@ -171,7 +171,7 @@ def test_two_slots_in_two_processes_share_one_study_without_losing_or_duplicatin
 def test_a_killed_slots_running_trial_is_failed_and_run_again(ratchet_home):
     import optuna
 
-    from ml_tasks.tuning import load_study, tune_plan, tune_slot_in_process
+    from ml_tasks.training.tuning import load_study, tune_plan, tune_slot_in_process
 
     ctx, run_id = prepare_synthetic(ratchet_home, rows=800)
     config = TuneConfig(trials=3, epochs=1, sampler="random", family="logistic_regression", pruner="none")
@@ -217,7 +217,7 @@ def test_invalid_tuning_params_are_refused(nightly_params, name, value):
 def test_valid_tuning_params_are_accepted_and_offered(nightly_params):
     from airflow.sdk.definitions.param import ParamsDict
 
-    from ml_tasks.families import MODEL_FAMILIES
+    from ml_tasks.training.families import MODEL_FAMILIES
 
     assert nightly_params.get_param("model_family").schema["enum"] == list(MODEL_FAMILIES)
     for family in MODEL_FAMILIES:

@@ -41,10 +41,10 @@ from ml_tasks.constants import (
     TRANSFORM_FILE,
     VALIDATION_SPLIT_FILE,
 )
+from ml_tasks.data.transform import FittedTransform, category_text, fit_categorical, fit_numeric, outlier_bounds, standardise_into
 from ml_tasks.datasets import DatasetSpec, get_dataset
 from ml_tasks.errors import ConfigError, DataError, UnreadableDataError
 from ml_tasks.io import atomic_dir, data_files, read_table, write_json
-from ml_tasks.transform import FittedTransform, category_text, fit_categorical, fit_numeric, outlier_bounds, standardise_into
 
 if TYPE_CHECKING:
     import numpy as np
@@ -562,7 +562,7 @@ def drift_reference(columns: _Columns, spec: DatasetSpec, train: np.ndarray, see
     import numpy as np
     import pandas as pd
 
-    from ml_tasks import drift
+    from ml_tasks.data import drift
 
     rows = train
     if len(rows) > DRIFT_SAMPLE_ROWS:

@@ -85,8 +85,10 @@ FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 JSON_TYPE = "application/json"
 CSV_TYPE = "text/csv"
 # What a registered version may be made of: our pyfunc class (pickled by reference) or our TFLite loader module.
+# `ml_tasks.pyfunc_model` is where versions registered before the stage packages pickled the class (a shim now).
 ALLOWED_LOADERS = frozenset({"mlflow.pyfunc.model", "ml_tasks.compression"})
 ALLOWED_PICKLE_GLOBALS = frozenset({
+    ("ml_tasks.release.pyfunc", "RatchetClassifier"),
     ("ml_tasks.pyfunc_model", "RatchetClassifier"),
     ("mlflow.models.signature", "_TypeHints"),
 })
@@ -287,7 +289,7 @@ class LoadedModel:
         import numpy as np
 
         from ml_tasks.errors import DataError
-        from ml_tasks.pyfunc_model import DECISION_THRESHOLD
+        from ml_tasks.release.pyfunc import DECISION_THRESHOLD
 
         if self.score is not None:
             try:
@@ -361,7 +363,7 @@ def load_version(name: str, version: str, alias: str) -> LoadedModel:
     import mlflow
 
     from ml_tasks import tracking
-    from ml_tasks.pyfunc_model import RatchetClassifier
+    from ml_tasks.release.pyfunc import RatchetClassifier
 
     client = tracking.client()
     details = client.get_model_version(name, version)
@@ -802,7 +804,7 @@ class ModelWatcher:
 
     def poll_once(self) -> bool:
         """Load and swap in the version the alias points at now, if it is new; True when a swap happened."""
-        from ml_tasks.registry import alias_version
+        from ml_tasks.release.registry import alias_version
 
         name, alias = self.config.model, self.config.alias
         target = alias_version(name, alias)
@@ -1126,12 +1128,12 @@ def serve(config: ServeConfig) -> int:
                               "log_level": "warning", "timeout_graceful_shutdown": 30}
     if config.workers > 1:
         os.environ[CONFIG_ENV] = config.to_json()
-        uvicorn.run("ml_tasks.serving:app_from_environment", factory=True, workers=config.workers, **common)
+        uvicorn.run("ml_tasks.serving.app:app_from_environment", factory=True, workers=config.workers, **common)
     else:
         uvicorn.run(create_app(config, token), **common)
     return 0
 
 
 def serve_from_args(args: argparse.Namespace) -> int:
-    """`ratchet serve` (see ml_tasks.cli)."""
+    """`ratchet serve` (see ml_tasks.ops.cli)."""
     return serve(config_from_args(args))

@@ -26,16 +26,16 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ml_tasks import demo
+    from ml_tasks.ops import demo
 
     logging.getLogger().setLevel(logging.WARNING)  # the demo prints its own progress
     return demo.main(reset=not args.keep)
 
 
 def cmd_land(args: argparse.Namespace) -> int:
+    from ml_tasks.data.landing import land_frame
     from ml_tasks.datasets import get_dataset
     from ml_tasks.datasets.corruption import corrupt
-    from ml_tasks.landing import land_frame
 
     spec = get_dataset(args.dataset)
     if spec.name == "acs_employment":
@@ -64,9 +64,9 @@ def _local_drop(uri: str, scratch: Path) -> Path:
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     import tempfile
 
+    from ml_tasks.data.validation import bootstrap_suite, suite_path, write_suite
     from ml_tasks.datasets import get_dataset
     from ml_tasks.io import read_drop
-    from ml_tasks.validation import bootstrap_suite, suite_path, write_suite
 
     spec = get_dataset(args.dataset)
     target = suite_path(spec.suite)
@@ -83,8 +83,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """`ratchet validate URI --suite S`: what the data_validation DAG does, from a shell."""
     import time
 
+    from ml_tasks.data.validation import validate_uri
     from ml_tasks.errors import DataError
-    from ml_tasks.validation import validate_uri
 
     run_key = args.run_key or time.strftime("cli-%Y%m%dT%H%M%S")
     try:
@@ -131,7 +131,7 @@ def _sync_command(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from ml_tasks.registry import promote_version
+    from ml_tasks.release.registry import promote_version
 
     reason = f"{args.reason} (ratchet promote by {os.environ.get('USER', 'unknown')})"
     result = promote_version(args.model, args.version, reason, args.expect, check_expected=args.expect is not None)
@@ -153,7 +153,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from ml_tasks.registry import rollback
+    from ml_tasks.release.registry import rollback
 
     result = rollback(args.model, args.to)
     print(f"{result.name}: champion v{result.previous_champion} -> v{result.champion}")
@@ -214,15 +214,15 @@ def mlflow_auth_config() -> tuple[Path, str]:
 def cmd_up(args: argparse.Namespace) -> int:
     """Airflow (scheduler, DAG processor, triggerer, API server) and the MLflow UI, with auth on."""
     if args.profile == "production":
-        from ml_tasks.profile import up_production
+        from ml_tasks.ops.production import up_production
 
         return up_production(airflow_port=args.airflow_port, mlflow_port=args.mlflow_port)
     import signal
     import subprocess
     import time
 
-    from ml_tasks.airflow_cli import airflow_env, init_airflow, warm_execution_api
     from ml_tasks.constants import MLFLOW_SERVER_ENV
+    from ml_tasks.ops.airflow_cli import airflow_env, init_airflow, warm_execution_api
 
     settings = get_settings()
     # SIGTERM (a service manager, `kill`) stops the children too, like Ctrl-C
@@ -282,8 +282,8 @@ Ctrl-C stops both.""", flush=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve models:/MODEL@champion over HTTP; the real work lives in ml_tasks.serving."""
-    from ml_tasks.serving import serve_from_args
+    """Serve models:/MODEL@champion over HTTP; the real work lives in ml_tasks.serving.app."""
+    from ml_tasks.serving.app import serve_from_args
 
     return serve_from_args(args)
 

@@ -2,7 +2,7 @@
 
 Runs in a fresh process, for every family (Keras imports its backend; the
 scikit-learn fits get the same memory isolation). The Keras MLP checkpoints
-every epoch (`ml_tasks.checkpointing`: weights, optimizer, dropout seeds and
+every epoch (`ml_tasks.training.checkpointing`: weights, optimizer, dropout seeds and
 early stopping state), so a process killed mid-run and retried resumes where
 it stopped, and stops early on the validation AUC across the kill; gradient
 boosting stops early on the same split. A finished scikit-learn model file is
@@ -57,10 +57,10 @@ class TrainResult:
 
 def train(ctx: RunContext, config: TrainConfig, params: dict[str, Any], parent_run_id: str) -> TrainResult:
     """Train in a fresh process for Keras (TensorFlow); a scikit-learn family trains in this one."""
-    from ml_tasks.families import KERAS_MLP
+    from ml_tasks.training.families import KERAS_MLP
 
     result = run_isolated(
-        "ml_tasks.training:train_in_process",
+        "ml_tasks.training.trainer:train_in_process",
         {"ctx": ctx.to_dict(), "config": asdict(config), "params": params, "parent_run_id": parent_run_id},
         fresh_process=config.family == KERAS_MLP,
     )
@@ -132,7 +132,7 @@ def _fit_keras(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str, 
 
     The prepared Parquet is fed by `input_pipeline.fit_source`: in memory when
     it fits the budget, streamed otherwise. A retried run resumes from the last
-    epoch checkpointed (`ml_tasks.checkpointing`: weights, optimizer, dropout
+    epoch checkpointed (`ml_tasks.training.checkpointing`: weights, optimizer, dropout
     seeds and the early stopping state with its best weights, committed
     together): early stopping carries on with the patience already used and the
     best epoch and weights so far, instead of counting afresh; a run that early
@@ -143,11 +143,11 @@ def _fit_keras(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str, 
 
     import keras
 
-    from ml_tasks import checkpointing
-    from ml_tasks.input_pipeline import fit_source
     from ml_tasks.io import atomic_path
-    from ml_tasks.models import build_mlp, configure_accelerators, distribution_scope
-    from ml_tasks.pyfunc_model import KERAS_ARTIFACT
+    from ml_tasks.release.pyfunc import KERAS_ARTIFACT
+    from ml_tasks.training import checkpointing
+    from ml_tasks.training.input_pipeline import fit_source
+    from ml_tasks.training.keras_mlp import build_mlp, configure_accelerators, distribution_scope
 
     model_dir = run_ctx.model_dir
     checkpoints = model_dir / "checkpoints"
@@ -195,9 +195,9 @@ def _adversarial(model: Any, epsilon: float, prepared: Path) -> Any:
 
     import keras
 
+    from ml_tasks.data.transform import FittedTransform
     from ml_tasks.errors import ConfigError
-    from ml_tasks.models import adversarial_trainer
-    from ml_tasks.transform import FittedTransform
+    from ml_tasks.training.keras_mlp import adversarial_trainer
 
     if keras.backend.backend() != "tensorflow":
         raise ConfigError(f"adversarial training needs the TensorFlow backend, not {keras.backend.backend()}")
@@ -210,10 +210,10 @@ def _fit_sklearn(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str
     """Fit a scikit-learn family, or reuse the model file a killed earlier attempt finished."""
     import json
 
-    from ml_tasks import families
-    from ml_tasks.input_pipeline import load_arrays
     from ml_tasks.io import atomic_path, write_json
-    from ml_tasks.pyfunc_model import SKLEARN_ARTIFACT
+    from ml_tasks.release.pyfunc import SKLEARN_ARTIFACT
+    from ml_tasks.training import families
+    from ml_tasks.training.input_pipeline import load_arrays
 
     model_path = run_ctx.model_dir / families.SKLEARN_MODEL_FILE
     fit_record = run_ctx.model_dir / "sklearn_fit.json"
@@ -246,7 +246,7 @@ def log_trained_model(run_ctx: RunContext, parent_run_id: str, family: str, mode
 
     from ml_tasks import tracking
     from ml_tasks.datasets import get_dataset
-    from ml_tasks.pyfunc_model import TRANSFORM_ARTIFACT, RatchetClassifier
+    from ml_tasks.release.pyfunc import TRANSFORM_ARTIFACT, RatchetClassifier
 
     spec = get_dataset(run_ctx.dataset)
     folder = run_ctx.prepared_dir
@@ -276,9 +276,9 @@ def train_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict[s
     import json
 
     from ml_tasks.datasets import get_dataset
-    from ml_tasks.families import DEFAULT_PARAMS, KERAS_MLP
     from ml_tasks.io import write_json
-    from ml_tasks.system_metrics import system_metrics
+    from ml_tasks.training.families import DEFAULT_PARAMS, KERAS_MLP
+    from ml_tasks.training.system_metrics import system_metrics
 
     run_ctx = RunContext.from_dict(ctx)
     train_config = TrainConfig(**config)

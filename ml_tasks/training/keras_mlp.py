@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ml_tasks.families import DEFAULT_PARAMS, KERAS_MLP
+from ml_tasks.training.families import DEFAULT_PARAMS, KERAS_MLP
 
 log = logging.getLogger(__name__)
 
-# The MLP's search space is declared with the other families' in `ml_tasks.families.SEARCH_SPACES`.
+# The MLP's search space is declared with the other families' in `ml_tasks.training.families.SEARCH_SPACES`.
 DEFAULT_MLP_PARAMS: dict[str, Any] = DEFAULT_PARAMS[KERAS_MLP]
 
 

@@ -9,7 +9,7 @@ model is a normal `.keras` file that evaluation and serving load as usual.
 Each worker is a fresh interpreter (TensorFlow reads `TF_CONFIG` when the
 strategy is created, and nothing may run TF ops before that):
 
-    python -m ml_tasks.distributed WORKER_INDEX WORKERS ARGS_JSON RESULT_JSON
+    python -m ml_tasks.training.distributed WORKER_INDEX WORKERS ARGS_JSON RESULT_JSON
 
 with WORKERS comma-separated `host:port`; the DAG starts one per host with
 `tf_config(workers, index)` (or the command above, which sets it). Worker 0
@@ -57,7 +57,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ml_tasks.airflow_cli import GPU_POOL
 from ml_tasks.constants import (
     GPU_QUEUE,
     RENDEZVOUS_HEARTBEAT_S,
@@ -69,6 +68,7 @@ from ml_tasks.constants import (
     WORKER_PORTS_ENV,
 )
 from ml_tasks.errors import RatchetError
+from ml_tasks.ops.airflow_cli import GPU_POOL
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,9 @@ def train_multiworker(train_path: str, val_path: str | None, model_dir: str, par
     import keras
     import numpy as np
 
-    from ml_tasks.input_pipeline import load_arrays
     from ml_tasks.io import write_json
-    from ml_tasks.models import DEFAULT_MLP_PARAMS, build_mlp
+    from ml_tasks.training.input_pipeline import load_arrays
+    from ml_tasks.training.keras_mlp import DEFAULT_MLP_PARAMS, build_mlp
 
     resolver = strategy.cluster_resolver
     task_type, task_id = resolver.task_type, resolver.task_id
@@ -258,7 +258,7 @@ def score_model(model_path: str, data_path: str, target: str | None = None) -> d
     import keras
     from sklearn.metrics import accuracy_score, roc_auc_score
 
-    from ml_tasks.input_pipeline import load_arrays
+    from ml_tasks.training.input_pipeline import load_arrays
 
     x, y = load_arrays(data_path, target)
     model = keras.saving.load_model(model_path)
@@ -532,7 +532,7 @@ def run_worker(folder: Path, index: int, workers: int, train_kwargs: dict[str, A
 
 
 def _run_child(rendezvous: Rendezvous, addresses: list[str], folder: Path, train_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Run `python -m ml_tasks.distributed` with this worker's TF_CONFIG; stop it if the cluster loses a member."""
+    """Run `python -m ml_tasks.training.distributed` with this worker's TF_CONFIG; stop it if the cluster loses a member."""
     index = rendezvous.index if len(addresses) > 1 else 0
     results = folder / RESULTS_DIR
     results.mkdir(parents=True, exist_ok=True)
@@ -542,7 +542,7 @@ def _run_child(rendezvous: Rendezvous, addresses: list[str], folder: Path, train
         env = {**os.environ, "TF_CONFIG": tf_config(addresses, index), PARENT_PID_ENV: str(os.getpid())}
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env.setdefault("KERAS_BACKEND", "tensorflow")
-        command = [sys.executable, "-m", "ml_tasks.distributed", str(index), ",".join(addresses), str(args_path),
+        command = [sys.executable, "-m", "ml_tasks.training.distributed", str(index), ",".join(addresses), str(args_path),
                    str(result_path)]
         log.info("worker %s: TF_CONFIG %s", rendezvous.index, env["TF_CONFIG"])
         child = subprocess.Popen(command, env=env)
@@ -585,10 +585,10 @@ def collect_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict
 
     from ml_tasks.config import RunContext, TrainConfig
     from ml_tasks.constants import MULTIWORKER_DIR
-    from ml_tasks.families import DEFAULT_PARAMS, KERAS_MLP
     from ml_tasks.io import write_json
-    from ml_tasks.pyfunc_model import KERAS_ARTIFACT
-    from ml_tasks.training import TrainResult, diagnose_fit, log_trained_model
+    from ml_tasks.release.pyfunc import KERAS_ARTIFACT
+    from ml_tasks.training.families import DEFAULT_PARAMS, KERAS_MLP
+    from ml_tasks.training.trainer import TrainResult, diagnose_fit, log_trained_model
 
     run_ctx = RunContext.from_dict(ctx)
     train_config = TrainConfig(**config)
@@ -629,7 +629,7 @@ def collect_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict
 
 
 def _main(argv: list[str]) -> int:
-    """`python -m ml_tasks.distributed WORKER_INDEX WORKERS ARGS_JSON RESULT_JSON`."""
+    """`python -m ml_tasks.training.distributed WORKER_INDEX WORKERS ARGS_JSON RESULT_JSON`."""
     index, workers, args_path, result_path = int(argv[0]), argv[1].split(","), Path(argv[2]), Path(argv[3])
     os.environ["TF_CONFIG"] = tf_config(workers, index)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

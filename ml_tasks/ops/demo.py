@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ml_tasks.airflow_cli import airflow, init_airflow
+from ml_tasks.ops.airflow_cli import airflow, init_airflow
 from ml_tasks.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,9 @@ DEMO_CONF = {"dataset": DATASET, "tuning_trials": 6, "tuning_epochs": 4, "max_ep
 
 
 def land_night(night: Night) -> int:
+    from ml_tasks.data.landing import land_frame
     from ml_tasks.datasets import ACS_EMPLOYMENT, acs_employment
     from ml_tasks.datasets.corruption import corrupt
-    from ml_tasks.landing import land_frame
 
     frame = acs_employment.load_year(night.year)
     for kind in night.corruptions:
@@ -128,7 +128,7 @@ def summary_table(results: list[dict[str, Any]], champions: list[str | None]) ->
 
 def main(reset: bool = True) -> int:
     from ml_tasks.datasets import ACS_EMPLOYMENT
-    from ml_tasks.registry import current_champion
+    from ml_tasks.release.registry import current_champion
 
     settings = get_settings()
     if reset and settings.home.exists():

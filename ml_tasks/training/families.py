@@ -334,7 +334,7 @@ def _keras_trial(params: dict[str, Any], data: tuple[Any, Any, Any, Any], epochs
                  record: Callable[[int, float, bool], None]) -> None:
     import keras
 
-    from ml_tasks.models import build_mlp
+    from ml_tasks.training.keras_mlp import build_mlp
 
     x_train, y_train, x_val, y_val = data
 

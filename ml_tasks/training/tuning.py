@@ -30,9 +30,9 @@ from typing import Any
 
 from ml_tasks.config import RunContext, TuneConfig
 from ml_tasks.constants import TRAIN_FILE, VALIDATION_SPLIT_FILE
-from ml_tasks.families import KERAS_MLP
 from ml_tasks.isolation import run_isolated
 from ml_tasks.settings import get_settings
+from ml_tasks.training.families import KERAS_MLP
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def make_sampler(config: TuneConfig, slot: int = 0) -> Any:
     """The configured sampler; each slot gets its own seed, so parallel slots do not propose the same points."""
     import optuna
 
-    from ml_tasks.families import grid_space
+    from ml_tasks.training.families import grid_space
 
     seed = config.seed + SLOT_SEED_STRIDE * slot
     if config.sampler == "grid":
@@ -139,7 +139,7 @@ def make_pruner(config: TuneConfig) -> Any:
 
 def budget(config: TuneConfig) -> int:
     """Trials the study runs: the configured number, at most the whole grid for grid search."""
-    from ml_tasks.families import grid_size
+    from ml_tasks.training.families import grid_size
 
     return min(config.trials, grid_size(config.family)) if config.sampler == "grid" else config.trials
 
@@ -167,9 +167,10 @@ def load_study(study_name: str, config: TuneConfig, slot: int = 0, storage: Any 
 
 def champion_params(dataset: str, family: str) -> tuple[dict[str, Any] | None, str]:
     """The current champion's training parameters if it is of `family`: (params, description or why not)."""
-    from ml_tasks import registry, tracking
+    from ml_tasks import tracking
     from ml_tasks.datasets import get_dataset
-    from ml_tasks.families import coerce_params
+    from ml_tasks.release import registry
+    from ml_tasks.training.families import coerce_params
 
     name = get_dataset(dataset).registered_model
     version = registry.current_champion(name)
@@ -225,7 +226,7 @@ def tune_slot(ctx: RunContext, config: TuneConfig, parent_run_id: str, slot: int
 
         raise ConfigError(f"slot {slot} is not one of {n_slots} slots")
     result = run_isolated(
-        "ml_tasks.tuning:tune_slot_in_process",
+        "ml_tasks.training.tuning:tune_slot_in_process",
         {"ctx": ctx.to_dict(), "config": asdict(config), "parent_run_id": parent_run_id, "slot": slot, "n_slots": n_slots},
         fresh_process=config.family == KERAS_MLP if fresh_process is None else fresh_process,
     )
@@ -266,7 +267,7 @@ def _own_finished(study: Any, slot: int) -> int:
 
 def load_tuning_data(ctx: RunContext, config: TuneConfig) -> tuple[Any, Any, Any, Any]:
     from ml_tasks.datasets import get_dataset
-    from ml_tasks.models import load_xy
+    from ml_tasks.training.keras_mlp import load_xy
 
     spec = get_dataset(ctx.dataset)
     folder = ctx.prepared_dir
@@ -280,13 +281,14 @@ def tune_slot_in_process(ctx: dict[str, str], config: dict[str, Any], parent_run
     import mlflow
     import optuna
 
-    from ml_tasks import families, tracking
+    from ml_tasks import tracking
+    from ml_tasks.training import families
 
     run_ctx = RunContext.from_dict(ctx)
     tune_config = TuneConfig(**config)
     family = tune_config.family
     if family == families.KERAS_MLP:
-        from ml_tasks.models import configure_accelerators
+        from ml_tasks.training.keras_mlp import configure_accelerators
 
         configure_accelerators()
     data = load_tuning_data(run_ctx, tune_config)

@@ -10,7 +10,7 @@ one interval logs nothing. Training logs into the nightly parent run, which
 another stage ends, and trains before it logs, so this wraps the monitor
 around any stretch of code instead:
 
-    from ml_tasks.system_metrics import system_metrics
+    from ml_tasks.training.system_metrics import system_metrics
 
     with system_metrics(parent_run_id, node_id="train"):
         model.fit(...)

@@ -54,7 +54,7 @@ class InfraValidation:
 
 
 def validate_version(ctx: RunContext, name: str, version: str, budget_ms: float = SINGLE_ROW_BUDGET_MS) -> InfraValidation:
-    result = run_isolated("ml_tasks.infra_validation:validate_in_process",
+    result = run_isolated("ml_tasks.release.infra_validation:validate_in_process",
                           {"ctx": ctx.to_dict(), "name": name, "version": version, "budget_ms": budget_ms})
     return InfraValidation(**result)
 

@@ -18,7 +18,7 @@ starts training after one record batch is read (about 0.1 s here), where a
 
 The API (what `training.py` calls):
 
-    from ml_tasks.input_pipeline import fit_source
+    from ml_tasks.training.input_pipeline import fit_source
 
     source = fit_source(train_path, val_path, batch_size=512, target=spec.target, seed=seed)
     model = build_mlp(source.n_features, params)

@@ -23,7 +23,7 @@ from ml_tasks.constants import (
     TAG_INFRA_VALIDATION,
     TAG_REVIEW,
 )
-from ml_tasks.registry import history_from_tags
+from ml_tasks.release.registry import history_from_tags
 
 log = logging.getLogger(__name__)
 

@@ -54,13 +54,13 @@ class EvaluationResult:
 def evaluate(ctx: RunContext, candidate_model_uri: str, champion_version: str | None, parent_run_id: str) -> EvaluationResult:
     """Score candidate and champion in a fresh process when either is a Keras model, else here."""
     from ml_tasks.datasets import get_dataset
-    from ml_tasks.pyfunc_model import needs_tensorflow
+    from ml_tasks.release.pyfunc import needs_tensorflow
 
     uris = [candidate_model_uri]
     if champion_version is not None:
         uris.append(f"models:/{get_dataset(ctx.dataset).registered_model}/{champion_version}")
     result = run_isolated(
-        "ml_tasks.evaluation:evaluate_in_process",
+        "ml_tasks.release.evaluation:evaluate_in_process",
         {"ctx": ctx.to_dict(), "candidate_model_uri": candidate_model_uri,
          "champion_version": champion_version, "parent_run_id": parent_run_id},
         fresh_process=any(needs_tensorflow(uri) for uri in uris),
@@ -158,8 +158,9 @@ def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_
     import mlflow
     import pandas as pd
 
-    from ml_tasks import metrics, tracking
+    from ml_tasks import tracking
     from ml_tasks.datasets import get_dataset
+    from ml_tasks.release import metrics
 
     run_ctx = RunContext.from_dict(ctx)
     spec = get_dataset(run_ctx.dataset)

@@ -81,10 +81,10 @@ def init_airflow(gpu_slots: int | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m ml_tasks.airflow_cli init`: the airflow-init step of the production profile (and compose)."""
+    """`python -m ml_tasks.ops.airflow_cli init`: the airflow-init step of the production profile (and compose)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m ml_tasks.airflow_cli")
+    parser = argparse.ArgumentParser(prog="python -m ml_tasks.ops.airflow_cli")
     parser.add_argument("command", choices=["init"])
     parser.parse_args(argv)
     try:

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
-from ml_tasks.airflow_cli import warm_execution_api
 from ml_tasks.constants import MLFLOW_SERVER_ENV
+from ml_tasks.ops.airflow_cli import warm_execution_api
 from ml_tasks.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ class ProductionProfile:
         allowed_hosts = ",".join(dict.fromkeys(
             [f"{self.mlflow_host}:{self.mlflow_port}", f"localhost:{self.mlflow_port}", f"127.0.0.1:{self.mlflow_port}"]))
         return {
-            "airflow-init": ["python", "-m", "ml_tasks.airflow_cli", "init"],
+            "airflow-init": ["python", "-m", "ml_tasks.ops.airflow_cli", "init"],
             "mlflow": ["mlflow", "server", "--app-name", "basic-auth", "--host", self.bind_host,
                        "--port", str(self.mlflow_port), "--workers", str(self.mlflow_workers),
                        "--artifacts-destination", self.artifacts_destination, "--allowed-hosts", allowed_hosts],

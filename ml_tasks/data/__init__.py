@@ -1,0 +1,1 @@
+"""Data stages: validation (Great Expectations), drift, preparation, the fitted transform, landing drops."""

@@ -1,0 +1,1 @@
+"""`ratchet serve`: the HTTP server for `models:/NAME@alias`."""

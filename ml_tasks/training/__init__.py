@@ -1,0 +1,1 @@
+"""Training stages: tuning, the trainer, model families, the Keras MLP, input pipeline, checkpoints, multi-host."""
