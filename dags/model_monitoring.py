@@ -6,7 +6,6 @@ Wiring only: `monitor` is one call into `ml_tasks.monitoring`; alerts are callba
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Any
 
@@ -15,11 +14,12 @@ from airflow.sdk import Asset, CronTriggerTimetable, Param, TaskGroup, dag, task
 
 from ml_tasks.config import DriftConfig
 from ml_tasks.constants import CONN_ID_PATTERN, EVALUATION_METRICS
+from ml_tasks.environment_variables import RATCHET_MONITORING_SCHEDULE
 from ml_tasks.monitoring import DecayConfig, MonitorConfig, monitored_models, retrain_request_uri
 
 MODELS = monitored_models()
 # Cron of the monitoring runs (UTC); each run judges the `window_hours` before its scheduled time.
-SCHEDULE = os.environ.get("RATCHET_MONITORING_SCHEDULE", "0 * * * *")
+SCHEDULE = str(RATCHET_MONITORING_SCHEDULE.get())
 
 DOC = f"""
 ### Model monitoring

@@ -42,8 +42,10 @@ def local_roots() -> list[Path]:
     """Folders a file:// URI from outside (a DAG Param) may point into: RATCHET_HOME and RATCHET_LOCAL_ROOTS."""
     import os
 
+    from ml_tasks.environment_variables import RATCHET_LOCAL_ROOTS
+
     roots = [get_settings().home]
-    roots += [Path(p) for p in os.environ.get("RATCHET_LOCAL_ROOTS", "").split(os.pathsep) if p.strip()]
+    roots += [Path(p) for p in (RATCHET_LOCAL_ROOTS.get() or "").split(os.pathsep) if p.strip()]
     return [root.resolve() for root in roots]
 
 

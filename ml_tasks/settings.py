@@ -7,10 +7,11 @@ profile points the same names elsewhere through the environment alone.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from ml_tasks import environment_variables as env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
@@ -71,26 +72,26 @@ class Settings:
     @property
     def inference_logs(self) -> Path:
         """Sampled request inputs and predictions that `ratchet serve` writes; `model_monitoring` reads them."""
-        return Path(os.environ.get("RATCHET_INFERENCE_LOG_DIR") or self.home / "inference")
+        return Path(env.RATCHET_INFERENCE_LOG_DIR.get() or self.home / "inference")
 
     @property
     def feedback(self) -> Path:
         """Labels that arrive after the fact (request_id, label), one folder per registered model."""
-        return Path(os.environ.get("RATCHET_FEEDBACK_DIR") or self.home / "feedback")
+        return Path(env.RATCHET_FEEDBACK_DIR.get() or self.home / "feedback")
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    home = Path(os.environ.get("RATCHET_HOME") or _default_home()).resolve()
+    home = Path(env.RATCHET_HOME.get() or _default_home()).resolve()
     mlflow_dir = home / "mlflow"
     return Settings(
         home=home,
-        airflow_home=Path(os.environ.get("AIRFLOW_HOME") or home / "airflow"),
-        mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir / 'mlflow.db'}",
-        mlflow_artifact_root=os.environ.get("RATCHET_MLFLOW_ARTIFACT_ROOT") or (mlflow_dir / "artifacts").as_uri(),
-        mlflow_experiment=os.environ.get("RATCHET_MLFLOW_EXPERIMENT", "ratchet-nightly"),
-        optuna_storage=os.environ.get("RATCHET_OPTUNA_STORAGE") or f"sqlite:///{home / 'optuna' / 'optuna.db'}",
-        expectations_dir=Path(os.environ.get("RATCHET_EXPECTATIONS_DIR") or EXPECTATIONS_DIR),
+        airflow_home=Path(env.AIRFLOW_HOME.get() or home / "airflow"),
+        mlflow_tracking_uri=env.MLFLOW_TRACKING_URI.get() or f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+        mlflow_artifact_root=env.RATCHET_MLFLOW_ARTIFACT_ROOT.get() or (mlflow_dir / "artifacts").as_uri(),
+        mlflow_experiment=env.RATCHET_MLFLOW_EXPERIMENT.get() or "ratchet-nightly",
+        optuna_storage=env.RATCHET_OPTUNA_STORAGE.get() or f"sqlite:///{home / 'optuna' / 'optuna.db'}",
+        expectations_dir=Path(env.RATCHET_EXPECTATIONS_DIR.get() or EXPECTATIONS_DIR),
     )
 
 
@@ -105,7 +106,7 @@ def environment_exports(settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         # The scheduler sleeps this long only when a loop found nothing to do (Airflow's default: 1 s); a task
         # that finishes is followed by its downstream task sooner.
-        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": os.environ.get("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "0.25"),
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": str(env.AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME.get()),
         "MLFLOW_TRACKING_URI": s.mlflow_tracking_uri,
         "MLFLOW_REGISTRY_URI": s.mlflow_tracking_uri,
         "RATCHET_MLFLOW_ARTIFACT_ROOT": s.mlflow_artifact_root,

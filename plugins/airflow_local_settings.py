@@ -32,7 +32,9 @@ FORKING_COMMANDS = ("scheduler", "celery")
 
 def _preload() -> None:
     command = sys.argv[1] if len(sys.argv) > 1 else ""
-    if os.environ.get("RATCHET_PRELOAD", "1") == "0" or command not in FORKING_COMMANDS:
+    from ml_tasks.environment_variables import RATCHET_PRELOAD
+
+    if not RATCHET_PRELOAD.get() or command not in FORKING_COMMANDS:
         return
     os.environ.setdefault("MPLBACKEND", "Agg")  # headless: pyplot must not pick a GUI backend
     for name in PRELOADED:

@@ -76,7 +76,9 @@ def init_airflow(gpu_slots: int | None = None) -> None:
     get_settings().airflow_home.mkdir(parents=True, exist_ok=True)
     airflow("db", "migrate")
     airflow("pools", "set", PROMOTION_POOL, "1", "Moves of the champion alias: one at a time")
-    slots = gpu_slots if gpu_slots is not None else int(os.environ.get("RATCHET_GPU_SLOTS", "1"))
+    from ml_tasks.environment_variables import RATCHET_GPU_SLOTS
+
+    slots = gpu_slots if gpu_slots is not None else int(RATCHET_GPU_SLOTS.get() or 1)
     airflow("pools", "set", GPU_POOL, str(max(1, slots)), "Training tasks: one slot per GPU (1 on a CPU-only host)")
 
 

@@ -133,7 +133,8 @@ def _sync_command(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     from ml_tasks.release.registry import promote_version
 
-    reason = f"{args.reason} (ratchet promote by {os.environ.get('USER', 'unknown')})"
+    user = os.environ.get("USER", "unknown")  # env: pass-through (the OS user, for the audit trail)
+    reason = f"{args.reason} (ratchet promote by {user})"
     result = promote_version(args.model, args.version, reason, args.expect, check_expected=args.expect is not None)
     if result.promoted:
         print(f"{result.name}: champion v{result.previous_champion} -> v{result.champion}")

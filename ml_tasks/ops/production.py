@@ -82,7 +82,7 @@ class ProfileSecrets:
         for name, value in zip(SECRET_NAMES, (generated.jwt_secret, generated.api_secret_key, generated.fernet_key,
                                               generated.mlflow_admin_password, generated.mlflow_flask_secret),
                                strict=True):
-            values.append(os.environ.get(name) or _private_file(folder / name.lower(), value))
+            values.append(os.environ.get(name) or _private_file(folder / name.lower(), value))  # env: pass-through
         return cls(*values)
 
 
@@ -152,24 +152,26 @@ class ProductionProfile:
 
         home = get_settings().home
 
-        def need(name: str) -> str:
-            value = os.environ.get(name)
+        from ml_tasks import environment_variables as env
+
+        def need(variable: env.EnvironmentVariable[str]) -> str:
+            value = variable.get()
             if not value:
                 from ml_tasks.errors import ConfigError
 
-                raise ConfigError(f"the production profile needs {name} in the environment")
+                raise ConfigError(f"the production profile needs {variable.name} in the environment")
             return value
 
         return cls(
             home=str(home),
             secrets=ProfileSecrets.stored(home / "secrets"),
-            postgres_url=need("RATCHET_POSTGRES_URL"),
-            redis_url=need("RATCHET_REDIS_URL"),
-            s3_endpoint=os.environ.get("RATCHET_S3_ENDPOINT", ""),  # empty: AWS S3 itself
-            s3_access_key=need("AWS_ACCESS_KEY_ID"),
-            s3_secret_key=need("AWS_SECRET_ACCESS_KEY"),
-            artifacts_destination=os.environ.get("RATCHET_ARTIFACTS_DESTINATION") or "s3://ratchet/mlflow",
-            gpu_slots=int(os.environ.get("RATCHET_GPU_SLOTS", "1")),
+            postgres_url=need(env.RATCHET_POSTGRES_URL),
+            redis_url=need(env.RATCHET_REDIS_URL),
+            s3_endpoint=env.RATCHET_S3_ENDPOINT.get() or "",  # empty: AWS S3 itself
+            s3_access_key=need(env.AWS_ACCESS_KEY_ID),
+            s3_secret_key=need(env.AWS_SECRET_ACCESS_KEY),
+            artifacts_destination=str(env.RATCHET_ARTIFACTS_DESTINATION.get()),
+            gpu_slots=int(env.RATCHET_GPU_SLOTS.get() or 1),
         )
 
     # ------------------------------------------------------------------ derived addresses

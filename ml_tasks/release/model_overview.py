@@ -9,7 +9,6 @@ free of Airflow, so the CLI or a test can call it as the plugin does.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 from urllib.parse import quote
 
@@ -28,7 +27,6 @@ from ml_tasks.release.registry import history_from_tags
 log = logging.getLogger(__name__)
 
 KEY_METRICS = ("roc_auc", "accuracy", "f1", "log_loss", "brier")
-DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 RECENT_VERSIONS = 10
 # The newest alias moves the view lists (the registry keeps them all).
 ALIAS_MOVES_SHOWN = 50
@@ -36,7 +34,9 @@ ALIAS_MOVES_SHOWN = 50
 
 def mlflow_ui_url() -> str:
     """Where people open MLflow's UI: `RATCHET_MLFLOW_UI_URL` (the tracking store itself may be a file)."""
-    return (os.environ.get("RATCHET_MLFLOW_UI_URL") or DEFAULT_MLFLOW_UI_URL).rstrip("/")
+    from ml_tasks.environment_variables import RATCHET_MLFLOW_UI_URL
+
+    return str(RATCHET_MLFLOW_UI_URL.get()).rstrip("/")
 
 
 def run_url(experiment_id: str, run_id: str) -> str:

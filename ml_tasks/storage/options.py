@@ -7,7 +7,6 @@ profiles for S3, `HADOOP_USER_NAME` and `RATCHET_WEBHDFS_URL` for HDFS.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 
@@ -36,13 +35,17 @@ class HdfsOptions:
     def resolved_url(self, authority: str) -> str:
         if self.url:
             return self.url.rstrip("/")
-        if os.environ.get("RATCHET_WEBHDFS_URL"):
-            return os.environ["RATCHET_WEBHDFS_URL"].rstrip("/")
+        from ml_tasks.environment_variables import RATCHET_WEBHDFS_URL
+
+        if RATCHET_WEBHDFS_URL.is_set:
+            return str(RATCHET_WEBHDFS_URL.get()).rstrip("/")
         host = authority if ":" in authority else f"{authority}:9870"
         return f"http://{host}"
 
     def resolved_user(self) -> str | None:
-        return self.user or os.environ.get("HADOOP_USER_NAME") or None
+        from ml_tasks.environment_variables import HADOOP_USER_NAME
+
+        return self.user or HADOOP_USER_NAME.get() or None
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,11 +78,6 @@ BYTES_PER_VALUE = 4  # float32
 DEFAULT_SHUFFLE_BUFFER = 65_536  # rows held and permuted at once (~15 MiB at 58 features): one record batch
 READ_ROWS = 65_536  # rows per pyarrow record batch
 READ_BUFFER = 1 << 20  # bytes: column chunks are read page by page, not whole row groups at once
-MEMORY_BUDGET_ENV = "RATCHET_TRAIN_MEMORY_BUDGET"  # bytes the in-memory arrays may take
-PIPELINE_ENV = "RATCHET_INPUT_PIPELINE"  # "tf.data" or "pydataset" for streamed sources
-# 128 x 512 rows (~15 MiB at 58 features) per Python call: 16 cost 15-20% more CPU per epoch in the fit
-TF_BATCHES_PER_BLOCK = int(os.environ.get("RATCHET_TF_BATCHES_PER_BLOCK", "128"))
-TF_BLOCKS_AHEAD = int(os.environ.get("RATCHET_TF_BLOCKS_AHEAD", "4"))  # blocks produced ahead (~60 MiB at 58 features)
 
 
 def _local(path: str | Path) -> Path:
@@ -131,8 +125,10 @@ def default_memory_budget() -> int:
     A quarter, because `fit` on arrays holds the arrays, the backend's copy of them
     and the model's working set at once.
     """
-    if os.environ.get(MEMORY_BUDGET_ENV):
-        return int(float(os.environ[MEMORY_BUDGET_ENV]))
+    from ml_tasks.environment_variables import RATCHET_TRAIN_MEMORY_BUDGET
+
+    if RATCHET_TRAIN_MEMORY_BUDGET.is_set:
+        return int(RATCHET_TRAIN_MEMORY_BUDGET.get() or 0)
     import psutil
 
     return int(psutil.virtual_memory().available // 4)
@@ -270,8 +266,7 @@ class ParquetBatches:
             yield from drain(final=True)
 
 
-def as_tf_dataset(batches: ParquetBatches, batches_per_block: int = TF_BATCHES_PER_BLOCK,
-                  blocks_ahead: int = TF_BLOCKS_AHEAD) -> Any:
+def as_tf_dataset(batches: ParquetBatches, batches_per_block: int | None = None, blocks_ahead: int | None = None) -> Any:
     """`tf.data.Dataset.from_generator` over blocks of batches, `rebatch`ed, prefetched (AUTOTUNE), cardinality set.
 
     The generator hands over `batches_per_block` batches at a time and `rebatch` cuts them in C++:
@@ -281,6 +276,10 @@ def as_tf_dataset(batches: ParquetBatches, batches_per_block: int = TF_BATCHES_P
     """
     import tensorflow as tf
 
+    from ml_tasks.environment_variables import RATCHET_TF_BATCHES_PER_BLOCK, RATCHET_TF_BLOCKS_AHEAD
+
+    batches_per_block = int(RATCHET_TF_BATCHES_PER_BLOCK.get() or 128) if batches_per_block is None else batches_per_block
+    blocks_ahead = int(RATCHET_TF_BLOCKS_AHEAD.get() or 0) if blocks_ahead is None else blocks_ahead
     k = batches.shape.n_features
     dataset = tf.data.Dataset.from_generator(
         lambda: batches.blocks(batches_per_block),
@@ -372,7 +371,9 @@ def fit_source(train_path: str | Path, val_path: str | Path | None, batch_size: 
         log.info("training on %s rows x %s features in memory (%.0f MiB; budget %.0f MiB)", shape.rows, shape.n_features,
                  shape.array_bytes / 2**20, budget / 2**20)
         return FitSource(x, y, val, batch_size, shape.n_features, shape.rows, False, "arrays")
-    chosen = pipeline or os.environ.get(PIPELINE_ENV) or ("tf.data" if keras.backend.backend() == "tensorflow" else "pydataset")
+    from ml_tasks.environment_variables import RATCHET_INPUT_PIPELINE
+
+    chosen = pipeline or RATCHET_INPUT_PIPELINE.get() or ("tf.data" if keras.backend.backend() == "tensorflow" else "pydataset")
     if chosen not in ("tf.data", "pydataset"):
         raise ValueError(f"input pipeline must be 'tf.data' or 'pydataset', got {chosen!r}")
     if chosen == "tf.data" and keras.backend.backend() != "tensorflow":

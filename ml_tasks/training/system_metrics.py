@@ -27,24 +27,23 @@ is resumed for the block and given its previous status back afterwards, as
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INTERVAL_S = 5.0
-INTERVAL_ENV = "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"
 CPU_METRIC = "system/cpu_utilization_percentage"
 MEMORY_METRIC = "system/system_memory_usage_megabytes"
 
 
 def sampling_interval(interval_s: float | None = None) -> float:
-    """The argument, else the MLflow environment variable, else 5 s."""
+    """The argument, else MLflow's environment variable, else its declared default."""
+    from ml_tasks.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
+
     if interval_s is not None:
         return float(interval_s)
-    return float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL_S)
+    return float(MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get() or 5.0)
 
 
 @contextmanager
