@@ -107,7 +107,9 @@ def study_storage(url: str | None = None) -> Any:
         engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
+        from ml_tasks.training.study_storage import ClaimingRDBStorage
+
+        return ClaimingRDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES_PER_TRIAL),
         )
