@@ -53,6 +53,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ml_tasks.environment_variables import RATCHET_PARENT_PID
 from ml_tasks.errors import RatchetError
 from ml_tasks.training.rendezvous import DONE_FILE, Rendezvous, tf_config, worker_address
 
@@ -63,8 +64,6 @@ MODEL_NAME = "model.keras"
 HISTORY_NAME = "history.json"
 # Rows of the training split the chief scores after each epoch for the training AUC of the learning curve.
 TRAIN_SCORE_ROWS = 8192
-# The environment variable naming the task process that started a worker: the worker exits when it is gone.
-PARENT_PID_ENV = "RATCHET_PARENT_PID"
 RESULTS_DIR = "results"
 
 
@@ -291,7 +290,7 @@ def _run_child(rendezvous: Rendezvous, addresses: list[str], folder: Path, train
     with tempfile.TemporaryDirectory(prefix="ratchet-worker-") as tmp:
         args_path, result_path = Path(tmp) / "args.json", Path(tmp) / "result.json"
         args_path.write_text(json.dumps(train_kwargs))
-        env = {**os.environ, "TF_CONFIG": tf_config(addresses, index), PARENT_PID_ENV: str(os.getpid())}
+        env = {**os.environ, "TF_CONFIG": tf_config(addresses, index), RATCHET_PARENT_PID.name: str(os.getpid())}
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env.setdefault("KERAS_BACKEND", "tensorflow")
         command = [sys.executable, "-m", "ml_tasks.training.multiworker", str(index), ",".join(addresses), str(args_path),
@@ -383,12 +382,13 @@ def collect_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict
 def _main(argv: list[str]) -> int:
     """`python -m ml_tasks.training.multiworker WORKER_INDEX WORKERS ARGS_JSON RESULT_JSON`."""
     index, workers, args_path, result_path = int(argv[0]), argv[1].split(","), Path(argv[2]), Path(argv[3])
-    os.environ["TF_CONFIG"] = tf_config(workers, index)
+    os.environ["TF_CONFIG"] = tf_config(workers, index)  # env: pass-through (read by TensorFlow)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker{index} %(levelname)s %(name)s: %(message)s")
-    if os.environ.get(PARENT_PID_ENV):
-        _exit_with_parent(int(os.environ[PARENT_PID_ENV]))
+    parent_pid = RATCHET_PARENT_PID.get()  # set by `_run_child`: the worker exits when that task process is gone
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     record = train_multiworker(**json.loads(args_path.read_text()))
     tmp = Path(f"{result_path}.tmp")
     tmp.write_text(json.dumps(record))

@@ -16,17 +16,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from ml_tasks.constants import (
-    GPU_QUEUE,
-    RENDEZVOUS_HEARTBEAT_S,
-    RENDEZVOUS_STALE_ENV,
-    RENDEZVOUS_STALE_S,
-    RENDEZVOUS_TIMEOUT_ENV,
-    RENDEZVOUS_TIMEOUT_S,
-    WORKER_HOST_ENV,
-    WORKER_PORTS_ENV,
+from ml_tasks.constants import GPU_QUEUE, RENDEZVOUS_HEARTBEAT_S
+from ml_tasks.environment_variables import (
+    RATCHET_RENDEZVOUS_STALE_S,
+    RATCHET_RENDEZVOUS_TIMEOUT_S,
+    RATCHET_WORKER_HOST,
+    RATCHET_WORKER_PORTS,
 )
 from ml_tasks.errors import RatchetError
 from ml_tasks.ops.airflow_cli import GPU_POOL
@@ -54,8 +51,8 @@ class RendezvousTimeout(RatchetError):
 
 def worker_address(ports: str | None = None, host: str | None = None) -> str:
     """`host:port` this worker listens on: RATCHET_WORKER_HOST (else the FQDN) and a free port of RATCHET_WORKER_PORTS."""
-    host = host or os.environ.get(WORKER_HOST_ENV) or socket.getfqdn()
-    spec = (os.environ.get(WORKER_PORTS_ENV, "") if ports is None else ports).strip()
+    host = host or RATCHET_WORKER_HOST.get() or socket.getfqdn()
+    spec = ((RATCHET_WORKER_PORTS.get() or "") if ports is None else ports).strip()
     if not spec:
         candidates: list[int] = [0]
     elif "-" in spec:
@@ -70,7 +67,7 @@ def worker_address(ports: str | None = None, host: str | None = None) -> str:
             except OSError:
                 continue
             return f"{host}:{sock.getsockname()[1]}"
-    raise RatchetError(f"no free port in {WORKER_PORTS_ENV}={spec!r} on {host}")
+    raise RatchetError(f"no free port in {RATCHET_WORKER_PORTS.name}={spec!r} on {host}")
 
 
 @dataclass
@@ -99,8 +96,8 @@ class Rendezvous:
         self.folder, self.index, self.workers = folder, index, workers
         self.token = token or uuid.uuid4().hex
         self.heartbeat_s, self.poll_s = heartbeat_s, poll_s
-        self.stale_s = stale_s if stale_s is not None else float(os.environ.get(RENDEZVOUS_STALE_ENV,
-                                                                                 RENDEZVOUS_STALE_S))
+        # The declaration has a default: never None.
+        self.stale_s = stale_s if stale_s is not None else cast(float, RATCHET_RENDEZVOUS_STALE_S.get())
         self.address = ""
         self.state = "waiting"
         self.beat = 0
@@ -177,7 +174,7 @@ class Rendezvous:
     def wait(self, timeout_s: float | None = None) -> list[str] | None:
         """Addresses in index order once the cluster is formed; None when a cluster of this run already finished."""
         if timeout_s is None:
-            timeout_s = float(os.environ.get(RENDEZVOUS_TIMEOUT_ENV, RENDEZVOUS_TIMEOUT_S))
+            timeout_s = cast(float, RATCHET_RENDEZVOUS_TIMEOUT_S.get())  # the declaration has a default
         started = time.monotonic()
         while True:
             self.heartbeat()
