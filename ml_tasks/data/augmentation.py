@@ -46,7 +46,31 @@ def augment_plan(augment: dict[str, Any] | None) -> dict[str, dict[str, float]]:
     return plan
 
 
-def smote_counts(labels: np.ndarray, ratio: float) -> dict[int, int]:
+def rows_to_add(plan: dict[str, dict[str, float]], labels: np.ndarray) -> int:
+    """Rows the plan adds to a training split of these labels, so the training matrix is allocated once."""
+    added = 0
+    if "smote" in plan:
+        added += sum(_smote_counts(labels, plan["smote"]["ratio"]).values())
+    if "noise" in plan:
+        added += int(plan["noise"]["copies"]) * math.ceil(plan["noise"]["fraction"] * len(labels))
+    return added
+
+
+def augment_into(matrix: np.ndarray, labels: np.ndarray, n_real: int, plan: dict[str, dict[str, float]], n_numeric: int,
+                 rng: np.random.Generator, base: np.ndarray) -> dict[str, int]:
+    """Rows n_real.. of `matrix` and `labels` made by the plan's methods (SMOTE first, then noise copies of the real
+    rows), `base` set to the real row each was made from; returns the rows added per method."""
+    added: dict[str, int] = {}
+    at = n_real
+    if "smote" in plan:
+        added["smote"] = _smote_into(matrix, labels, n_real, at, plan["smote"], n_numeric, rng, base)
+        at += added["smote"]
+    if "noise" in plan:
+        added["noise"] = _noise_into(matrix, labels, n_real, at, plan["noise"], n_numeric, rng, base)
+    return added
+
+
+def _smote_counts(labels: np.ndarray, ratio: float) -> dict[int, int]:
     """Rows to add per class so every class reaches `ratio` x the largest one."""
     import numpy as np
 
@@ -55,7 +79,7 @@ def smote_counts(labels: np.ndarray, ratio: float) -> dict[int, int]:
     return {int(c): goal - int(n) for c, n in zip(classes, counts, strict=True) if n < goal}
 
 
-def noise_into(matrix: np.ndarray, labels: np.ndarray, n_real: int, start: int, plan: dict[str, float], n_numeric: int,
+def _noise_into(matrix: np.ndarray, labels: np.ndarray, n_real: int, start: int, plan: dict[str, float], n_numeric: int,
                 rng: np.random.Generator, base: np.ndarray) -> int:
     """Noisy copies of real training rows into rows start.. of `matrix`; numerics are standardised, so noise of
     `scale` is `scale` x each feature's train std."""
@@ -76,7 +100,7 @@ def noise_into(matrix: np.ndarray, labels: np.ndarray, n_real: int, start: int, 
     return at - start
 
 
-def smote_into(matrix: np.ndarray, labels: np.ndarray, n_real: int, start: int, plan: dict[str, float], n_numeric: int,
+def _smote_into(matrix: np.ndarray, labels: np.ndarray, n_real: int, start: int, plan: dict[str, float], n_numeric: int,
                 rng: np.random.Generator, base: np.ndarray) -> int:
     """SMOTE-style rows into rows start.. of `matrix`: numerics interpolated between a row of the class and one of
     its k nearest same-class neighbours (in standardised units), categoricals copied from that row."""
@@ -84,7 +108,7 @@ def smote_into(matrix: np.ndarray, labels: np.ndarray, n_real: int, start: int, 
     from sklearn.neighbors import NearestNeighbors
 
     at = start
-    for cls, n_new in sorted(smote_counts(labels[:n_real], plan["ratio"]).items()):
+    for cls, n_new in sorted(_smote_counts(labels[:n_real], plan["ratio"]).items()):
         pool = np.flatnonzero(labels[:n_real] == cls)
         if len(pool) > plan["sample"]:
             pool = np.sort(rng.choice(pool, size=int(plan["sample"]), replace=False))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ from ml_tasks.constants import (
     TRANSFORM_FILE,
     VALIDATION_SPLIT_FILE,
 )
-from ml_tasks.data.augmentation import augment_plan, noise_into, smote_counts, smote_into
+from ml_tasks.data.augmentation import augment_into, augment_plan, rows_to_add
 from ml_tasks.data.transform import FittedTransform, category_text, fit_categorical, fit_numeric, outlier_bounds, standardise_into
 from ml_tasks.datasets import DatasetSpec, get_dataset
 from ml_tasks.errors import ConfigError, DataError, UnreadableDataError
@@ -540,10 +539,7 @@ def prepare(ctx: RunContext, staging_uri: str, seed: int = 0, *, augment: dict[s
     imputed = dict.fromkeys(spec.features, 0)
     clipped = dict.fromkeys(spec.numeric_features, 0)
     n_real = len(train)
-    smote_rows = 0
-    if "smote" in plan:
-        smote_rows = sum(smote_counts(columns.target[train].astype("int64"), plan["smote"]["ratio"]).values())
-    noise_rows = int(plan["noise"]["copies"]) * math.ceil(plan["noise"]["fraction"] * n_real) if "noise" in plan else 0
+    n_augmented = rows_to_add(plan, columns.target[train].astype("int64"))
     fingerprints: dict[str, str] = {}
     target_dir = ctx.prepared_dir
     with atomic_dir(target_dir) as tmp:
@@ -553,7 +549,7 @@ def prepare(ctx: RunContext, staging_uri: str, seed: int = 0, *, augment: dict[s
             for name in spec.categorical_features
         ]
         n_features = len(spec.numeric_features) + sum(len(vocab) for _, vocab, _ in categorical_fits)
-        matrix = np.empty((n_real + smote_rows + noise_rows, n_features), dtype="float32", order="F")
+        matrix = np.empty((n_real + n_augmented, n_features), dtype="float32", order="F")
         # Each numeric's training values are gathered once: fitted, then transformed into the matrix.
         numeric_fits = []
         for j, name in enumerate(spec.numeric_features):
@@ -570,12 +566,7 @@ def prepare(ctx: RunContext, staging_uri: str, seed: int = 0, *, augment: dict[s
         train_labels = np.empty(len(matrix), dtype="int64")
         train_labels[:n_real] = columns.target[train]
         base = np.arange(len(matrix), dtype=np.int64)  # the real row each augmented row was made from
-        rng = np.random.default_rng(seed)
-        augmented = {}
-        if "smote" in plan:
-            augmented["smote"] = smote_into(matrix, train_labels, n_real, n_real, plan["smote"], n_numeric, rng, base)
-        if "noise" in plan:
-            augmented["noise"] = noise_into(matrix, train_labels, n_real, n_real + smote_rows, plan["noise"], n_numeric, rng, base)
+        augmented = augment_into(matrix, train_labels, n_real, plan, n_numeric, np.random.default_rng(seed), base)
         fingerprints["train"] = _write_matrix(tmp / TRAIN_FILE, names, n_numeric, matrix, train_labels, spec.target)
         if cv_folds:
             import pyarrow as pa
