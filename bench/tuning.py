@@ -56,6 +56,7 @@ def _search(sampler: Any, pruner: Any, data: tuple[Any, Any, Any, Any], n_trials
     import optuna
 
     from ml_tasks.training import families
+    from ml_tasks.training.trials import run_trial
 
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     epochs = 0
@@ -72,7 +73,7 @@ def _search(sampler: Any, pruner: Any, data: tuple[Any, Any, Any, Any], n_trials
             if not last and trial.should_prune():
                 raise optuna.TrialPruned()
 
-        return families.run_trial(families.KERAS_MLP, params, data, EPOCHS, trial.number, report)
+        return run_trial(families.KERAS_MLP, params, data, EPOCHS, trial.number, report)
 
     for _ in range(n_trials):
         study.optimize(objective, n_trials=1)

@@ -69,18 +69,11 @@ CONN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,250}$"
 # rendezvous through which the mapped `train_worker` tasks form one MultiWorkerMirroredStrategy cluster.
 GPU_QUEUE = "gpu"
 MAX_TRAIN_WORKERS = 8
-# The address other workers reach this host at (default: socket.getfqdn()), and the ports a worker may listen on
-# ("" any free port; "2222"; "2222-2231": the first free one in the range, for firewalls).
-WORKER_HOST_ENV = "RATCHET_WORKER_HOST"
-WORKER_PORTS_ENV = "RATCHET_WORKER_PORTS"
-# How long a worker waits for all N to register (env RATCHET_RENDEZVOUS_TIMEOUT_S), how often each rewrites its
-# entry, and after how long without a new heartbeat a worker counts as gone (env RATCHET_RENDEZVOUS_STALE_S; a
-# shared file system's attribute cache must be shorter than this).
-RENDEZVOUS_TIMEOUT_S = 900.0
-RENDEZVOUS_TIMEOUT_ENV = "RATCHET_RENDEZVOUS_TIMEOUT_S"
+# How often each worker rewrites its rendezvous entry. The worker's address and ports, how long it waits for all N
+# to register and after how long without a new heartbeat a worker counts as gone are environment variables
+# (`ml_tasks.environment_variables`: RATCHET_WORKER_HOST, RATCHET_WORKER_PORTS, RATCHET_RENDEZVOUS_TIMEOUT_S,
+# RATCHET_RENDEZVOUS_STALE_S; a shared file system's attribute cache must be shorter than the last).
 RENDEZVOUS_HEARTBEAT_S = 2.0
-RENDEZVOUS_STALE_S = 60.0
-RENDEZVOUS_STALE_ENV = "RATCHET_RENDEZVOUS_STALE_S"
 MULTIWORKER_DIR = "multiworker"
 
 # Every MLflow server we start: MLflow 3's server also starts a job runner (huey) for its GenAI jobs, which Ratchet

@@ -212,7 +212,7 @@ def train(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], tuned: d
             ctx, "train",
             lambda: run_training(ctx, config.train, tuned["best_params"], prepared["mlflow_run_id"]).to_dict(),
         )
-    return run_stage(ctx, "train", lambda: run_isolated("ml_tasks.training.distributed:collect_in_process", {
+    return run_stage(ctx, "train", lambda: run_isolated("ml_tasks.training.multiworker:collect_in_process", {
         "ctx": ctx.to_dict(), "config": asdict(config.train), "params": tuned["best_params"],
         "parent_run_id": prepared["mlflow_run_id"]}))
 
@@ -229,7 +229,7 @@ def train_worker(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], t
     import uuid
 
     from ml_tasks.constants import MULTIWORKER_DIR, TRAIN_FILE, VALIDATION_SPLIT_FILE
-    from ml_tasks.training.distributed import run_worker
+    from ml_tasks.training.multiworker import run_worker
     from ml_tasks.training.system_metrics import system_metrics
 
     folder = ctx.model_dir / MULTIWORKER_DIR

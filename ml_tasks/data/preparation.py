@@ -8,8 +8,8 @@ and the champion (each with its own transform) are scored on exactly the same
 held-out rows. Cleaning follows the policies the data set declares, and every
 row dropped, value imputed and value clipped is counted in the report.
 
-Augmentation (noise copies, SMOTE-style oversampling) touches the training
-split only, after the split, so validation and test stay real rows.
+Augmentation (noise copies, SMOTE-style oversampling; `ml_tasks.data.augmentation`)
+touches the training split only, after the split, so validation and test stay real rows.
 
 Scale: a drop of millions of rows is read one declared column at a time
 (Parquet is columnar), held as one float64 array per numeric and int32 codes
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from ml_tasks.constants import (
     TRANSFORM_FILE,
     VALIDATION_SPLIT_FILE,
 )
+from ml_tasks.data.augmentation import augment_into, augment_plan, rows_to_add
 from ml_tasks.data.transform import FittedTransform, category_text, fit_categorical, fit_numeric, outlier_bounds, standardise_into
 from ml_tasks.datasets import DatasetSpec, get_dataset
 from ml_tasks.errors import ConfigError, DataError, UnreadableDataError
@@ -60,14 +60,6 @@ FOLD_COLUMN = "fold"
 AUGMENTED_COLUMN = "augmented"
 # Drift reference statistics come from up to this many training rows (bins within ~0.001 of all rows).
 DRIFT_SAMPLE_ROWS = 1_000_000
-# Augmentation parameters, each group off unless named in `prepare(augment=...)`.
-# noise: `copies` noisy copies of a `fraction` of the training rows, Gaussian noise of `scale` train std.
-# smote: every class below `ratio` x the largest class gets rows interpolated between one of its rows and one
-# of its `k` nearest same-class neighbours, searched among at most `sample` rows (so it scales).
-AUGMENT_DEFAULTS: dict[str, dict[str, float]] = {
-    "noise": {"copies": 1, "fraction": 1.0, "scale": 0.05},
-    "smote": {"ratio": 1.0, "k": 5, "sample": 20_000},
-}
 _MISSING_LABEL_HASH_KEY = "\x00missing"
 
 
@@ -435,86 +427,7 @@ def _write_raw(path: Path, columns: _Columns, spec: DatasetSpec, rows: np.ndarra
     pq.write_table(pa.Table.from_arrays(arrays, names=list(spec.columns)), path)
 
 
-# ---------------------------------------------------------------- augmentation and folds
-
-
-def _augment_plan(augment: dict[str, Any] | None) -> dict[str, dict[str, float]]:
-    plan: dict[str, dict[str, float]] = {}
-    for method, params in (augment or {}).items():
-        if method not in AUGMENT_DEFAULTS:
-            raise ConfigError(f"unknown augmentation {method!r}; known: {', '.join(AUGMENT_DEFAULTS)}")
-        params = dict(params or {})
-        unknown = sorted(set(params) - set(AUGMENT_DEFAULTS[method]))
-        if unknown:
-            raise ConfigError(f"augmentation {method!r}: unknown parameters {unknown}; known: {sorted(AUGMENT_DEFAULTS[method])}")
-        plan[method] = {**AUGMENT_DEFAULTS[method], **{k: float(v) for k, v in params.items()}}
-    noise, smote = plan.get("noise"), plan.get("smote")
-    if noise and not (noise["copies"] >= 0 and 0 < noise["fraction"] <= 1 and noise["scale"] >= 0):
-        raise ConfigError(f"augmentation noise: copies >= 0, 0 < fraction <= 1, scale >= 0; got {noise}")
-    if smote and not (0 < smote["ratio"] <= 1 and smote["k"] >= 1 and smote["sample"] >= 2):
-        raise ConfigError(f"augmentation smote: 0 < ratio <= 1, k >= 1, sample >= 2; got {smote}")
-    return plan
-
-
-def _smote_counts(labels: np.ndarray, ratio: float) -> dict[int, int]:
-    """Rows to add per class so every class reaches `ratio` x the largest one."""
-    import numpy as np
-
-    classes, counts = np.unique(labels, return_counts=True)
-    goal = math.ceil(ratio * int(counts.max()))
-    return {int(c): goal - int(n) for c, n in zip(classes, counts, strict=True) if n < goal}
-
-
-def _noise_into(matrix: np.ndarray, labels: np.ndarray, n_real: int, start: int, plan: dict[str, float], n_numeric: int,
-                rng: np.random.Generator, base: np.ndarray) -> int:
-    """Noisy copies of real training rows into rows start.. of `matrix`; numerics are standardised, so noise of
-    `scale` is `scale` x each feature's train std."""
-    import numpy as np
-
-    per_copy = math.ceil(plan["fraction"] * n_real)
-    at = start
-    for _ in range(int(plan["copies"])):
-        rows = np.sort(rng.permutation(n_real)[:per_copy]) if per_copy < n_real else np.arange(n_real)
-        block = slice(at, at + len(rows))
-        for j in range(matrix.shape[1]):
-            matrix[block, j] = matrix[rows, j]
-            if j < n_numeric and plan["scale"] > 0:
-                matrix[block, j] += rng.normal(0.0, plan["scale"], size=len(rows)).astype("float32")
-        labels[block] = labels[rows]
-        base[block] = rows
-        at += len(rows)
-    return at - start
-
-
-def _smote_into(matrix: np.ndarray, labels: np.ndarray, n_real: int, start: int, plan: dict[str, float], n_numeric: int,
-                rng: np.random.Generator, base: np.ndarray) -> int:
-    """SMOTE-style rows into rows start.. of `matrix`: numerics interpolated between a row of the class and one of
-    its k nearest same-class neighbours (in standardised units), categoricals copied from that row."""
-    import numpy as np
-    from sklearn.neighbors import NearestNeighbors
-
-    at = start
-    for cls, n_new in sorted(_smote_counts(labels[:n_real], plan["ratio"]).items()):
-        pool = np.flatnonzero(labels[:n_real] == cls)
-        if len(pool) > plan["sample"]:
-            pool = np.sort(rng.choice(pool, size=int(plan["sample"]), replace=False))
-        picks = rng.integers(len(pool), size=n_new)
-        k = min(int(plan["k"]), len(pool) - 1)
-        if n_numeric and k >= 1:
-            features = np.ascontiguousarray(matrix[pool, :n_numeric])
-            _, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(features).kneighbors(features)
-            partner = neighbours[picks, rng.integers(1, k + 1, size=n_new)]
-            gap = rng.random(n_new).astype("float32")
-        else:
-            partner, gap = picks, np.zeros(n_new, dtype="float32")
-        block = slice(at, at + n_new)
-        for j in range(matrix.shape[1]):
-            own = matrix[pool[picks], j]
-            matrix[block, j] = own + gap * (matrix[pool[partner], j] - own) if j < n_numeric else own
-        labels[block] = cls
-        base[block] = pool[picks]
-        at += n_new
-    return at - start
+# ---------------------------------------------------------------- folds
 
 
 def _fold_ids(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
@@ -593,7 +506,7 @@ def prepare(ctx: RunContext, staging_uri: str, seed: int = 0, *, augment: dict[s
             spec: DatasetSpec | None = None) -> PreparedData:
     """Read the staged drop, clean, split, fit the transform, augment, write the prepared sets.
 
-    `augment`: e.g. {"noise": {"copies": 1, "scale": 0.05}, "smote": {"ratio": 1.0}} (see AUGMENT_DEFAULTS),
+    `augment`: e.g. {"noise": {"copies": 1, "scale": 0.05}, "smote": {"ratio": 1.0}} (see `augmentation.AUGMENT_DEFAULTS`),
     training split only. `cv_folds` >= 2 writes stratified fold ids of the training rows (see `iter_folds`).
     `spec` overrides the data set declared for `ctx` (benchmarks of other shapes).
     """
@@ -602,7 +515,7 @@ def prepare(ctx: RunContext, staging_uri: str, seed: int = 0, *, augment: dict[s
     from ml_tasks.storage import local_path
 
     spec = spec or get_dataset(ctx.dataset)
-    plan = _augment_plan(augment)
+    plan = augment_plan(augment)
     if cv_folds < 0 or cv_folds == 1:
         raise ConfigError(f"cv_folds={cv_folds}: 0 (none) or at least 2")
     columns = read_columns(local_path(staging_uri), spec)
@@ -626,10 +539,7 @@ def prepare(ctx: RunContext, staging_uri: str, seed: int = 0, *, augment: dict[s
     imputed = dict.fromkeys(spec.features, 0)
     clipped = dict.fromkeys(spec.numeric_features, 0)
     n_real = len(train)
-    smote_rows = 0
-    if "smote" in plan:
-        smote_rows = sum(_smote_counts(columns.target[train].astype("int64"), plan["smote"]["ratio"]).values())
-    noise_rows = int(plan["noise"]["copies"]) * math.ceil(plan["noise"]["fraction"] * n_real) if "noise" in plan else 0
+    n_augmented = rows_to_add(plan, columns.target[train].astype("int64"))
     fingerprints: dict[str, str] = {}
     target_dir = ctx.prepared_dir
     with atomic_dir(target_dir) as tmp:
@@ -639,7 +549,7 @@ def prepare(ctx: RunContext, staging_uri: str, seed: int = 0, *, augment: dict[s
             for name in spec.categorical_features
         ]
         n_features = len(spec.numeric_features) + sum(len(vocab) for _, vocab, _ in categorical_fits)
-        matrix = np.empty((n_real + smote_rows + noise_rows, n_features), dtype="float32", order="F")
+        matrix = np.empty((n_real + n_augmented, n_features), dtype="float32", order="F")
         # Each numeric's training values are gathered once: fitted, then transformed into the matrix.
         numeric_fits = []
         for j, name in enumerate(spec.numeric_features):
@@ -656,12 +566,7 @@ def prepare(ctx: RunContext, staging_uri: str, seed: int = 0, *, augment: dict[s
         train_labels = np.empty(len(matrix), dtype="int64")
         train_labels[:n_real] = columns.target[train]
         base = np.arange(len(matrix), dtype=np.int64)  # the real row each augmented row was made from
-        rng = np.random.default_rng(seed)
-        augmented = {}
-        if "smote" in plan:
-            augmented["smote"] = _smote_into(matrix, train_labels, n_real, n_real, plan["smote"], n_numeric, rng, base)
-        if "noise" in plan:
-            augmented["noise"] = _noise_into(matrix, train_labels, n_real, n_real + smote_rows, plan["noise"], n_numeric, rng, base)
+        augmented = augment_into(matrix, train_labels, n_real, plan, n_numeric, np.random.default_rng(seed), base)
         fingerprints["train"] = _write_matrix(tmp / TRAIN_FILE, names, n_numeric, matrix, train_labels, spec.target)
         if cv_folds:
             import pyarrow as pa

@@ -6,7 +6,7 @@ whichever family (Keras MLP or scikit-learn) the version holds: the artifact
 present says which. Loading needs the `ratchet` package installed (this class
 is referenced by module, not copied); we only ever load models our own
 pipeline registered, and scikit-learn models are skops files that load only
-scikit-learn types (see `ml_tasks.training.families.load_sklearn`).
+scikit-learn types (see `ml_tasks.training.sklearn_models.load_sklearn`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class RatchetClassifier(PythonModel):
 
             self.network = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
         else:
-            from ml_tasks.training.families import load_sklearn
+            from ml_tasks.training.sklearn_models import load_sklearn
 
             self.estimator = load_sklearn(context.artifacts[SKLEARN_ARTIFACT])
 

@@ -1,1 +1,2 @@
-"""Training stages: tuning, the trainer, model families, the Keras MLP, input pipeline, checkpoints, multi-host."""
+"""Training stages: tuning and its trials, the trainer, model families (declarations, the Keras MLP, scikit-learn
+models), input pipeline, checkpoints, multi-host (rendezvous, workers)."""

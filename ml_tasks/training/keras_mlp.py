@@ -1,6 +1,7 @@
-"""Keras 3 models, written backend-portably (TensorFlow by default, JAX works too).
+"""The Keras MLP family: the model, its FGSM adversarial-training wrapper, and the accelerators it trains on.
 
-Imported only inside isolated processes: importing Keras loads its backend.
+Written backend-portably (TensorFlow by default, JAX works too). Keras is imported inside the functions, which
+run only in isolated processes: importing Keras loads its backend.
 """
 
 from __future__ import annotations
@@ -78,17 +79,6 @@ def build_mlp(n_features: int, params: dict[str, Any], seed: int = 0) -> Any:
         metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
     )
     return model
-
-
-def load_xy(path: str, target: str, max_rows: int | None = None, seed: int = 0) -> tuple[Any, Any]:
-    """A prepared split as float32 features and labels, optionally subsampled."""
-    import pandas as pd
-
-    frame = pd.read_parquet(path)
-    if max_rows is not None and len(frame) > max_rows:
-        frame = frame.sample(n=max_rows, random_state=seed)
-    y = frame.pop(target).to_numpy(dtype="float32")
-    return frame.to_numpy(dtype="float32"), y
 
 
 def adversarial_trainer(base: Any, epsilon: float, perturbable: list[bool]) -> Any:

@@ -212,10 +212,10 @@ def _fit_sklearn(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str
 
     from ml_tasks.io import atomic_path, write_json
     from ml_tasks.release.pyfunc import SKLEARN_ARTIFACT
-    from ml_tasks.training import families
     from ml_tasks.training.input_pipeline import load_arrays
+    from ml_tasks.training.sklearn_models import SKLEARN_MODEL_FILE, fit_sklearn, save_sklearn
 
-    model_path = run_ctx.model_dir / families.SKLEARN_MODEL_FILE
+    model_path = run_ctx.model_dir / SKLEARN_MODEL_FILE
     fit_record = run_ctx.model_dir / "sklearn_fit.json"
     accelerators = {"backend": "scikit-learn", "gpus": [], "precision": "float64"}
     if model_path.is_file() and fit_record.is_file():
@@ -224,9 +224,9 @@ def _fit_sklearn(run_ctx: RunContext, train_config: TrainConfig, hyper: dict[str
     else:
         folder = run_ctx.prepared_dir
         data = (*load_arrays(folder / TRAIN_FILE, target), *load_arrays(folder / VALIDATION_SPLIT_FILE, target))
-        model, fit = families.fit_sklearn(train_config.family, hyper, *data, seed=train_config.seed)
+        model, fit = fit_sklearn(train_config.family, hyper, *data, seed=train_config.seed)
         with atomic_path(model_path) as tmp:
-            families.save_sklearn(model, tmp)
+            save_sklearn(model, tmp)
         fitted = fit.to_dict()
         write_json(fit_record, fitted)  # written last: it marks the model file complete
     return _Fitted({SKLEARN_ARTIFACT: str(model_path)}, fitted["history"], accelerators, int(fitted["epochs_run"]),

@@ -269,13 +269,23 @@ def _own_finished(study: Any, slot: int) -> int:
 
 def load_tuning_data(ctx: RunContext, config: TuneConfig) -> tuple[Any, Any, Any, Any]:
     from ml_tasks.datasets import get_dataset
-    from ml_tasks.training.keras_mlp import load_xy
 
     spec = get_dataset(ctx.dataset)
     folder = ctx.prepared_dir
-    x_train, y_train = load_xy(str(folder / TRAIN_FILE), spec.target, config.max_train_rows, config.seed)
-    x_val, y_val = load_xy(str(folder / VALIDATION_SPLIT_FILE), spec.target)
+    x_train, y_train = _load_split(str(folder / TRAIN_FILE), spec.target, config.max_train_rows, config.seed)
+    x_val, y_val = _load_split(str(folder / VALIDATION_SPLIT_FILE), spec.target)
     return x_train, y_train, x_val, y_val
+
+
+def _load_split(path: str, target: str, max_rows: int | None = None, seed: int = 0) -> tuple[Any, Any]:
+    """A prepared split as float32 features and labels, optionally subsampled (pandas' seeded sample)."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    if max_rows is not None and len(frame) > max_rows:
+        frame = frame.sample(n=max_rows, random_state=seed)
+    y = frame.pop(target).to_numpy(dtype="float32")
+    return frame.to_numpy(dtype="float32"), y
 
 
 def tune_slot_in_process(ctx: dict[str, str], config: dict[str, Any], parent_run_id: str, slot: int,
@@ -285,6 +295,7 @@ def tune_slot_in_process(ctx: dict[str, str], config: dict[str, Any], parent_run
 
     from ml_tasks import tracking
     from ml_tasks.training import families
+    from ml_tasks.training.trials import run_trial
 
     run_ctx = RunContext.from_dict(ctx)
     tune_config = TuneConfig(**config)
@@ -322,7 +333,7 @@ def tune_slot_in_process(ctx: dict[str, str], config: dict[str, Any], parent_run
 
         status, state = "FAILED", "FAIL"
         try:
-            score = families.run_trial(family, params, data, tune_config.epochs, tune_config.seed + trial.number, report)
+            score = run_trial(family, params, data, tune_config.epochs, tune_config.seed + trial.number, report)
             status, state = "FINISHED", "COMPLETE"
             return score
         except optuna.TrialPruned:

@@ -84,7 +84,7 @@ def _checkpointed_epoch(folder: Path) -> int:
 
 
 def _kill_worker_after_first_checkpoint(stack: AirflowStack, folder: Path, index: int, deadline: float) -> int:
-    """SIGKILL worker `index`'s trainer (`python -m ml_tasks.training.distributed INDEX ...`) mid-training, as an OOM kill would."""
+    """SIGKILL worker `index`'s trainer (`python -m ml_tasks.training.multiworker INDEX ...`) mid-training, as an OOM kill would."""
     trainer = None
     while time.monotonic() < deadline:
         if trainer is None:
@@ -93,7 +93,7 @@ def _kill_worker_after_first_checkpoint(stack: AirflowStack, folder: Path, index
                     command = proc.cmdline()
                 except Exception:  # it ended meanwhile
                     continue
-                module = "ml_tasks.training.distributed"
+                module = "ml_tasks.training.multiworker"
                 if module in command and command[command.index(module) + 1] == str(index):
                     trainer = proc
         if trainer is not None and _checkpointed_epoch(folder) >= 1:

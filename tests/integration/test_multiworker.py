@@ -1,6 +1,6 @@
 """Two MultiWorkerMirroredStrategy workers on 127.0.0.1 train one model with a custom loop; the chief saves it.
 
-Each worker is a fresh interpreter (`python -m ml_tasks.training.distributed INDEX WORKERS ...`)
+Each worker is a fresh interpreter (`python -m ml_tasks.training.multiworker INDEX WORKERS ...`)
 with its own TF_CONFIG; gradients are all-reduced over gRPC between them.
 """
 
@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ml_tasks.training.distributed import tf_config
+from ml_tasks.training.rendezvous import tf_config
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ def test_two_workers_train_one_model(tmp_path: Path) -> None:
     for i in range(2):
         with logs[i].open("w") as out:
             processes.append(subprocess.Popen(
-                [sys.executable, "-m", "ml_tasks.training.distributed", str(i), workers, str(args), str(results[i])],
+                [sys.executable, "-m", "ml_tasks.training.multiworker", str(i), workers, str(args), str(results[i])],
                 env=env, stdout=out, stderr=subprocess.STDOUT))
     deadline = time.monotonic() + 80
     try:
@@ -107,5 +107,5 @@ def test_two_workers_train_one_model(tmp_path: Path) -> None:
     # The saved model loads in a fresh process and scores as the chief reported.
     from ml_tasks.isolation import run_isolated
 
-    scored = run_isolated("ml_tasks.training.distributed:score_model", {"model_path": chief["model_path"], "data_path": str(val)})
+    scored = run_isolated("ml_tasks.training.multiworker:score_model", {"model_path": chief["model_path"], "data_path": str(val)})
     assert scored["roc_auc"] == pytest.approx(chief["val"]["roc_auc"], abs=1e-6) and scored["roc_auc"] > 0.5

@@ -18,7 +18,7 @@ def test_a_keras_trial_stops_at_the_epoch_its_report_prunes():
     import numpy as np
     import optuna
 
-    from ml_tasks.training.families import run_trial
+    from ml_tasks.training.trials import run_trial
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 5)).astype("float32")

@@ -15,12 +15,12 @@ from ml_tasks.training.families import (
     MODEL_FAMILIES,
     SEARCH_SPACES,
     SKLEARN_FAMILIES,
-    SKLEARN_MODEL_FILE,
     check_family,
     coerce_params,
     grid_size,
     grid_space,
 )
+from ml_tasks.training.sklearn_models import SKLEARN_MODEL_FILE
 
 SMALL_PARAMS = {
     "keras_mlp": {"n_layers": 1, "units": 32, "dropout": 0.1, "l2": 1e-5, "learning_rate": 1e-2, "batch_size": 256},
@@ -115,7 +115,7 @@ def test_skops_loader_refuses_foreign_types(tmp_path):
     import skops.io
 
     from ml_tasks.errors import RatchetError
-    from ml_tasks.training.families import load_sklearn
+    from ml_tasks.training.sklearn_models import load_sklearn
 
     path = tmp_path / "odd.skops"
     skops.io.dump({"f": Path("x")}, path)

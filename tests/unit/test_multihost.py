@@ -18,7 +18,7 @@ import pytest
 
 from ml_tasks.config import RunConfig, TrainConfig
 from ml_tasks.errors import ConfigError
-from ml_tasks.training.distributed import (
+from ml_tasks.training.rendezvous import (
     CLUSTER_FILE,
     DONE_FILE,
     Rendezvous,
@@ -32,7 +32,7 @@ FAST = {"heartbeat_s": 0.1, "poll_s": 0.05}
 WORKER = """
 import json, sys
 from pathlib import Path
-from ml_tasks.training.distributed import Rendezvous
+from ml_tasks.training.rendezvous import Rendezvous
 folder, index = Path(sys.argv[1]), int(sys.argv[2])
 rendezvous = Rendezvous(folder, index, 2, heartbeat_s=0.1, poll_s=0.05, stale_s=10)
 rendezvous.register(f"127.0.0.1:{7000 + index}")
