@@ -35,13 +35,13 @@ from starlette.responses import Response
 
 from ml_tasks.serving.batching import MicroBatcher
 from ml_tasks.serving.config import (
-    CONFIG_ENV,
-    TOKEN_ENV,
     ServeConfig,
     bearer_token_matches,
     config_from_args,
+    config_from_environment,
+    pass_to_workers,
     serving_token,
-    token_path,
+    token_source,
 )
 from ml_tasks.serving.inference_log import InferenceLog
 from ml_tasks.serving.loading import LoadedModel
@@ -201,7 +201,7 @@ def app_from_environment() -> FastAPI:
     """The app factory uvicorn's worker processes call (`--workers` > 1): the configuration comes in the environment."""
     # a spawned worker starts with bare logging: the same set-up as `ratchet` itself, so swaps are logged
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
-    return create_app(ServeConfig.from_json(os.environ[CONFIG_ENV]))
+    return create_app(config_from_environment())
 
 
 def serve(config: ServeConfig) -> int:
@@ -209,14 +209,13 @@ def serve(config: ServeConfig) -> int:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per load is noise in a server log
     token = serving_token()  # created before any worker starts, so every worker reads the same one
-    where = "RATCHET_SERVE_TOKEN" if os.environ.get(TOKEN_ENV, "").strip() else str(token_path())
     print(f"serving models:/{config.model}@{config.alias} on http://{config.host}:{config.port} "
-          f"(bearer token in {where}; inference log under {get_settings().inference_logs / config.model}, "
+          f"(bearer token in {token_source()}; inference log under {get_settings().inference_logs / config.model}, "
           f"sample {config.log_sample:g})", flush=True)
     common: dict[str, Any] = {"host": config.host, "port": config.port, "access_log": False,
                               "log_level": "warning", "timeout_graceful_shutdown": 30}
     if config.workers > 1:
-        os.environ[CONFIG_ENV] = config.to_json()
+        pass_to_workers(config)
         uvicorn.run("ml_tasks.serving.app:app_from_environment", factory=True, workers=config.workers, **common)
     else:
         uvicorn.run(create_app(config, token), **common)

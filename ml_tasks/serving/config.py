@@ -12,23 +12,37 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from ml_tasks.config import checked_name
 from ml_tasks.constants import CHAMPION_ALIAS
+from ml_tasks.environment_variables import (
+    RATCHET_INFERENCE_LOG_SAMPLE,
+    RATCHET_SERVE_CONFIG,
+    RATCHET_SERVE_MAX_BODY_BYTES,
+    RATCHET_SERVE_MAX_ROWS,
+    RATCHET_SERVE_TOKEN,
+    EnvironmentVariable,
+)
 from ml_tasks.errors import ConfigError
 from ml_tasks.settings import get_settings
 
-DEFAULT_MAX_ROWS = 10_000
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
-TOKEN_ENV = "RATCHET_SERVE_TOKEN"
-CONFIG_ENV = "RATCHET_SERVE_CONFIG"
-SAMPLE_ENV = "RATCHET_INFERENCE_LOG_SAMPLE"
-MAX_ROWS_ENV = "RATCHET_SERVE_MAX_ROWS"
-MAX_BODY_ENV = "RATCHET_SERVE_MAX_BODY_BYTES"
+T = TypeVar("T")
+
+
+def _declared_default(variable: EnvironmentVariable[T]) -> T:
+    """A knob's default is its variable's declared one: one default, whether the config comes from the CLI or not."""
+    if variable.default is None:
+        raise TypeError(f"{variable.name} declares no default")
+    return variable.default
+
+
+def _from_environment(variable: EnvironmentVariable[T]) -> T:
+    """The variable's value, read now; its declared default when it is unset."""
+    value = variable.get()
+    return _declared_default(variable) if value is None else value
 
 
 @dataclass(frozen=True)
@@ -40,10 +54,10 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 5001
     poll_seconds: float = 5.0
-    log_sample: float = 1.0
+    log_sample: float = _declared_default(RATCHET_INFERENCE_LOG_SAMPLE)
     workers: int = 1
-    max_rows: int = DEFAULT_MAX_ROWS
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_rows: int = _declared_default(RATCHET_SERVE_MAX_ROWS)
+    max_body_bytes: int = _declared_default(RATCHET_SERVE_MAX_BODY_BYTES)
 
     def __post_init__(self) -> None:
         checked_name(self.model, "registered model name")
@@ -67,25 +81,29 @@ class ServeConfig:
         return cls(**json.loads(text))
 
 
-def _env_number(name: str, default: float, cast: Callable[[str], Any]) -> Any:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return cast(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-
-
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
     """The config of `ratchet serve`'s arguments; the limits (and the log sample, unless given) from the environment."""
-    sample = args.log_sample if args.log_sample is not None else _env_number(SAMPLE_ENV, 1.0, float)
+    sample = args.log_sample if args.log_sample is not None else _from_environment(RATCHET_INFERENCE_LOG_SAMPLE)
     return ServeConfig(
         model=args.model, alias=args.alias, host=args.host, port=args.port, poll_seconds=float(args.poll_seconds),
         log_sample=float(sample), workers=int(args.workers),
-        max_rows=int(_env_number(MAX_ROWS_ENV, DEFAULT_MAX_ROWS, int)),
-        max_body_bytes=int(_env_number(MAX_BODY_ENV, DEFAULT_MAX_BODY_BYTES, int)),
+        max_rows=_from_environment(RATCHET_SERVE_MAX_ROWS),
+        max_body_bytes=_from_environment(RATCHET_SERVE_MAX_BODY_BYTES),
     )
+
+
+def pass_to_workers(config: ServeConfig) -> None:
+    """Put the config where uvicorn's worker processes find it (they inherit this process's environment)."""
+    RATCHET_SERVE_CONFIG.set(config.to_json())
+
+
+def config_from_environment() -> ServeConfig:
+    """The config `pass_to_workers` left, in a worker process."""
+    text = RATCHET_SERVE_CONFIG.get()
+    if text is None:
+        raise ConfigError(f"{RATCHET_SERVE_CONFIG.name} is not set: this app factory is for the worker processes "
+                          "of `ratchet serve --workers N`")
+    return ServeConfig.from_json(text)
 
 
 def token_path() -> Path:
@@ -95,7 +113,7 @@ def token_path() -> Path:
 
 def serving_token() -> str:
     """RATCHET_SERVE_TOKEN, or a generated token kept in a 0600 file under RATCHET_HOME (created once)."""
-    given = os.environ.get(TOKEN_ENV, "").strip()
+    given = RATCHET_SERVE_TOKEN.get()
     if given:
         return given
     path = token_path()
@@ -107,6 +125,11 @@ def serving_token() -> str:
         except FileExistsError:
             pass  # another worker wrote it first
     return path.read_text().strip()
+
+
+def token_source() -> str:
+    """Where the server's token comes from, for the start-up line: the variable's name or the file."""
+    return RATCHET_SERVE_TOKEN.name if RATCHET_SERVE_TOKEN.is_set else str(token_path())
 
 
 def bearer_token_matches(header: str, secret: bytes) -> bool:
