@@ -39,7 +39,7 @@ MEMORY_PROBE = """
 import sys
 from datetime import datetime
 from ml_tasks.datasets import SYNTHETIC
-from ml_tasks.monitoring import read_log_window
+from ml_tasks.serving.inference_log import read_log_window
 window = read_log_window("synthetic_classifier", SYNTHETIC, datetime.fromisoformat(sys.argv[1]),
                          datetime.fromisoformat(sys.argv[2]), int(sys.argv[3]))
 peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
@@ -122,7 +122,8 @@ def main() -> None:
         small, large = Path(small_dir), Path(large_dir)
         os.environ["RATCHET_HOME"] = str(small)
         from ml_tasks.datasets import SYNTHETIC
-        from ml_tasks.monitoring import monitor, read_log_window
+        from ml_tasks.monitoring import monitor
+        from ml_tasks.serving.inference_log import read_log_window
         from ml_tasks.settings import get_settings
 
         get_settings.cache_clear()

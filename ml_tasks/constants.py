@@ -52,16 +52,6 @@ DATA_FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "calibration_error"})
 EVALUATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier", "calibration_error")
 
-# Inference log (written by `ratchet serve`, read by `model_monitoring`):
-#   <inference_logs>/<registered model>/date=YYYY-MM-DD/part-<uuid>.jsonl, one JSON object per served row:
-#   {"ts": ISO-8601 UTC, "request_id": str, "model": str, "version": str, "inputs": {column: value},
-#    "probability": float, "prediction": int}
-# Feedback: <feedback>/<registered model>/*.csv|*.parquet|*.jsonl with columns request_id, label.
-INFERENCE_LOG_PARTITION = "date={date}"
-INFERENCE_LOG_SUFFIX = ".jsonl"
-FEEDBACK_REQUEST_ID = "request_id"
-FEEDBACK_LABEL = "label"
-
 # An Airflow Connection id in a DAG Param (the trigger form and the REST API refuse anything else).
 CONN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,250}$"
 

@@ -1,8 +1,8 @@
 """Monitoring of the served champion: input drift and live performance, one window at a time.
 
-`ratchet serve` logs every served row (inputs, probability, prediction, request id) to
-`<inference_logs>/<model>/date=YYYY-MM-DD/part-*.jsonl`; labels that arrive later land in
-`<feedback>/<model>/` as (request_id, label). `monitor` reads one window of that log, measures
+`ratchet serve` logs every served row (inputs, probability, prediction, request id) to the inference
+log; labels that arrive later land in a feedback folder as (request_id, label); the format of both and
+their reader live in `ml_tasks.serving.inference_log`. `monitor` reads one window of that log, measures
 it against the drift reference stored with the champion (the same `ml_tasks.data.drift` statistics the
 nightly drift stage uses), scores the rows whose labels have arrived, and judges both against
 `MonitorConfig`. Each window's result is a JSON record keyed by the window (a rerun rewrites the
@@ -18,24 +18,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_tasks.config import DriftConfig, checked_name
-from ml_tasks.constants import (
-    EVALUATION_METRICS,
-    FEEDBACK_LABEL,
-    FEEDBACK_REQUEST_ID,
-    INFERENCE_LOG_PARTITION,
-    INFERENCE_LOG_SUFFIX,
-    LOWER_IS_BETTER,
-)
+from ml_tasks.constants import EVALUATION_METRICS, LOWER_IS_BETTER
 from ml_tasks.datasets import DATASETS, DatasetSpec
 from ml_tasks.errors import ConfigError
+from ml_tasks.serving.inference_log import read_feedback, read_log_window
 from ml_tasks.settings import get_settings
 
 if TYPE_CHECKING:
@@ -50,10 +43,8 @@ TAG_MONITORED_MODEL = "ratchet.monitoring.model"
 MONITORING_REPORT_DIR = "monitoring"
 MONITORING_PLOT_FILE = "monitoring_over_time.png"
 MONITORING_ARTIFACT_DIR = "monitoring"
-FEEDBACK_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl")
 # The plot shows at most this many of the latest windows.
 PLOT_WINDOWS = 500
-_SAMPLE_SEED = 20261129
 
 
 def retrain_request_uri(model: str) -> str:
@@ -164,133 +155,6 @@ def window_key(start: datetime, end: datetime) -> str:
     return f"{start.strftime('%Y%m%dT%H%M%SZ')}_{end.strftime('%Y%m%dT%H%M%SZ')}"
 
 
-def _days(start: datetime, end: datetime) -> Iterator[date]:
-    day, last = start.date(), (end - timedelta(microseconds=1)).date()
-    while day <= last:
-        yield day
-        day += timedelta(days=1)
-
-
-def log_files(model: str, start: datetime, end: datetime) -> list[Path]:
-    """The inference-log files of the days the window touches, in a stable order."""
-    root = get_settings().inference_logs / checked_name(model, "registered model")
-    files: list[Path] = []
-    for day in _days(start, end):
-        folder = root / INFERENCE_LOG_PARTITION.format(date=day.isoformat())
-        if folder.is_dir():
-            files.extend(sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(INFERENCE_LOG_SUFFIX)))
-    return files
-
-
-@dataclass
-class LogWindow:
-    """The window's served rows (a sample when over `max_rows`) and what reading them found.
-
-    `frame["shared"]` marks rows whose request id names several rows (`ratchet serve` logs the rows of a
-    many-row request together, under one id): a label per request id cannot say which row it is for.
-    """
-
-    frame: pd.DataFrame
-    files: int
-    rows: int
-    malformed: int
-    versions: dict[str, int]
-
-
-def read_log_window(model: str, spec: DatasetSpec, start: datetime, end: datetime, max_rows: int) -> LogWindow:
-    """Stream the window's log lines; keep only the features, ids and outputs, at most `max_rows` of them.
-
-    Memory is bounded by `max_rows`, whatever the window holds: above it, reservoir sampling keeps a seeded
-    uniform sample. Rows of one request follow each other in the log, so they are recognised as they pass.
-    """
-    import pandas as pd
-
-    rng = random.Random(_SAMPLE_SEED)
-    kept: list[list[Any]] = []
-    seen = malformed = 0
-    versions: dict[str, int] = {}
-    files = log_files(model, start, end)
-    features, loads, parse_ts = spec.features, json.loads, datetime.fromisoformat  # the loop runs per served row
-    for path in files:
-        previous_id: str | None = None
-        previous_slot: int | None = None
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                if not line.strip():
-                    continue
-                try:
-                    entry = loads(line)
-                    ts = parse_ts(entry["ts"])  # "Z" or "+00:00"; an offset-naive time is malformed
-                    if ts.tzinfo is None:
-                        raise ValueError("naive timestamp")
-                    inputs = entry["inputs"]
-                    row = [str(entry["request_id"]), str(entry.get("version", "")), float(entry["probability"]),
-                           entry.get("prediction"), False]
-                    row.extend([inputs.get(name) for name in features])
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    malformed += 1
-                    previous_id = previous_slot = None
-                    continue
-                if not start <= ts < end:
-                    previous_id = previous_slot = None
-                    continue
-                seen += 1
-                versions[row[1]] = versions.get(row[1], 0) + 1
-                if row[0] == previous_id:
-                    row[4] = True
-                    if previous_slot is not None and kept[previous_slot][0] == previous_id:
-                        kept[previous_slot][4] = True
-                slot: int | None = None
-                if len(kept) < max_rows:
-                    slot = len(kept)
-                    kept.append(row)
-                else:  # reservoir sampling: every row of the window is kept with the same chance
-                    drawn = rng.randrange(seen)
-                    if drawn < max_rows:
-                        slot = drawn
-                        kept[slot] = row
-                previous_id, previous_slot = row[0], slot
-    if malformed:
-        log.warning("%s: skipped %d malformed inference-log line(s) in %d file(s)", model, malformed, len(files))
-    columns = ["request_id", "version", "probability", "prediction", "shared", *spec.features]
-    frame = pd.DataFrame.from_records(kept, columns=columns)
-    for name in spec.numeric_features:
-        frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
-    frame["probability"] = frame["probability"].astype("float64")
-    frame["shared"] = frame["shared"].astype(bool)
-    predicted = pd.to_numeric(frame["prediction"], errors="coerce")
-    frame["prediction"] = predicted.where(predicted.notna(), (frame["probability"] >= 0.5).astype("float64"))
-    frame["prediction"] = frame["prediction"].astype("float64")
-    log.info("%s: %d served rows in %s .. %s from %d file(s), %d kept", model, seen, start, end, len(files), len(frame))
-    return LogWindow(frame, len(files), seen, malformed, dict(sorted(versions.items())))
-
-
-def read_feedback(model: str, request_ids: set[str]) -> tuple[dict[str, Any], list[str]]:
-    """Labels that arrived for these request ids (a later file wins), and the files that could not be read."""
-    import pandas as pd
-
-    folder = get_settings().feedback / checked_name(model, "registered model")
-    labels: dict[str, Any] = {}
-    problems: list[str] = []
-    if not folder.is_dir() or not request_ids:
-        return labels, problems
-    wanted = [FEEDBACK_REQUEST_ID, FEEDBACK_LABEL]
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FEEDBACK_SUFFIXES):
-        try:
-            if path.suffix.lower() == ".csv":
-                table = pd.read_csv(path, usecols=wanted, dtype={FEEDBACK_REQUEST_ID: str})
-            elif path.suffix.lower() == ".jsonl":
-                table = pd.read_json(path, lines=True, dtype={FEEDBACK_REQUEST_ID: str})[wanted]
-            else:
-                table = pd.read_parquet(path, columns=wanted)
-        except Exception as exc:  # a bad feedback file must not stop drift monitoring: it is reported
-            problems.append(f"{path.name}: {type(exc).__name__}: {exc}"[:300])
-            continue
-        ids = table[FEEDBACK_REQUEST_ID].astype(str).tolist()  # a set lookup per label: isin of a big set is slow
-        labels.update((i, v) for i, v in zip(ids, table[FEEDBACK_LABEL].tolist(), strict=True) if i in request_ids)
-    if problems:
-        log.warning("%s: %d feedback file(s) could not be read: %s", model, len(problems), problems)
-    return labels, problems
 
 
 # --- judgement -----------------------------------------------------------------------------------------------

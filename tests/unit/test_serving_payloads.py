@@ -9,21 +9,11 @@ from pathlib import Path
 import pytest
 
 from ml_tasks.errors import ConfigError, UnsafePathError
-from ml_tasks.serving.app import (
-    INTEGER,
-    NUMBER,
-    STRING,
-    Column,
-    InferenceLog,
-    LoadedModel,
-    MicroBatcher,
-    ModelLoadError,
-    PayloadError,
-    ServeConfig,
-    check_model_files,
-    parse_csv,
-    parse_json,
-)
+from ml_tasks.serving.batching import MicroBatcher
+from ml_tasks.serving.config import ServeConfig
+from ml_tasks.serving.inference_log import InferenceLog
+from ml_tasks.serving.loading import LoadedModel, ModelLoadError, check_model_files
+from ml_tasks.serving.payloads import INTEGER, NUMBER, STRING, Column, PayloadError, parse_csv, parse_json
 
 MODEL = LoadedModel(name="m", version="3", alias="champion", run_id="r", loaded_at="t",
                     columns=(Column("age", INTEGER), Column("x", NUMBER), Column("city", STRING)), pyfunc=None)
@@ -174,6 +164,35 @@ def test_config_refuses_unsafe_names_and_bad_fractions() -> None:
         ServeConfig(model="m", log_sample=1.5)
     config = ServeConfig(model="m", log_sample=0.25, workers=2)
     assert ServeConfig.from_json(config.to_json()) == config
+
+
+def test_config_limits_come_from_the_environment_or_the_declared_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    from argparse import Namespace
+
+    from ml_tasks import environment_variables as env
+    from ml_tasks.serving.config import config_from_args, config_from_environment, pass_to_workers
+
+    args = Namespace(model="m", alias="champion", host="127.0.0.1", port=0, poll_seconds=1, log_sample=None, workers=2)
+    for variable in (env.RATCHET_SERVE_MAX_ROWS, env.RATCHET_SERVE_MAX_BODY_BYTES, env.RATCHET_INFERENCE_LOG_SAMPLE):
+        monkeypatch.delenv(variable.name, raising=False)
+    config = config_from_args(args)
+    assert (config.max_rows, config.max_body_bytes, config.log_sample) == (
+        env.RATCHET_SERVE_MAX_ROWS.default, env.RATCHET_SERVE_MAX_BODY_BYTES.default, env.RATCHET_INFERENCE_LOG_SAMPLE.default)
+    assert config == ServeConfig(model="m", port=0, poll_seconds=1, workers=2)  # one default per knob
+    monkeypatch.setenv("RATCHET_SERVE_MAX_ROWS", "25")
+    monkeypatch.setenv("RATCHET_SERVE_MAX_BODY_BYTES", "4096")
+    monkeypatch.setenv("RATCHET_INFERENCE_LOG_SAMPLE", "0.5")
+    config = config_from_args(args)
+    assert (config.max_rows, config.max_body_bytes, config.log_sample) == (25, 4096, 0.5)
+    assert config_from_args(Namespace(**{**vars(args), "log_sample": 0.1})).log_sample == 0.1  # the flag wins
+    monkeypatch.setenv("RATCHET_SERVE_MAX_ROWS", "many")
+    with pytest.raises(ConfigError, match="RATCHET_SERVE_MAX_ROWS"):
+        config_from_args(args)
+    monkeypatch.delenv("RATCHET_SERVE_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="RATCHET_SERVE_CONFIG is not set"):
+        config_from_environment()
+    pass_to_workers(config)  # os.environ is restored by monkeypatch, which has seen the variable
+    assert config_from_environment() == config
 
 
 class Evil:
