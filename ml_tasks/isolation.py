@@ -10,7 +10,7 @@ A stage that will not touch TensorFlow (a scikit-learn family) can pass
 `fresh_process=False`: the same call then runs here, with the same JSON round
 trip. The Airflow task is already a process of its own, forked from a worker
 that preloaded pandas, scikit-learn and MLflow, so a fresh interpreter would
-only pay those imports again (4-8 s per stage on 2 cores).
+only pay those imports again.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def environment_exports(settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        # The scheduler sleeps this long only when a loop found nothing to do (Airflow's default: 1 s); a task
+        # The scheduler sleeps this long only when a loop found nothing to do (Airflow's default is longer); a task
         # that finishes is followed by its downstream task sooner.
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": str(env.AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME.get()),
         "MLFLOW_TRACKING_URI": s.mlflow_tracking_uri,

@@ -4,7 +4,7 @@ Airflow imports `airflow_local_settings` (the plugins folder is on its path) in 
 Only the scheduler (whose LocalExecutor forks its workers, which fork each task) and a Celery worker
 preload; the DAG processor, the API server and the CLI do not, so parsing a DAG file stays light. Each task
 then starts with pandas, MLflow (its SQL stores too), scikit-learn, Great Expectations and matplotlib already
-imported: 1.5-5 s less per task on 2 cores, most of the orchestration overhead `bench/overhead.py` measures.
+imported, which was most of the per-task orchestration overhead `bench/overhead.py` measures.
 Nothing preloaded starts a thread or opens a connection at import, so forking after it is safe.
 Our own code (`ml_tasks`) is not preloaded, so a task always runs the code on disk. TensorFlow is never
 preloaded: training runs in a spawned interpreter (TF is not fork-safe). `RATCHET_PRELOAD=0` switches this off.
@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 
 PRELOADED = ("numpy", "pandas", "pyarrow.parquet", "sklearn", "scipy.stats", "mlflow", "mlflow.pyfunc",
              "mlflow.tracking", "great_expectations", "optuna", "skops.io",
-             # MLflow's SQL stores pull in alembic and mako: ~0.9 s in every task that opens the tracking store
+             # MLflow's SQL stores pull in alembic and mako in every task that opens the tracking store
              "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
-             # plots (training curves, evaluation, the study's history): ~0.4 s more
+             # plots (training curves, evaluation, the study's history)
              "matplotlib.pyplot", "optuna.visualization.matplotlib", "optuna.importance",
              # what each task's supervisor and runner import after the fork
              "airflow.sdk.execution_time.supervisor", "airflow.providers.standard.decorators.python")
@@ -52,7 +52,7 @@ def _prebuild_api_client_tls() -> None:
 
     Each task's supervisor opens an Execution API client whose TLS context (certifi's CA bundle) is cached per
     process; LocalExecutor starts a pool of workers and hands each task to an idle one, so without this nearly
-    every task paid the 90 ms build (seen in the scheduler log: "Using Public CAs from certifi" per task).
+    every task paid the build (seen in the scheduler log: "Using Public CAs from certifi" per task).
     """
     try:
         from airflow.sdk.api import client

@@ -148,12 +148,12 @@ def format_failures(suite: str, rows: int, failures: list[dict[str, Any]], docs:
 def speed_up_pandas_engine() -> None:
     """Remove two costs of GE 1.x's pandas engine that change no result.
 
-    Profiled on 5M rows x 20 columns, they were 80% of a validation:
+    Profiled on a large drop, they were most of a validation (README, Benchmarks):
     - `column.mean`/`sum`/`stdev` first scan every value in Python for
-      `decimal.Decimal` objects, even in a float64 column (1.4 s per column);
+      `decimal.Decimal` objects, even in a float64 column;
       only an object-dtype array can hold one, so other dtypes skip the scan.
     - every batch under 1 GB is hashed whole for a `pandas_data_fingerprint`
-      batch marker (1.3 s) that GE itself skips above 1 GB and that nothing
+      batch marker that GE itself skips above 1 GB and that nothing
       reads; the drop's manifest already records each file's checksum.
     """
     import great_expectations.util as gx_util

@@ -45,7 +45,7 @@ def warm_execution_api(airflow_url: str, timeout: float = 120.0, server_workers:
     """Make the API server build its Task Execution API now, not on the first task's first call.
 
     Airflow's execution API is a Cadwyn app that generates its versioned routers on its first request, on the
-    server's event loop: 8-10 s of CPU on 2 cores, during which the API server answers nothing (UI included),
+    server's event loop: seconds of CPU, during which the API server answers nothing (UI included),
     and the first task's `run` call times out and is retried. One unauthenticated GET of its health route pays
     that at start-up; it waits for the server to listen. With several server worker processes each builds its
     own, so as many requests go at once: a worker busy building accepts no connection, so another takes the next.

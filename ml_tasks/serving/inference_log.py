@@ -107,7 +107,7 @@ class InferenceLog:
             self.dropped += len(rows) if rows is not None else n_rows
 
     def _lines(self, item: Any) -> tuple[str, str]:
-        """The request's sampled rows as JSON lines, encoded a column at a time (json.dumps per row costs 10x)."""
+        """The request's sampled rows as JSON lines, encoded a column at a time (json.dumps per row costs far more)."""
         stamp, request_id, version, columns, n_rows, rows, probability, prediction = item
         when = datetime.fromtimestamp(stamp, UTC)
         ts = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -35,7 +35,7 @@ def _parse_timestamp(value: Any) -> Any:
 
 
 def make_client(options: S3Options, pool_size: int) -> Any:
-    """A botocore S3 client. (boto3 itself is not imported: it costs ~0.15 s per process,
+    """A botocore S3 client. (boto3 itself is not imported: it costs start-up time in every process,
     which is most of a no-change re-sync; its transfer manager is loaded for large objects only.)"""
     import botocore.session
     from botocore.config import Config
@@ -91,7 +91,7 @@ class S3Store(Store):
     def list(self) -> Iterator[ObjectInfo]:
         start = f"{self.prefix}/" if self.prefix else ""
         request = {"Bucket": self.bucket, "Prefix": start}
-        while True:  # pages by hand: botocore's paginator loads its own model first (~10 ms a process)
+        while True:  # pages by hand: botocore's paginator loads its own model first
             page = self.client.list_objects_v2(**request)
             for item in page.get("Contents", []):
                 name = item["Key"][len(start):]

@@ -1,22 +1,17 @@
 """Feed prepared Parquet to Keras: in memory when it fits, streamed batch by batch when it does not.
 
-Preparation writes each split as Parquet with float32 feature columns and the
-integer target last (`preparation._write_matrix`). A few hundred thousand rows
-load in a second and train fastest as arrays; tens of millions of rows do not
-fit next to the copies `fit` makes, so those are read row group by row group
-with pyarrow, shuffled in a window of rows in numpy, cut into batches and
-handed to Keras while the previous batches train.
+Preparation writes each split as Parquet with float32 feature columns and the integer target last. Splits
+that fit the memory budget train fastest as arrays; larger ones do not fit next to the copies `fit` makes, so
+they are read record batch by record batch with pyarrow, shuffled in a window of rows in numpy, cut into
+batches and handed to Keras while the previous batches train.
 
-Why the shuffle and batching happen in numpy rather than in `tf.data`: an
-element-wise `Dataset.shuffle(buffer).batch(n)` costs an op per row, which on
-2 cores is slower than the model; one permutation of a 64k-row window and
-row slices cost almost nothing. The training file is already in random order
-(the split shuffles), so a window shuffle only has to vary batches from epoch
-to epoch. The window is one record batch (64k rows, ~15 MiB): each epoch
-starts training after one record batch is read (about 0.1 s here), where a
-256k-row window held the first batch back 0.3-0.6 s per epoch.
+The shuffle and batching happen in numpy, not in `tf.data`: an element-wise `shuffle(buffer).batch(n)`
+costs an op per row, more than the model on a small machine, where one permutation of a window and row slices
+cost almost nothing. The training file is already in random order (the split shuffles), so a window shuffle
+only has to vary batches from epoch to epoch; the window is one record batch, so an epoch's first batch is
+ready as soon as one record batch is read.
 
-The API (what `training.py` calls):
+The API (what the trainer calls):
 
     from ml_tasks.training.input_pipeline import fit_source
 
@@ -24,40 +19,26 @@ The API (what `training.py` calls):
     model = build_mlp(source.n_features, params)
     model.fit(**source.fit_kwargs(), epochs=..., callbacks=[...])
 
-`fit_source` decides with `should_stream(path, memory_budget)` (rows x features
-x 4 bytes against a budget; `stream=True/False` forces it). In memory it
-returns arrays from `load_arrays` and `fit_kwargs()` carries `batch_size`
-and `shuffle=True`. Streamed it returns, under TensorFlow, a
-`tf.data.Dataset.from_generator(...)` that receives 128 batches per Python
-call, produced 4 blocks ahead (a block that starts a new window waits for
-its rows to be read, longer than an AUTOTUNE batch prefetch covers: without
-it, one noisy interleaved run gave 0.86 of the in-memory speed, 0.99 with it), and `rebatch`es them in C++
-(per-batch calls cost ~15% of an epoch here, 16-batch blocks still 15-20% more
-CPU than 128), `.prefetch(tf.data.AUTOTUNE)`,
-its cardinality set (Keras knows the epoch length); under every other backend
-(JAX, torch) a `keras.utils.PyDataset` over the same batch generator, and
-`shuffle=False` because the stream shuffles itself (Keras would otherwise
-request batches out of order). The PyDataset path also works under TensorFlow
-(Keras wraps it in a per-batch `from_generator` itself, which costs more CPU
-than the blocks): `bench/training.py` measures both;
-`RATCHET_INPUT_PIPELINE=pydataset` forces it.
+`fit_source` decides with `should_stream(path, memory_budget)` (rows x features x 4 bytes against a budget,
+`RATCHET_TRAIN_MEMORY_BUDGET`; `stream=True/False` forces it). In memory it returns arrays and `fit_kwargs()`
+carries `batch_size` and `shuffle=True`. Streamed, under TensorFlow, it returns a
+`tf.data.Dataset.from_generator(...)` that takes a block of batches per Python call (per-batch calls cost a
+visible share of an epoch), produces whole blocks ahead (a block that starts a new window waits for its rows
+to be read, longer than an AUTOTUNE batch prefetch covers), `rebatch`es them in C++, prefetches, and has its
+cardinality set (Keras knows the epoch length). Under every other backend (JAX, torch) it returns a
+`keras.utils.PyDataset` over the same batch generator, fitted with `shuffle=False` because the stream shuffles
+itself; `RATCHET_INPUT_PIPELINE=pydataset` forces that path under TensorFlow too. Whatever the stream costs is
+taken from the model on a busy machine, so it is kept small: reader threads are off, and columns become
+row-major float32 through a column-major copy and a numpy transpose. `bench/training.py` measures both paths
+and the README's benchmark section gives the figures.
 
-Where the CPU goes, per 700k x 58 epoch on this machine: decoding Parquet
-~0.2 s (reader threads off: on 2 cores they only contend with the model's),
-turning columns into row-major float32 ~0.1 s (a column-major copy and a numpy
-transpose; Arrow's `to_tensor(row_major=True)` took 0.23 s), the window
-shuffle's gather ~0.06 s, handing blocks to TensorFlow and rebatching ~0.15 s;
-the model's epoch is ~6-7 s of CPU. Whatever the stream costs is taken from
-the model on a busy 2-core machine, so it is kept that small.
+An epoch's row order is drawn from (seed, epoch number): a fit resumed at epoch n (`first_epoch=n`) shuffles
+its epochs as the uninterrupted fit did.
 
-An epoch's row order is drawn from (seed, epoch number): a fit resumed at
-epoch n (`first_epoch=n`) shuffles its epochs as the uninterrupted fit did.
-
-Every streamed epoch rereads the file: the OS page cache makes that cheap while
-the file fits in RAM, and bounded by disk speed when it does not. Streaming
-memory is bounded by one row group (pyarrow decodes most of a row group's
-column chunks at once; preparation writes 1Mi-row groups) plus about three
-shuffle windows and the blocks produced ahead, whatever the number of rows.
+Every streamed epoch rereads the file: the OS page cache makes that cheap while the file fits in RAM, and
+bounded by disk speed when it does not. Streaming memory is bounded by one row group (pyarrow decodes most of
+a row group's column chunks at once) plus about three shuffle windows and the blocks produced ahead, whatever
+the number of rows.
 """
 
 from __future__ import annotations
@@ -75,7 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BYTES_PER_VALUE = 4  # float32
-DEFAULT_SHUFFLE_BUFFER = 65_536  # rows held and permuted at once (~15 MiB at 58 features): one record batch
+DEFAULT_SHUFFLE_BUFFER = 65_536  # rows held and permuted at once: one record batch
 READ_ROWS = 65_536  # rows per pyarrow record batch
 READ_BUFFER = 1 << 20  # bytes: column chunks are read page by page, not whole row groups at once
 
@@ -145,8 +126,8 @@ def _to_matrix(batch: Any, features: tuple[str, ...]) -> np.ndarray:
     """A record batch's feature columns as one C-ordered float32 matrix.
 
     Each column is copied into a row of a column-major buffer (a plain copy), which numpy then transposes
-    in cache-sized blocks: 2.5x less CPU than Arrow's `to_tensor(row_major=True)`, which takes about
-    a third of the streamed input's CPU per epoch otherwise. Nulls become NaN.
+    in cache-sized blocks: much less CPU than Arrow's `to_tensor(row_major=True)` (README, Benchmarks).
+    Nulls become NaN.
     """
     import numpy as np
 
@@ -272,7 +253,7 @@ def as_tf_dataset(batches: ParquetBatches, batches_per_block: int | None = None,
     The generator hands over `batches_per_block` batches at a time and `rebatch` cuts them in C++:
     one Python call per block instead of per batch. `blocks_ahead` whole blocks are produced ahead
     in tf.data's thread: a block that starts a new shuffle window (reading and decoding its rows)
-    takes ~0.05-0.1 s, longer than the few batches an AUTOTUNE prefetch holds last.
+    takes longer than the few batches an AUTOTUNE prefetch holds last.
     """
     import tensorflow as tf
 
@@ -298,8 +279,8 @@ def as_py_dataset(batches: ParquetBatches, max_queue_size: int = 64) -> Any:
 
     Index 0 starts a new epoch of the stream; a later index is served by the next batch. Keras
     asks for indices in order with one worker; its signature probe (indices 0 and 1 before the
-    first epoch) only costs one extra start. The queue holds 64 batches (~8 MiB at 58 features):
-    enough to cover the ~0.1-0.2 s in which a new shuffle window is read.
+    first epoch) only costs one extra start. The queue holds 64 batches:
+    enough to cover the time in which a new shuffle window is read.
     """
     import keras
 
