@@ -49,6 +49,8 @@ class DatasetSpec:
     invariant_features: tuple[str, ...] = ()
     # ... and easy cases: (name, pandas query on raw rows, expected label, least accuracy on them).
     easy_cases: tuple[tuple[str, str, int, float], ...] = ()
+    # Easy cases that must run: too few held-out rows for one of these fails the gate instead of skipping it.
+    required_behaviour: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, value, allowed in (

@@ -79,20 +79,32 @@ def behavioural_tests(predict: Any, features: pd.DataFrame, spec: DatasetSpec, s
         shuffled = features.copy()
         shuffled[feature] = shuffled[feature].to_numpy()[rng.permutation(len(features))]
         change = float(np.mean(np.abs(np.asarray(predict(shuffled)) - base)))
+        passed = change <= INVARIANCE_TOLERANCE
         results.append({"test": f"invariant to {feature}", "kind": "invariance", "value": round(change, 6),
-                        "threshold": INVARIANCE_TOLERANCE, "passed": change <= INVARIANCE_TOLERANCE,
+                        "threshold": INVARIANCE_TOLERANCE, "passed": passed, "status": _status(passed),
                         "detail": f"mean |change in probability| {change:.4f} when {feature} is shuffled"})
     for name, query, label, least in spec.easy_cases:
         mask = features.eval(query).to_numpy(dtype=bool)
         rows = int(mask.sum())
         if rows < MIN_EASY_ROWS:
-            results.append({"test": name, "kind": "easy_case", "value": None, "threshold": least, "passed": True,
-                            "detail": f"skipped: {rows} held-out rows match {query!r}"})
+            # Never recorded as passed: skipped, or failed when the data set requires the test to run.
+            required = name in spec.required_behaviour
+            results.append({"test": name, "kind": "easy_case", "value": None, "threshold": least,
+                            "passed": False if required else None, "status": "failed" if required else "skipped",
+                            "required": required,
+                            "detail": (f"required, but only {rows} held-out rows match {query!r} (needs {MIN_EASY_ROWS})"
+                                       if required else
+                                       f"skipped: {rows} held-out rows match {query!r} (needs {MIN_EASY_ROWS})")})
             continue
         accuracy = float(np.mean((base[mask] >= 0.5).astype(int) == label))
         results.append({"test": name, "kind": "easy_case", "value": round(accuracy, 6), "threshold": least,
-                        "passed": accuracy >= least, "detail": f"accuracy {accuracy:.3f} on {rows} rows where {query}"})
+                        "passed": accuracy >= least, "status": _status(accuracy >= least),
+                        "detail": f"accuracy {accuracy:.3f} on {rows} rows where {query}"})
     return results
+
+
+def _status(passed: bool) -> str:
+    return "passed" if passed else "failed"
 
 
 def noise_robustness(predict: Any, features: pd.DataFrame, labels: Any, spec: DatasetSpec, seed: int = 0) -> dict[str, float]:
@@ -209,7 +221,7 @@ def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_
         (folder / "behaviour.json").write_text(json.dumps(behaviour, indent=2))
         mlflow.log_artifacts(str(folder), artifact_path=EVALUATION_ARTIFACT_DIR)
     log.info("candidate on %s held-out rows: %s; champion v%s: %s; behaviour: %s", len(test), candidate, champion_version,
-             champion, [(b["test"], b["passed"]) for b in behaviour])
+             champion, [(b["test"], b["status"]) for b in behaviour])
     return EvaluationResult(
         rows=len(test), candidate=candidate, champion=champion, champion_version=champion_version,
         champion_error=champion_error, intervals=intervals, slices=slices, champion_slices=champion_slices,

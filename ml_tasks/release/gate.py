@@ -5,9 +5,12 @@ configured, on every declared slice); change thresholds bound its difference
 from the champion measured on the same rows in the same run. A change passes
 only when the *lower bound* of the paired bootstrap interval of the
 improvement clears the threshold: a candidate better by less than its
-uncertainty is not promoted. The candidate's behavioural tests must pass.
-With no champion yet only absolute thresholds apply; with no thresholds at
-all nothing is ever blessed. The decision is a record with every check.
+uncertainty is not promoted; with `require_confidence`, a change without an
+interval (missing, or NaN) fails. The candidate's behavioural tests must pass;
+one that could not run (too few rows) is recorded as skipped, never as passed,
+and fails when the data set requires it. With no champion yet only absolute
+thresholds apply; with no thresholds at all nothing is ever blessed. The
+decision is a record with every check.
 """
 
 from __future__ import annotations
@@ -26,9 +29,14 @@ class Check:
     metric: str
     threshold: float
     value: float | None
-    passed: bool
+    passed: bool | None  # None: the check could not run (skipped)
     reason: str
     interval: tuple[float, float] | None = None
+    status: str = ""  # "passed", "failed" or "skipped"
+
+    def __post_init__(self) -> None:
+        if not self.status:
+            object.__setattr__(self, "status", "skipped" if self.passed is None else "passed" if self.passed else "failed")
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,7 @@ def _absolute(metric: str, threshold: float, value: float | None) -> Check:
 
 
 def _change(metric: str, threshold: float, candidate: float | None, champion: float | None,
-            interval: dict[str, Any] | None = None) -> Check:
+            interval: dict[str, Any] | None = None, require_confidence: bool = False) -> Check:
     if candidate is None or champion is None or math.isnan(candidate) or math.isnan(champion):
         return Check("change", metric, threshold, None, False, f"{metric} missing for candidate or champion")
     improvement = champion - candidate if metric in LOWER_IS_BETTER else candidate - champion
@@ -61,6 +69,9 @@ def _change(metric: str, threshold: float, candidate: float | None, champion: fl
     reason = (f"{metric} {word} by {abs(improvement):.4f} over the champion ({candidate:.4f} vs {champion:.4f}); "
               f"needs at least {threshold:+.4f}")
     if interval is None or interval.get("lower") is None or math.isnan(interval["lower"]):
+        if require_confidence:
+            return Check("change", metric, threshold, improvement, False,
+                         reason + "; require_confidence, but no confidence interval could be computed (missing or NaN)")
         return Check("change", metric, threshold, improvement, improvement >= threshold, reason + " (no interval)")
     lower, upper = float(interval["lower"]), float(interval["upper"])
     passed = lower >= threshold
@@ -82,8 +93,20 @@ def _slices(thresholds: dict[str, float], slices: dict[str, dict[str, Any]]) -> 
 
 
 def _behaviour(results: list[dict[str, Any]]) -> list[Check]:
-    return [Check("behaviour", r["test"], float(r["threshold"]), r.get("value"), bool(r["passed"]),
-                  f"behavioural test {r['test']!r}: {r['detail']}") for r in results]
+    checks = []
+    for r in results:
+        status = behaviour_status(r)
+        checks.append(Check("behaviour", r["test"], float(r["threshold"]), r.get("value"),
+                            None if status == "skipped" else status == "passed",
+                            f"behavioural test {r['test']!r}: {r['detail']}", status=status))
+    return checks
+
+
+def behaviour_status(result: dict[str, Any]) -> str:
+    """"passed", "failed" or "skipped" (records written before skips were recorded carry only `passed`)."""
+    if result.get("status"):
+        return str(result["status"])
+    return "passed" if result.get("passed") else "failed"
 
 
 def decide(
@@ -113,9 +136,10 @@ def decide(
                             champion_error or f"champion v{champion_version} could not be evaluated"))
     else:
         intervals = intervals if config.require_confidence else None
-        checks.extend(_change(m, t, candidate.get(m), champion.get(m), (intervals or {}).get(m))
+        checks.extend(_change(m, t, candidate.get(m), champion.get(m), (intervals or {}).get(m), config.require_confidence)
                       for m, t in sorted(config.change.items()))
-    failed = [c for c in checks if not c.passed]
+    failed = [c for c in checks if c.status == "failed"]
+    skipped = [c for c in checks if c.status == "skipped"]
     blessed = not failed
-    reasons.extend(c.reason for c in (failed if failed else checks))
+    reasons.extend(c.reason for c in (failed + skipped if failed else checks))
     return GateDecision(blessed, "promote" if blessed else "keep_champion", reasons, checks, champion_version)

@@ -131,7 +131,8 @@ def validate_in_process(ctx: dict[str, str], name: str, version: str, budget_ms:
         started, started_cpu = time.perf_counter(), time.process_time()
         try:
             model.predict(row)
-        except Exception:
+        except Exception as exc:  # the budget cannot be judged on a model that does not answer one row
+            problems.append(f"scoring one row failed: {type(exc).__name__}: {str(exc)[:300]}")
             break
         cpu_ms.append((time.process_time() - started_cpu) * 1000)
         wall_ms.append((time.perf_counter() - started) * 1000)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ml_tasks.config import RunContext
 from ml_tasks.datasets import get_dataset
+from ml_tasks.release.gate import behaviour_status
 
 PLOTS = ("roc_curve.png", "pr_curve.png", "calibration_curve.png", "confusion_matrix.png", "permutation_importance.png")
 
@@ -75,7 +76,8 @@ def render(ctx: RunContext, name: str, version: str, run_id: str, stages: dict[s
     behaviour = evaluated.get("behaviour") or []
     robustness = evaluated.get("robustness") or {}
     lines += ["", "## Behaviour and robustness"]
-    lines += [f"- {'pass' if b['passed'] else 'FAIL'}: {b['test']}: {b['detail']}" for b in behaviour]
+    status_word = {"passed": "pass", "failed": "FAIL", "skipped": "SKIPPED"}
+    lines += [f"- {status_word[behaviour_status(b)]}: {b['test']}: {b['detail']}" for b in behaviour]
     if robustness:
         lines.append("- accuracy under noise: " + ", ".join(f"{k} {_number(v, 3)}" for k, v in robustness.items()))
     lines += ["", "## Plots", "MLflow run artifacts: " + ", ".join(f"`evaluation/{p}`" for p in PLOTS)]

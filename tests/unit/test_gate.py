@@ -30,7 +30,7 @@ def test_absolute_threshold_failure_names_metric_and_values():
 
 
 def test_change_threshold_against_champion():
-    config = GateConfig({"roc_auc": 0.5}, {"roc_auc": 0.01})
+    config = GateConfig({"roc_auc": 0.5}, {"roc_auc": 0.01}, require_confidence=False)  # point estimates
     assert decide(config, CANDIDATE, CHAMPION, "3").blessed  # +0.02
     worse = decide(config, {**CANDIDATE, "roc_auc": 0.875}, CHAMPION, "3")
     assert not worse.blessed and worse.decision == "keep_champion"
@@ -38,7 +38,7 @@ def test_change_threshold_against_champion():
 
 
 def test_lower_is_better_metrics():
-    config = GateConfig({"log_loss": 0.4}, {"log_loss": 0.01})
+    config = GateConfig({"log_loss": 0.4}, {"log_loss": 0.01}, require_confidence=False)  # point estimates
     assert decide(config, CANDIDATE, CHAMPION, "1").blessed  # 0.30 vs 0.35: improves by 0.05
     assert not decide(config, {**CANDIDATE, "log_loss": 0.345}, CHAMPION, "1").blessed
     assert not decide(GateConfig({"log_loss": 0.2}), CANDIDATE, None, None).blessed
@@ -52,6 +52,50 @@ def test_champion_that_cannot_be_scored_blocks_promotion():
     decision = decide(GateConfig({"roc_auc": 0.5}, {"roc_auc": 0.0}), CANDIDATE, None, "4", "boom")
     assert not decision.blessed
     assert "boom" in decision.reasons
+
+
+def test_require_confidence_fails_a_change_whose_interval_is_nan_or_missing():
+    """A claimed improvement with no interval is unverified: with require_confidence it fails, never falls back."""
+    config = GateConfig({"roc_auc": 0.5}, {"roc_auc": 0.01})
+    nan = {"roc_auc": {"improvement": 0.02, "lower": float("nan"), "upper": float("nan"), "confidence": 0.95}}
+    for intervals in (nan, {}, None):
+        decision = decide(config, CANDIDATE, CHAMPION, "3", intervals=intervals)
+        assert not decision.blessed
+        assert any("no confidence interval could be computed" in r for r in decision.reasons)
+    assert decide(GateConfig({"roc_auc": 0.5}, {"roc_auc": 0.01}, require_confidence=False), CANDIDATE, CHAMPION, "3",
+                  intervals=nan).blessed  # switched off: the point estimate decides, as documented
+
+
+def test_a_skipped_behavioural_test_is_recorded_as_skipped_and_fails_only_when_required():
+    skipped = {"test": "easy", "kind": "easy_case", "value": None, "threshold": 0.9, "passed": None,
+               "status": "skipped", "required": False, "detail": "skipped: 3 held-out rows match 'x > 9' (needs 10)"}
+    decision = decide(GateConfig({"roc_auc": 0.5}), CANDIDATE, None, None, behaviour=[skipped])
+    assert decision.blessed
+    check = next(c for c in decision.checks if c.kind == "behaviour")
+    assert check.status == "skipped" and check.passed is None
+    assert any("skipped: 3 held-out rows" in r for r in decision.reasons)
+    required = {**skipped, "passed": False, "status": "failed", "required": True,
+                "detail": "required, but only 3 held-out rows match 'x > 9' (needs 10)"}
+    decision = decide(GateConfig({"roc_auc": 0.5}), CANDIDATE, None, None, behaviour=[required])
+    assert not decision.blessed and any("required, but only 3" in r for r in decision.reasons)
+
+
+def test_behavioural_tests_with_too_few_rows_are_skipped_not_passed():
+    import pandas as pd
+
+    from ml_tasks.datasets import SYNTHETIC
+    from ml_tasks.release.evaluation import behavioural_tests
+    from ml_tasks.release.gate import behaviour_status
+
+    features = pd.DataFrame({c: [0.0] * 20 for c in ("x0", "x1", "x2", "x3", "x4", "x5")} |
+                            {"segment": ["a"] * 20, "channel": ["web"] * 20})
+    results = behavioural_tests(lambda frame: [0.5] * len(frame), features, SYNTHETIC)
+    easy = [r for r in results if r["kind"] == "easy_case"]
+    assert easy and all(r["status"] == "skipped" and r["passed"] is None for r in easy), easy
+    assert all(behaviour_status(r) == "skipped" for r in easy)
+    required = SYNTHETIC.__class__(**{**SYNTHETIC.__dict__, "required_behaviour": tuple(r["test"] for r in easy)})
+    forced = [r for r in behavioural_tests(lambda frame: [0.5] * len(frame), features, required) if r["kind"] == "easy_case"]
+    assert all(r["status"] == "failed" and r["passed"] is False for r in forced)
 
 
 def test_nan_metric_fails():
