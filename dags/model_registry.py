@@ -136,13 +136,13 @@ def compress_model() -> None:
     def compress() -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
+        from ml_tasks.compression import job
         from ml_tasks.errors import PERMANENT_ERRORS
-        from ml_tasks.pipeline import compress_version
 
         params = get_current_context()["params"]
         try:
-            result = compress_version(params["dataset"], params["version"] or None, list(params["methods"]),
-                                      float(params["max_accuracy_loss"]))
+            result = job.compress(params["dataset"], params["version"] or None, list(params["methods"]),
+                                  float(params["max_accuracy_loss"]))
         except PERMANENT_ERRORS as exc:
             _fail_permanently(exc)
             raise

@@ -369,30 +369,6 @@ def promote(ctx: RunContext, registered: dict[str, Any], review: str | None = No
     return run_stage(ctx, "promote", work)
 
 
-def compress_version(dataset: str, version: str | None = None, methods: list[str] | None = None,
-                     max_accuracy_loss: float | None = None) -> dict[str, Any]:
-    """Compress a registered Keras version (default: the champion) with the prepared data of the run that made it."""
-    from ml_tasks import tracking
-    from ml_tasks.compression import CompressionConfig, compress
-    from ml_tasks.errors import ConfigError
-    from ml_tasks.release import registry
-
-    name = get_dataset(dataset).registered_model
-    version = version or registry.current_champion(name)
-    if version is None:
-        raise ConfigError(f"{name} has no champion to compress; name a version")
-    tracking_key = tracking.client().get_model_version(name, version).tags.get(TAG_RUN_KEY, "")
-    if not tracking_key.startswith(f"{dataset}/"):
-        raise ConfigError(f"{name} v{version} carries no Ratchet run key: its prepared data cannot be found")
-    ctx = RunContext(dataset, tracking_key.split("/", 1)[1])
-    options: dict[str, Any] = {}
-    if methods:
-        options["methods"] = tuple(methods)
-    if max_accuracy_loss is not None:
-        options["max_accuracy_loss"] = float(max_accuracy_loss)
-    return compress(name, ctx.prepared_dir.as_uri(), version, CompressionConfig(**options)).to_dict()
-
-
 def _pick(record: dict[str, Any], *keys: str) -> dict[str, Any] | None:
     return {k: record[k] for k in keys} if record else None
 

@@ -144,9 +144,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from ml_tasks.pipeline import compress_version
+    from ml_tasks.compression.job import compress
 
-    result = compress_version(args.dataset, args.version, args.method, args.max_accuracy_loss)
+    result = compress(args.dataset, args.version, args.method, args.max_accuracy_loss)
     for method, figures in result["results"].items():
         print(f"{method:14s} {'passed' if figures.get('passed') else 'FAILED'} {figures}")
     print(f"registered: {result['registered'] or 'nothing'}; record {result['record_path']}")
