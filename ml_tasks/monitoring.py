@@ -525,7 +525,7 @@ def monitor(model_name: str, window_start: datetime | str, window_end: datetime 
     record_uri, mlflow_run_id, champion_version}.
     """
     from ml_tasks.io import write_json
-    from ml_tasks.pipeline import champion_drift_reference
+    from ml_tasks.release.registry import champion_drift_reference
 
     config = config or MonitorConfig()
     model = checked_name(model_name, "registered model")
