@@ -219,8 +219,8 @@ def set_challenger(name: str, version: str, reason: str) -> None:
         _move_alias(name, CHALLENGER_ALIAS, version, reason)
 
 
-def promote(name: str, version: str, expected_champion: str | None, reason: str) -> PromotionResult:
-    """Compare-and-set `champion`: move it only if it still points at `expected_champion`."""
+def compare_and_set_champion(name: str, version: str, expected_champion: str | None, reason: str) -> PromotionResult:
+    """Compare-and-set `champion`: move it only if it still points at `expected_champion` (the gate's baseline)."""
     with model_lock(name):
         current = current_champion(name)
         if current != expected_champion:
@@ -253,8 +253,8 @@ def comparison_baseline(name: str, run_id: str) -> tuple[str | None, str | None]
     return version.tags.get(TAG_PREVIOUS_CHAMPION) or None, current
 
 
-def promote_version(name: str, version: str, reason: str, expected_champion: str | None = None,
-                    check_expected: bool = False) -> PromotionResult:
+def promote(name: str, version: str, reason: str, *, expected_champion: str | None = None,
+            check_expected: bool = False) -> PromotionResult:
     """Promote a named version after review (`promote_model` DAG, `ratchet promote`).
 
     Refuses versions that failed infra validation. With `check_expected`, the
@@ -384,8 +384,9 @@ def promote_candidate(ctx: RunContext, registered: dict[str, Any], review: str |
         if review != "Approve":
             result = PromotionResult(name, version, champion, champion, promoted=False)
             return {**result.to_dict(), "reason": f"reviewer's answer: {review or 'none'}"}
-    promotion = promote(name, version, registered["expected_champion"], f"gate passed for {ctx.tracking_key}"
-                        + (" and a reviewer approved" if registered["needs_review"] else ""))
+    promotion = compare_and_set_champion(name, version, registered["expected_champion"],
+                                         f"gate passed for {ctx.tracking_key}"
+                                         + (" and a reviewer approved" if registered["needs_review"] else ""))
     return {**promotion.to_dict(), "reason": "blessed" + (" and approved" if registered["needs_review"] else "")}
 
 
