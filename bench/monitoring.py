@@ -114,7 +114,7 @@ def register_champion(home: Path) -> None:
         mlflow.log_artifact(str(reference), artifact_path="data")
         mlflow.log_metric("test.roc_auc", 0.9)
     version = registry.register_candidate(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id, {})
-    registry.promote(MODEL, version, None, "bench")
+    registry.compare_and_set_champion(MODEL, version, None, "bench")
 
 
 def main() -> None:

@@ -73,19 +73,18 @@ def plain_pipeline(conf: dict[str, Any], out: Path) -> None:
 
     start = time.perf_counter()
     synced = timed("sync", pipeline.sync, ctx, config, RUN_DATE, None)
-    validated = timed("validate", pipeline.validate, ctx, synced)
-    timed("drift", pipeline.check_drift, ctx, config, synced)
+    validated = timed("validate", pipeline.validate, ctx, config, synced)
+    timed("drift", pipeline.drift, ctx, config, synced)
     prepared = timed("prepare", pipeline.prepare, ctx, config, synced)
-    slots = timed("tune_plan", pipeline.tune, ctx, config, prepared, "plan")["slots"]
-    for slot in slots:
-        timed("tune_slot", pipeline.tune, ctx, config, prepared, "slot", slot)
-    tuned = timed("tune", pipeline.tune, ctx, config, prepared, "summary")
+    for slot in timed("tune_plan", pipeline.tune_plan, ctx, config):
+        timed("tune_slot", pipeline.tune_slot, ctx, config, prepared, slot)
+    tuned = timed("tune", pipeline.tune, ctx, config, prepared)
     trained = timed("train", pipeline.train, ctx, config, prepared, tuned)
-    evaluated = timed("evaluate", pipeline.evaluate, ctx, prepared, trained)
+    evaluated = timed("evaluate", pipeline.evaluate, ctx, config, prepared, trained)
     gated = timed("gate", pipeline.gate, ctx, config, prepared, evaluated)
-    registered = timed("register", pipeline.register_version, ctx, config, prepared, validated, trained, gated)
-    timed("promote", pipeline.promote, ctx, registered, None)
-    outcome = timed("report", pipeline.report, ctx, None)
+    registered = timed("register", pipeline.register, ctx, config, prepared, validated, trained, gated)
+    timed("promote", pipeline.promote, ctx, config, registered, None)
+    outcome = timed("report", pipeline.report, ctx, config, None)
     wall = time.perf_counter() - start
     peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     out.write_text(json.dumps({"wall": wall, "durations": durations, "peak_mb": peak_kb / 1024,

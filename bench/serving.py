@@ -65,7 +65,7 @@ def _register(family: str, params: dict[str, Any], drop_uri: str) -> tuple[str, 
     trained = train(ctx, TrainConfig(max_epochs=4, patience=4, seed=0, family=family), params, parent)
     name = f"bench_serving_{family}"
     version = registry.register_candidate(name, trained.model_uri, parent, {})
-    registry.promote(name, version, None, "serving benchmark")
+    registry.compare_and_set_champion(name, version, None, "serving benchmark")
     return name, version
 
 

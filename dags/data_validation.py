@@ -1,6 +1,6 @@
 """data_validation: validate any drop against any committed Great Expectations suite, on demand.
 
-Wiring only: the task is one call into `ml_tasks.data.validation.validate_uri`.
+Wiring only: the task calls `ml_tasks.data.validation.validate`, named as the task id.
 """
 
 from __future__ import annotations
@@ -58,23 +58,20 @@ def data_validation() -> None:
     @task(multiple_outputs=False)
     def validate() -> dict[str, Any]:
         from airflow.sdk import get_current_context
-        from airflow.sdk.exceptions import AirflowFailException
         from ratchet_airflow.connections import storage_options
+        from ratchet_airflow.failures import permanent_errors_fail_the_task
 
         from ml_tasks.config import confined_uri, run_key_for
-        from ml_tasks.data.validation import validate_uri
-        from ml_tasks.errors import PERMANENT_ERRORS
+        from ml_tasks.data import validation
 
         context = get_current_context()
         params = context["params"]
         run_key = run_key_for(None, context["dag_run"].run_id)
         options = storage_options(params["s3_conn_id"], params["hdfs_conn_id"])
         docs = None if params["data_docs"] == "checkpoint" else params["data_docs"]
-        try:
+        with permanent_errors_fail_the_task():  # the same drop fails the same way: no retry
             source = confined_uri(params["source_uri"], "source_uri")
-            return validate_uri(source, params["suite"], run_key, options, data_docs=docs).to_dict()
-        except PERMANENT_ERRORS as exc:
-            raise AirflowFailException(str(exc)) from exc  # the same drop fails the same way: no retry
+            return validation.validate(source, params["suite"], run_key, options, data_docs=docs).to_dict()
 
     validate()
 

@@ -1,7 +1,7 @@
 """model_monitoring: drift and live performance of each served champion, and a retrain request when they slip.
 
-Wiring only: `monitor` is one call into `ml_tasks.monitoring`; alerts are callbacks from
-`ratchet_airflow.alerts`, imported when they run.
+Wiring only: each task calls the `ml_tasks.monitoring` function named as the task id (`monitor`,
+`request_retrain`); alerts are callbacks from `ratchet_airflow.alerts`, imported when they run.
 """
 
 from __future__ import annotations
@@ -70,19 +70,17 @@ def _window() -> tuple[str, str]:
 
 def _monitor(model: str) -> dict[str, Any]:
     from airflow.sdk import get_current_context
-    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    from airflow.sdk.exceptions import AirflowSkipException
+    from ratchet_airflow.failures import permanent_errors_fail_the_task
 
-    from ml_tasks.errors import PERMANENT_ERRORS
-    from ml_tasks.monitoring import monitor
+    from ml_tasks import monitoring
 
     params = get_current_context()["params"]
     if model not in params["models"]:
         raise AirflowSkipException(f"{model} is not among this run's models {params['models']}")
     start, end = _window()
-    try:
-        return monitor(model, start, end, MonitorConfig.from_params(params))
-    except PERMANENT_ERRORS as exc:
-        raise AirflowFailException(f"monitor {model}: {exc}") from exc
+    with permanent_errors_fail_the_task():
+        return monitoring.monitor(model, start, end, MonitorConfig.from_params(params))
 
 
 def _last_request_end(context: Any, asset: Asset) -> Any | None:
@@ -96,26 +94,18 @@ def _last_request_end(context: Any, asset: Asset) -> Any | None:
 
 
 def _request_retrain(model: str, result: dict[str, Any]) -> dict[str, Any]:
-    from datetime import datetime
-
     from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowSkipException
 
-    if not (result["drift_detected"] or result["decay_detected"]):
-        raise AirflowSkipException(f"{model}: no drift or decay in window {result['window']['key']}")
+    from ml_tasks import monitoring
+
     context = get_current_context()
     asset = Asset(retrain_request_uri(model))
-    end = datetime.fromisoformat(result["window"]["end"])
     cooldown = timedelta(hours=int(context["params"]["retrain_cooldown_hours"]))
-    previous = _last_request_end(context, asset) if cooldown else None
-    if previous is not None and timedelta(0) <= end - previous < cooldown:
-        raise AirflowSkipException(
-            f"{model}: drift or decay again, but a retrain was requested for the window ending {previous.isoformat()}, "
-            f"less than retrain_cooldown_hours ({cooldown}) before this one; reasons: {'; '.join(result['reasons'])}")
-    extra = {"model": model, "dataset": result["dataset"], "window": result["window"]["key"],
-             "window_end": end.isoformat(), "drift": result["drift_detected"], "decay": result["decay_detected"],
-             "reasons": result["reasons"][:20], "record_uri": result["record_uri"]}
-    context["outlet_events"][asset].extra = extra
+    request = monitoring.request_retrain(model, result, cooldown, lambda: _last_request_end(context, asset))
+    if request.extra is None:
+        raise AirflowSkipException(request.skipped)
+    context["outlet_events"][asset].extra = request.extra
     return {**result, "asset_uri": asset.uri}
 
 

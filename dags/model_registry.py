@@ -1,8 +1,9 @@
 """promote_model and rollback_model: move `champion` by hand, after a review or when something went wrong.
 
-Wiring only: each task is one call into `ml_tasks.release.registry`. Both moves are
-compare-and-set under the registry lock and are appended to the registered
-model's alias history, like the nightly's.
+Wiring only: each task calls the `ml_tasks` function named as the task id
+(`ml_tasks.release.registry.promote`, `.rollback`, `ml_tasks.compression.job.compress`).
+Both moves are compare-and-set under the registry lock and are appended to the
+registered model's alias history, like the nightly's.
 """
 
 from __future__ import annotations
@@ -37,12 +38,6 @@ is appended to the model's alias history.
 COMMON = {"owner": "ratchet", "retries": 0}
 
 
-def _fail_permanently(exc: Exception) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
-
-    raise AirflowFailException(str(exc)) from exc
-
-
 @dag(dag_id="promote_model", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
      doc_md=PROMOTE_DOC, tags=["ratchet", "registry"], default_args=COMMON, max_active_runs=1,
      params={
@@ -59,19 +54,17 @@ def promote_model() -> None:
     @task(multiple_outputs=False, pool="ratchet_promotion")
     def promote() -> dict[str, Any]:
         from airflow.sdk import get_current_context
+        from ratchet_airflow.failures import permanent_errors_fail_the_task
 
-        from ml_tasks.errors import PERMANENT_ERRORS
-        from ml_tasks.release.registry import promote_version
+        from ml_tasks.release import registry
 
         context = get_current_context()
         params = context["params"]
         expected = params["expected_champion"] or None
         reason = f"{params['reason']} (promote_model run {context['dag_run'].run_id})"
-        try:
-            return promote_version(params["model"], params["version"], reason, expected, check_expected=bool(expected)).to_dict()
-        except PERMANENT_ERRORS as exc:
-            _fail_permanently(exc)
-            raise
+        with permanent_errors_fail_the_task():
+            return registry.promote(params["model"], params["version"], reason, expected_champion=expected,
+                                    check_expected=bool(expected)).to_dict()
 
     promote()
 
@@ -88,16 +81,13 @@ def rollback_model() -> None:
     @task(multiple_outputs=False, pool="ratchet_promotion")
     def rollback() -> dict[str, Any]:
         from airflow.sdk import get_current_context
+        from ratchet_airflow.failures import permanent_errors_fail_the_task
 
-        from ml_tasks.errors import PERMANENT_ERRORS
-        from ml_tasks.release.registry import rollback as roll_back
+        from ml_tasks.release import registry
 
         params = get_current_context()["params"]
-        try:
-            return roll_back(params["model"], params["to_version"] or None).to_dict()
-        except PERMANENT_ERRORS as exc:
-            _fail_permanently(exc)
-            raise
+        with permanent_errors_fail_the_task():
+            return registry.rollback(params["model"], params["to_version"] or None).to_dict()
 
     rollback()
 
@@ -135,17 +125,14 @@ def compress_model() -> None:
     @task(multiple_outputs=False)
     def compress() -> dict[str, Any]:
         from airflow.sdk import get_current_context
+        from ratchet_airflow.failures import permanent_errors_fail_the_task
 
-        from ml_tasks.errors import PERMANENT_ERRORS
-        from ml_tasks.pipeline import compress_version
+        from ml_tasks.compression import job
 
         params = get_current_context()["params"]
-        try:
-            result = compress_version(params["dataset"], params["version"] or None, list(params["methods"]),
-                                      float(params["max_accuracy_loss"]))
-        except PERMANENT_ERRORS as exc:
-            _fail_permanently(exc)
-            raise
+        with permanent_errors_fail_the_task():
+            result = job.compress(params["dataset"], params["version"] or None, list(params["methods"]),
+                                  float(params["max_accuracy_loss"]))
         return {k: result[k] for k in ("source_model", "source_version", "registered", "passed", "failed", "results")}
 
     compress()

@@ -1,11 +1,13 @@
 """nightly_retrain: sync → validate → drift → prepare → tune → train → evaluate → gate → register.
 
-Wiring only: every task is one call into `ml_tasks.pipeline`, imported inside
-the task so that parsing this file stays fast.
+Wiring only: every task calls the function of `ml_tasks.pipeline` named as the task id, as
+`(ctx, config, *inputs)`; `ml_tasks.pipeline` imports its stage modules only when a task runs, so
+parsing this file stays fast.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +16,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
+from ml_tasks import pipeline
 from ml_tasks.config import (
     DEFAULT_ABSOLUTE_THRESHOLDS,
     DEFAULT_CHANGE_THRESHOLDS,
@@ -86,7 +89,7 @@ METRIC_THRESHOLDS_SCHEMA: dict[str, Any] = {
 }
 
 
-def _run() -> tuple[Any, Any, str]:
+def _run() -> tuple[Any, Any]:
     """The run's context (partition key, Airflow ids) and typed config from its Params."""
     from airflow.sdk import get_current_context
 
@@ -95,7 +98,6 @@ def _run() -> tuple[Any, Any, str]:
     context = get_current_context()
     dag_run = context["dag_run"]
     interval_start = context.get("data_interval_start")
-    day = interval_start or context.get("logical_date") or dag_run.run_after
     params = dict(context["params"])
     if interval_start is None and (requested := _requested_dataset(context)) is not None:
         params["dataset"] = requested
@@ -103,7 +105,25 @@ def _run() -> tuple[Any, Any, str]:
         dataset=params["dataset"], run_key=run_key_for(interval_start, dag_run.run_id),
         dag_id=dag_run.dag_id, run_id=dag_run.run_id,
     )
-    return run_ctx, RunConfig.from_params(params), day.strftime("%Y-%m-%d")
+    return run_ctx, RunConfig.from_params(params)
+
+
+def _drop_date() -> str:
+    """The day whose landing folder sync reads by default: the data interval's start, else the run's date."""
+    from airflow.sdk import get_current_context
+
+    context = get_current_context()
+    day = context.get("data_interval_start") or context.get("logical_date") or context["dag_run"].run_after
+    return day.strftime("%Y-%m-%d")
+
+
+def _storage_options() -> Any:
+    """Endpoints and credentials of the run's storage Connections (Params `s3_conn_id`, `hdfs_conn_id`)."""
+    from airflow.sdk import get_current_context
+    from ratchet_airflow.connections import storage_options
+
+    params = get_current_context()["params"]
+    return storage_options(params["s3_conn_id"], params["hdfs_conn_id"])
 
 
 def _requested_dataset(context: Any) -> str | None:
@@ -127,28 +147,14 @@ def _review_answer() -> str | None:
     return (answer.get("chosen_options") or [None])[0]
 
 
-def _stage(name: str, *args: Any) -> Any:
-    """Call `ml_tasks.pipeline.<name>`; permanent errors (bad data, bad config) fail the task without retries."""
-    from airflow.sdk.exceptions import AirflowFailException
+def _stage(function: Callable[..., Any], *inputs: Any) -> Any:
+    """`function(ctx, config, *inputs)`: permanent errors (bad data, bad config) fail the task without retries."""
+    from ratchet_airflow.failures import permanent_errors_fail_the_task
 
-    from ml_tasks import pipeline
-    from ml_tasks.errors import PERMANENT_ERRORS
-
-    try:
-        # Inside the try: a Param combination the config refuses (ConfigError) fails the first task, unretried.
-        run_ctx, config, day = _run()
-        function = getattr(pipeline, name)
-        if name == "sync":
-            from airflow.sdk import get_current_context
-            from ratchet_airflow.connections import storage_options
-
-            params = get_current_context()["params"]
-            return function(run_ctx, config, day, storage_options(params["s3_conn_id"], params["hdfs_conn_id"]))
-        if name in ("check_drift", "prepare", "tune", "train", "train_plan", "train_worker", "gate", "register_version"):
-            return function(run_ctx, config, *args)
-        return function(run_ctx, *args)
-    except PERMANENT_ERRORS as exc:
-        raise AirflowFailException(f"{name}: {exc}") from exc
+    with permanent_errors_fail_the_task():
+        # Inside: a Param combination the config refuses (ConfigError) fails the first task, unretried.
+        run_ctx, config = _run()
+        return function(run_ctx, config, *inputs)
 
 
 @dag(
@@ -260,31 +266,31 @@ def nightly_retrain() -> None:
     # the whole return value (tests/dags/test_dag_integrity.py checks this for all DAGs).
     @task(multiple_outputs=False)
     def sync() -> dict[str, Any]:
-        return _stage("sync")
+        return _stage(pipeline.sync, _drop_date(), _storage_options())
 
     @task(multiple_outputs=False)
     def validate(synced: dict[str, Any]) -> dict[str, Any]:
-        return _stage("validate", synced)
+        return _stage(pipeline.validate, synced)
 
     @task(multiple_outputs=False)
     def drift(synced: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
-        return _stage("check_drift", synced)
+        return _stage(pipeline.drift, synced)
 
     @task(multiple_outputs=False)
     def prepare(synced: dict[str, Any], drifted: dict[str, Any]) -> dict[str, Any]:
-        return _stage("prepare", synced)
+        return _stage(pipeline.prepare, synced)
 
     @task
     def tune_plan(prepared: dict[str, Any]) -> list[int]:
-        return list(_stage("tune", prepared, "plan")["slots"])
+        return _stage(pipeline.tune_plan)
 
     @task(multiple_outputs=False)
     def tune_slot(prepared: dict[str, Any], slot: int) -> dict[str, Any]:
-        return _stage("tune", prepared, "slot", slot)
+        return _stage(pipeline.tune_slot, prepared, slot)
 
     @task(multiple_outputs=False)
     def tune(prepared: dict[str, Any]) -> dict[str, Any]:
-        return _stage("tune", prepared, "summary")
+        return _stage(pipeline.tune, prepared)
 
     @task
     def train_plan(prepared: dict[str, Any]) -> list[int]:
@@ -293,37 +299,37 @@ def nightly_retrain() -> None:
         Its own (cheap) task: a mapped task's length is that of an upstream's whole return value (Airflow keeps
         no length per `multiple_outputs` key), so `tune`'s dict cannot carry the list.
         """
-        return list(_stage("train_plan"))
+        return _stage(pipeline.train_plan)
 
     # On the production profile a Celery worker on a GPU host consumes the `gpu` queue; the pool counts its GPUs.
     @task(multiple_outputs=False, queue="gpu", pool="ratchet_gpu")
     def train_worker(prepared: dict[str, Any], tuned: dict[str, Any], index: int) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        return _stage("train_worker", prepared, tuned, index, f"try{get_current_context()['ti'].try_number}")
+        return _stage(pipeline.train_worker, prepared, tuned, index, f"try{get_current_context()['ti'].try_number}")
 
     # none_failed: runs after a skipped (empty) train_worker mapping, not after a failed worker.
     @task(multiple_outputs=False, queue="gpu", pool="ratchet_gpu", trigger_rule="none_failed")
     def train(prepared: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
-        return _stage("train", prepared, tuned)
+        return _stage(pipeline.train, prepared, tuned)
 
     @task(multiple_outputs=False)
     def evaluate(prepared: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
-        return _stage("evaluate", prepared, trained)
+        return _stage(pipeline.evaluate, prepared, trained)
 
     @task(multiple_outputs=False)
     def gate(prepared: dict[str, Any], evaluated: dict[str, Any]) -> dict[str, Any]:
-        return _stage("gate", prepared, evaluated)
+        return _stage(pipeline.gate, prepared, evaluated)
 
     @task(multiple_outputs=False)
     def register(prepared: dict[str, Any], validated: dict[str, Any], trained: dict[str, Any],
                  gated: dict[str, Any]) -> dict[str, Any]:
-        return _stage("register_version", prepared, validated, trained, gated)
+        return _stage(pipeline.register, prepared, validated, trained, gated)
 
     @task.branch
     def review_route(registered: dict[str, Any]) -> str:
         """A blessed version waits for a reviewer when the run asks for one; otherwise straight to promote."""
-        return "approve_promotion" if registered["needs_review"] else "no_review_needed"
+        return _stage(pipeline.review_route, registered)
 
     approve_promotion = ApprovalOperator(
         task_id="approve_promotion",
@@ -337,17 +343,13 @@ def nightly_retrain() -> None:
 
     @task(multiple_outputs=False, trigger_rule="none_failed_min_one_success", pool="ratchet_promotion")
     def promote(registered: dict[str, Any]) -> dict[str, Any]:
-
-        return _stage("promote", registered, _review_answer() if registered["needs_review"] else None)
+        return _stage(pipeline.promote, registered, _review_answer() if registered["needs_review"] else None)
 
     @task(multiple_outputs=False, trigger_rule="all_done", retries=0)
     def report() -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from ml_tasks import pipeline
-
-        run_ctx, _, _ = _run()
-        outcome = pipeline.report(run_ctx, review=_review_answer())
+        outcome = _stage(pipeline.report, _review_answer())
         if not outcome["completed"]:
             raise AirflowFailException(f"run stopped at {outcome['stopped_at']}: {outcome['error']}")
         return outcome

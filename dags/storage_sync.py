@@ -1,6 +1,6 @@
 """storage_sync: mirror one storage location into another (file://, s3://, hdfs://), on demand.
 
-Wiring only: the task is one call into `ml_tasks.storage.sync`.
+Wiring only: the task calls `ml_tasks.storage.sync`, named as the task id.
 """
 
 from __future__ import annotations
@@ -64,21 +64,18 @@ def storage_sync() -> None:
     @task(multiple_outputs=False)
     def sync() -> dict[str, Any]:
         from airflow.sdk import get_current_context
-        from airflow.sdk.exceptions import AirflowFailException
         from ratchet_airflow.connections import storage_options
+        from ratchet_airflow.failures import permanent_errors_fail_the_task
 
+        from ml_tasks import storage
         from ml_tasks.config import confined_uri
-        from ml_tasks.errors import PERMANENT_ERRORS
-        from ml_tasks.storage import sync as run_sync
 
         params = get_current_context()["params"]
         options = storage_options(params["s3_conn_id"], params["hdfs_conn_id"], int(params["workers"]))
-        try:
+        with permanent_errors_fail_the_task():  # the same input fails the same way: no retry
             src, dst = confined_uri(params["src"], "src"), confined_uri(params["dst"], "dst")
-            result = run_sync(src, dst, delete=bool(params["delete"]),
-                              dry_run=bool(params["dry_run"]), options=options)
-        except PERMANENT_ERRORS as exc:
-            raise AirflowFailException(str(exc)) from exc  # the same input fails the same way: no retry
+            result = storage.sync(src, dst, delete=bool(params["delete"]),
+                                  dry_run=bool(params["dry_run"]), options=options)
         return result.to_dict()
 
     sync()

@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -389,7 +389,7 @@ def monitor(model_name: str, window_start: datetime | str, window_end: datetime 
     record_uri, mlflow_run_id, champion_version}.
     """
     from ml_tasks.io import write_json
-    from ml_tasks.pipeline import champion_drift_reference
+    from ml_tasks.release.registry import champion_drift_reference
 
     config = config or MonitorConfig()
     model = checked_name(model_name, "registered model")
@@ -463,3 +463,32 @@ def monitor(model_name: str, window_start: datetime | str, window_end: datetime 
         "reasons": reasons, "not_judged": not_judged, "metrics": headline,
         "record_uri": record_path.as_uri(), "mlflow_run_id": run_id, "points_logged": logged,
     }
+
+
+@dataclass(frozen=True)
+class RetrainRequest:
+    """What `request_retrain` decided: the retrain-request event's extra, or why no request is made."""
+
+    extra: dict[str, Any] | None = None
+    skipped: str | None = None
+
+
+def request_retrain(model: str, result: dict[str, Any], cooldown: timedelta,
+                    last_request_end: Callable[[], datetime | None]) -> RetrainRequest:
+    """Whether `monitor`'s `result` asks for a retrain of `model`: only on drift or decay, and not again within
+    `cooldown` of the window that last asked (`last_request_end`, looked up only when needed).
+
+    The extra names the model, its data set, the window and the reasons, for `nightly_retrain` and the alerts.
+    """
+    if not (result["drift_detected"] or result["decay_detected"]):
+        return RetrainRequest(skipped=f"{model}: no drift or decay in window {result['window']['key']}")
+    end = datetime.fromisoformat(result["window"]["end"])
+    previous = last_request_end() if cooldown else None
+    if previous is not None and timedelta(0) <= end - previous < cooldown:
+        return RetrainRequest(skipped=(
+            f"{model}: drift or decay again, but a retrain was requested for the window ending {previous.isoformat()}, "
+            f"less than retrain_cooldown_hours ({cooldown}) before this one; reasons: {'; '.join(result['reasons'])}"))
+    return RetrainRequest(extra={
+        "model": model, "dataset": result["dataset"], "window": result["window"]["key"],
+        "window_end": end.isoformat(), "drift": result["drift_detected"], "decay": result["decay_detected"],
+        "reasons": result["reasons"][:20], "record_uri": result["record_uri"]})

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from ml_tasks.config import RunConfig, RunContext
     from ml_tasks.datasets import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -496,3 +497,52 @@ def _compare_categorical(ref: dict[str, Any], column: pd.Series, rows: int) -> t
         "unseen_categories": list(unseen)[:10],
         "largest_changes": changes[:5],
     }, ({k: v / count for k, v in counts.items()} if count else {})
+
+
+def drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any]) -> dict[str, Any]:
+    """The nightly's drift stage: compare the drop with the champion's training data, every distance recorded in
+    the run's MLflow run and report folder; drift above the thresholds warns, or stops the run when asked."""
+    import mlflow
+
+    from ml_tasks import tracking
+    from ml_tasks.constants import DRIFT_REPORT_FILE, MLFLOW_REPORT_DIR, TAG_DRIFT
+    from ml_tasks.datasets import get_dataset
+    from ml_tasks.errors import DataDriftError
+    from ml_tasks.io import read_drop, write_json
+    from ml_tasks.release.registry import champion_drift_reference
+    from ml_tasks.storage import local_path
+
+    spec = get_dataset(ctx.dataset)
+    run_id = tracking.ensure_parent_run(ctx)
+    version, reference, why_not = champion_drift_reference(spec.registered_model, run_id)
+    if reference is None:
+        log.info("drift not checked for %s: %s", ctx.tracking_key, why_not)
+        return {"checked": False, "reason": why_not, "champion_version": version, "action": config.drift.action}
+    frame = read_drop(local_path(synced["staging_uri"]))
+    thresholds = DriftThresholds.from_dict(config.drift.thresholds)
+    found = compare(reference, frame, spec, thresholds)
+    report_path = write_json(ctx.report_dir / DRIFT_REPORT_FILE, {"champion_version": version, **found.to_dict()})
+    largest = {
+        test: max((f[test] for f in found.features.values() if f.get(test) is not None), default=None)
+        for test in ("psi", "ks", "js")
+    }
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"drift.{feature}.{test}": float(values[test])
+                            for feature, values in found.features.items()
+                            for test in ("psi", "ks", "js") if values.get(test) is not None})
+        mlflow.set_tag(TAG_DRIFT, ", ".join(found.drifted_features) or "none")
+        mlflow.log_artifact(str(report_path), artifact_path=MLFLOW_REPORT_DIR)
+    summary = found.summary()
+    result = {"checked": True, "champion_version": version, "action": config.drift.action,
+              "drifted": found.drifted, "drifted_features": found.drifted_features,
+              "label_drifted": bool(found.label and found.label.get("drifted")),
+              "largest": largest, "thresholds": thresholds.to_dict(), "report_uri": report_path.as_uri(),
+              "summary": summary}
+    if found.drifted and config.drift.action == "stop":
+        raise DataDriftError(f"the drop drifted from champion version {version}'s training data "
+                             f"and drift_action is 'stop':\n{summary}")
+    if found.drifted:
+        log.warning("drift from champion version %s (continuing: drift_action is 'warn'):\n%s", version, summary)
+    else:
+        log.info("no drift above thresholds from champion version %s:\n%s", version, summary)
+    return result

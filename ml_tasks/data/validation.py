@@ -296,9 +296,10 @@ def validate_drop(staging_uri: str, dataset: str | None, run_key: str, suite: st
     return outcome
 
 
-def validate_uri(source_uri: str, suite: str, run_key: str, options: StorageOptions | None = None,
-                 data_docs: str | None = None) -> ValidationOutcome:
-    """Validate any drop (file://, s3://, hdfs://) against any committed suite, on demand.
+def validate(source_uri: str, suite: str, run_key: str, options: StorageOptions | None = None,
+             data_docs: str | None = None) -> ValidationOutcome:
+    """Validate any drop (file://, s3://, hdfs://) against any committed suite, on demand (`data_validation` DAG,
+    `ratchet validate`).
 
     Local drops are read in place; remote ones are first mirrored (incrementally)
     into `RATCHET_HOME/staging/_validation/<suite>/<run_key>/`.

@@ -83,12 +83,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """`ratchet validate URI --suite S`: what the data_validation DAG does, from a shell."""
     import time
 
-    from ml_tasks.data.validation import validate_uri
+    from ml_tasks.data.validation import validate
     from ml_tasks.errors import DataError
 
     run_key = args.run_key or time.strftime("cli-%Y%m%dT%H%M%S")
     try:
-        outcome = validate_uri(args.uri, args.suite, run_key, data_docs=args.data_docs)
+        outcome = validate(args.uri, args.suite, run_key, data_docs=args.data_docs)
     except DataError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -131,11 +131,11 @@ def _sync_command(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from ml_tasks.release.registry import promote_version
+    from ml_tasks.release.registry import promote
 
     user = os.environ.get("USER", "unknown")  # env: pass-through (the OS user, for the audit trail)
     reason = f"{args.reason} (ratchet promote by {user})"
-    result = promote_version(args.model, args.version, reason, args.expect, check_expected=args.expect is not None)
+    result = promote(args.model, args.version, reason, expected_champion=args.expect, check_expected=args.expect is not None)
     if result.promoted:
         print(f"{result.name}: champion v{result.previous_champion} -> v{result.champion}")
     else:
@@ -144,9 +144,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from ml_tasks.pipeline import compress_version
+    from ml_tasks.compression.job import compress
 
-    result = compress_version(args.dataset, args.version, args.method, args.max_accuracy_loss)
+    result = compress(args.dataset, args.version, args.method, args.max_accuracy_loss)
     for method, figures in result["results"].items():
         print(f"{method:14s} {'passed' if figures.get('passed') else 'FAILED'} {figures}")
     print(f"registered: {result['registered'] or 'nothing'}; record {result['record_path']}")

@@ -15,12 +15,18 @@ decision is a record with every check.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ml_tasks.config import GateConfig
 from ml_tasks.constants import LOWER_IS_BETTER
+
+if TYPE_CHECKING:
+    from ml_tasks.config import RunConfig, RunContext
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -143,3 +149,34 @@ def decide(
     blessed = not failed
     reasons.extend(c.reason for c in (failed + skipped if failed else checks))
     return GateDecision(blessed, "promote" if blessed else "keep_champion", reasons, checks, champion_version)
+
+
+def gate(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], evaluated: dict[str, Any]) -> dict[str, Any]:
+    """The nightly's gate stage: decide, and keep the blessing record (decision, every check, the thresholds and the
+    numbers they were applied to) in the run's report folder and its MLflow run, with the decision as tags."""
+    import mlflow
+
+    from ml_tasks import tracking
+    from ml_tasks.constants import BLESSING_FILE, MLFLOW_REPORT_DIR, TAG_GATE_DECISION, TAG_GATE_REASONS
+    from ml_tasks.io import write_json
+
+    decision = decide(
+        config.gate, evaluated["candidate"], evaluated["champion"],
+        evaluated["champion_version"], evaluated.get("champion_error"),
+        intervals=evaluated.get("intervals"), slices=evaluated.get("slices"), behaviour=evaluated.get("behaviour"),
+    )
+    record = {**decision.to_dict(),
+              "thresholds": {"absolute": config.gate.absolute, "change": config.gate.change,
+                             "slice_absolute": config.gate.slice_absolute,
+                             "require_confidence": config.gate.require_confidence},
+              "candidate": evaluated["candidate"], "champion": evaluated["champion"],
+              "intervals": evaluated.get("intervals"), "behaviour": evaluated.get("behaviour"),
+              "slices": evaluated.get("slices"), "robustness": evaluated.get("robustness"),
+              "expected_champion": evaluated["expected_champion"]}
+    blessing_path = write_json(ctx.report_dir / BLESSING_FILE, record)
+    tracking.configure()
+    with mlflow.start_run(run_id=prepared["mlflow_run_id"]):
+        mlflow.set_tags({TAG_GATE_DECISION: decision.decision, TAG_GATE_REASONS: "; ".join(decision.reasons)[:4000]})
+        mlflow.log_artifact(str(blessing_path), artifact_path=MLFLOW_REPORT_DIR)
+    log.info("gate for %s: %s (%s)", ctx.tracking_key, decision.decision, "; ".join(decision.reasons))
+    return {**record, "blessing_uri": blessing_path.as_uri()}

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ml_tasks import tracking
 from ml_tasks.constants import (
@@ -31,6 +31,9 @@ from ml_tasks.constants import (
 )
 from ml_tasks.errors import PromotionConflictError, RatchetError
 from ml_tasks.settings import get_settings
+
+if TYPE_CHECKING:
+    from ml_tasks.config import RunConfig, RunContext
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +219,8 @@ def set_challenger(name: str, version: str, reason: str) -> None:
         _move_alias(name, CHALLENGER_ALIAS, version, reason)
 
 
-def promote(name: str, version: str, expected_champion: str | None, reason: str) -> PromotionResult:
-    """Compare-and-set `champion`: move it only if it still points at `expected_champion`."""
+def compare_and_set_champion(name: str, version: str, expected_champion: str | None, reason: str) -> PromotionResult:
+    """Compare-and-set `champion`: move it only if it still points at `expected_champion` (the gate's baseline)."""
     with model_lock(name):
         current = current_champion(name)
         if current != expected_champion:
@@ -250,8 +253,8 @@ def comparison_baseline(name: str, run_id: str) -> tuple[str | None, str | None]
     return version.tags.get(TAG_PREVIOUS_CHAMPION) or None, current
 
 
-def promote_version(name: str, version: str, reason: str, expected_champion: str | None = None,
-                    check_expected: bool = False) -> PromotionResult:
+def promote(name: str, version: str, reason: str, *, expected_champion: str | None = None,
+            check_expected: bool = False) -> PromotionResult:
     """Promote a named version after review (`promote_model` DAG, `ratchet promote`).
 
     Refuses versions that failed infra validation. With `check_expected`, the
@@ -298,3 +301,120 @@ def rollback(name: str, to_version: str | None = None) -> PromotionResult:
             raise PromotionConflictError(f"{name}: champion moved during the rollback; try again")
         _move_alias(name, CHAMPION_ALIAS, target, f"rollback from v{current}")
     return PromotionResult(name, target, current, target, promoted=True)
+
+
+def register(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], validated: dict[str, Any],
+             trained: dict[str, Any], gated: dict[str, Any]) -> dict[str, Any]:
+    """The nightly's register stage: register the candidate once, check it can serve (infra validation), write its
+    model card, make it challenger.
+
+    `champion` is not moved here: the promote stage does that, after a reviewer's approval when the run asks for one.
+    """
+    import mlflow
+
+    from ml_tasks import records
+    from ml_tasks.constants import (
+        INFRA_VALIDATION_FILE,
+        MLFLOW_REPORT_DIR,
+        MODEL_CARD_FILE,
+        TAG_AIRFLOW_DAG_ID,
+        TAG_AIRFLOW_RUN_ID,
+        TAG_DATASET,
+        TAG_FINGERPRINT,
+        TAG_GATE_DECISION,
+        TAG_GATE_REASONS,
+        TAG_INFRA_VALIDATION,
+        TAG_RUN_KEY,
+        TAG_VALIDATION,
+    )
+    from ml_tasks.datasets import get_dataset
+    from ml_tasks.errors import InfraValidationError
+    from ml_tasks.io import write_json
+    from ml_tasks.release import model_card
+    from ml_tasks.release.infra_validation import validate_version
+
+    name = get_dataset(ctx.dataset).registered_model
+    tags = {
+        TAG_RUN_KEY: ctx.tracking_key,
+        TAG_DATASET: ctx.dataset,
+        TAG_FINGERPRINT: prepared["fingerprint"],
+        TAG_VALIDATION: f"passed {validated['evaluated']} expectations of {validated['suite']}",
+        TAG_AIRFLOW_DAG_ID: ctx.dag_id,
+        TAG_AIRFLOW_RUN_ID: ctx.run_id,
+        TAG_GATE_DECISION: gated["decision"],
+        TAG_GATE_REASONS: "; ".join(gated["reasons"]),
+    }
+    run_id = prepared["mlflow_run_id"]
+    version = register_candidate(name, trained["model_uri"], run_id, tags)
+    infra = validate_version(ctx, name, version)
+    client = tracking.client()
+    client.set_model_version_tag(name, version, TAG_INFRA_VALIDATION, infra.summary[:4000])
+    infra_path = write_json(ctx.report_dir / INFRA_VALIDATION_FILE, infra.to_dict())
+    stages = {stage: records.read_stage(ctx, stage) or {} for stage in records.STAGES}
+    stages["infra"] = {**infra.to_dict(), "summary": infra.summary}
+    card = model_card.render(ctx, name, version, run_id, stages)
+    card_path = ctx.report_dir / MODEL_CARD_FILE
+    card_path.write_text(card)
+    set_description(name, version, card)
+    tracking.configure()
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_artifact(str(card_path), artifact_path=MLFLOW_REPORT_DIR)
+        mlflow.log_artifact(str(infra_path), artifact_path=MLFLOW_REPORT_DIR)
+    if not infra.passed:
+        raise InfraValidationError(f"{name} v{version} cannot serve: {infra.summary}")
+    set_challenger(name, version, f"candidate of {ctx.tracking_key}")
+    return {"registered_model": name, "version": version, "infra_validation": infra.summary,
+            "blessed": bool(gated["blessed"]), "expected_champion": gated["expected_champion"],
+            "needs_review": bool(gated["blessed"] and config.require_approval),
+            "model_card_uri": card_path.as_uri()}
+
+
+def promote_candidate(ctx: RunContext, registered: dict[str, Any], review: str | None = None) -> dict[str, Any]:
+    """The nightly's promote stage: move `champion` to the registered version by compare-and-set, when the gate
+    blessed it (and a reviewer approved, when the run asks for one)."""
+    from ml_tasks.constants import TAG_REVIEW
+
+    name, version = registered["registered_model"], registered["version"]
+    champion = current_champion(name)
+    if not registered["blessed"]:
+        result = PromotionResult(name, version, champion, champion, promoted=False)
+        return {**result.to_dict(), "reason": "the gate did not bless this version"}
+    if registered["needs_review"]:
+        tracking.client().set_model_version_tag(name, version, TAG_REVIEW, review or "no answer")
+        if review != "Approve":
+            result = PromotionResult(name, version, champion, champion, promoted=False)
+            return {**result.to_dict(), "reason": f"reviewer's answer: {review or 'none'}"}
+    promotion = compare_and_set_champion(name, version, registered["expected_champion"],
+                                         f"gate passed for {ctx.tracking_key}"
+                                         + (" and a reviewer approved" if registered["needs_review"] else ""))
+    return {**promotion.to_dict(), "reason": "blessed" + (" and approved" if registered["needs_review"] else "")}
+
+
+def champion_drift_reference(name: str, run_id: str | None = None) -> tuple[str | None, dict[str, Any] | None, str]:
+    """The drift reference stored with the champion: (version, reference, why not).
+
+    With the nightly run's MLflow `run_id`, the champion it is compared with (`comparison_baseline`): a rerun after
+    the run's own version was promoted measures drift against the champion it replaced.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    from ml_tasks.constants import DRIFT_REFERENCE_FILE, MLFLOW_DATA_DIR
+    from ml_tasks.io import read_json
+
+    version = comparison_baseline(name, run_id)[0] if run_id else current_champion(name)
+    if version is None:
+        return None, None, f"{name} has no champion yet: nothing to compare with"
+    client = tracking.client()
+    run_id = str(client.get_model_version(name, version).run_id)
+    stored = {Path(a.path).name for a in client.list_artifacts(run_id, MLFLOW_DATA_DIR)}
+    if DRIFT_REFERENCE_FILE not in stored:
+        return version, None, f"champion version {version} was trained before drift references were stored"
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=f"{MLFLOW_DATA_DIR}/{DRIFT_REFERENCE_FILE}", dst_path=tmp,
+            tracking_uri=get_settings().mlflow_tracking_uri,
+        )
+        return version, read_json(Path(local)), ""

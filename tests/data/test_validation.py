@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ml_tasks.data.validation import bootstrap_suite, validate_drop, validate_uri
+from ml_tasks.data.validation import bootstrap_suite, validate, validate_drop
 from ml_tasks.datasets import ACS_EMPLOYMENT, SYNTHETIC, acs_employment, synthetic
 from ml_tasks.datasets.corruption import CORRUPTIONS, corrupt
 from ml_tasks.errors import ConfigError, DataError, DataValidationError, UnreadableDataError, UnsafePathError
@@ -89,18 +89,18 @@ def test_data_docs_policy_builds_them_only_when_asked(ratchet_home, tmp_path):
     assert (ratchet_home / "gx" / "data_docs" / "synthetic" / "loud" / "index.html").is_file()
 
 
-def test_validate_uri_checks_any_drop_against_any_suite(ratchet_home, tmp_path):
+def test_validate_checks_any_drop_against_any_suite(ratchet_home, tmp_path):
     uri = _land(tmp_path / "drop", synthetic.generate(1000, seed=4))
-    outcome = validate_uri(uri, "synthetic", "manual__1")
+    outcome = validate(uri, "synthetic", "manual__1")
     assert outcome.success and outcome.suite == "synthetic"
     with pytest.raises(ConfigError, match="not found"):
-        validate_uri(uri, "no_such_suite", "manual__2")
+        validate(uri, "no_such_suite", "manual__2")
 
 
 @pytest.mark.parametrize("suite", ["../synthetic", "/etc/passwd", "a/b", "..", ""])
 def test_suite_names_from_outside_are_refused(ratchet_home, tmp_path, suite):
     with pytest.raises(UnsafePathError):
-        validate_uri((tmp_path).as_uri(), suite, "run")
+        validate((tmp_path).as_uri(), suite, "run")
 
 
 def test_volume_collapse_is_stopped(ratchet_home, tmp_path):

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ml_tasks.data.validation import validate_uri
+from ml_tasks.data.validation import validate
 from ml_tasks.datasets import synthetic
 from ml_tasks.errors import DataError, DataValidationError, UnreadableDataError
 
@@ -41,7 +41,7 @@ def _validate(root: Path, name: str, payload: bytes) -> None:
     folder = root / f"case-{next(_cases)}"
     folder.mkdir(parents=True)
     (folder / name).write_bytes(payload)
-    outcome = validate_uri(folder.as_uri(), "synthetic", "fuzz")
+    outcome = validate(folder.as_uri(), "synthetic", "fuzz")
     raise AssertionError(f"{name} ({len(payload)} bytes) passed validation: {outcome}")
 
 
@@ -112,4 +112,4 @@ def test_the_unmangled_file_passes(ratchet_home, tmp_path):
         folder = tmp_path / kind
         folder.mkdir()
         (folder / f"part-000.{kind}").write_bytes(GOOD[kind])
-        assert validate_uri(folder.as_uri(), "synthetic", "fuzz").success
+        assert validate(folder.as_uri(), "synthetic", "fuzz").success

@@ -6,7 +6,7 @@
    one version registered.
 3. A finished run cleared and rerun through the REST API: same report and blessing record, no new version,
    alias history unchanged.
-4. The MLflow tracking server (a real `mlflow server`) stopped during `register_version`: restarted within the
+4. The MLflow tracking server (a real `mlflow server`) stopped during `register`: restarted within the
    client's retry budget the stage succeeds; killed right after it created a version and down for longer, the
    stage fails with an error naming the server, champion and challenger stay, and the rerun completes that
    version instead of making a second. A response lost on its way back (a proxy hangs up after the server
@@ -337,23 +337,22 @@ def _until_gate(run_key: str, seed: int) -> tuple[Any, Any, dict[str, Any]]:
     config = RunConfig.from_params({**FAST, "source_uri": drop.as_uri(), "absolute_thresholds": DEFAULT_ABSOLUTE_THRESHOLDS,
                                     "change_thresholds": DEFAULT_CHANGE_THRESHOLDS})
     synced = pipeline.sync(ctx, config, "2026-03-01", None)
-    validated = pipeline.validate(ctx, synced)
-    pipeline.check_drift(ctx, config, synced)
+    validated = pipeline.validate(ctx, config, synced)
+    pipeline.drift(ctx, config, synced)
     prepared = pipeline.prepare(ctx, config, synced)
     trained = pipeline.train(ctx, config, prepared, {"best_params": {}})
-    gated = pipeline.gate(ctx, config, prepared, pipeline.evaluate(ctx, prepared, trained))
+    gated = pipeline.gate(ctx, config, prepared, pipeline.evaluate(ctx, config, prepared, trained))
     return ctx, config, {"prepared": prepared, "validated": validated, "trained": trained, "gated": gated}
 
 
 def _register(ctx: Any, config: Any, stages: dict[str, Any]) -> dict[str, Any]:
     from ml_tasks import pipeline
 
-    return pipeline.register_version(ctx, config, stages["prepared"], stages["validated"], stages["trained"],
-                                     stages["gated"])
+    return pipeline.register(ctx, config, stages["prepared"], stages["validated"], stages["trained"], stages["gated"])
 
 
 def _kill_when_versions_reach(server: MlflowServer, count: int, stop: threading.Event) -> None:
-    """Kill the server the moment its store holds `count` model versions: mid-`register_version`."""
+    """Kill the server the moment its store holds `count` model versions: mid-`register`."""
     import sqlite3
 
     while not stop.is_set():
@@ -373,7 +372,7 @@ def test_mlflow_server_unreachable_during_registration(mlflow_server: MlflowServ
     from ml_tasks.constants import TAG_INFRA_VALIDATION
     from ml_tasks.release.registry import alias_history
 
-    # Stopped just before register_version and back a few seconds later: the client's retries ride it out.
+    # Stopped just before register and back a few seconds later: the client's retries ride it out.
     ctx, config, stages = _until_gate("outage-short", seed=41)
     mlflow_server.kill()
     restart = threading.Timer(3.0, mlflow_server.start)
@@ -386,7 +385,7 @@ def test_mlflow_server_unreachable_during_registration(mlflow_server: MlflowServ
     waited = time.monotonic() - started
     assert registered["version"] == "1" and waited > 3.0
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == tracking.HTTP_RETRY_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
-    assert pipeline.promote(ctx, registered)["promoted"]
+    assert pipeline.promote(ctx, config, registered)["promoted"]
     assert registry_state(MODEL) == {"champion": "1", "challenger": "1", "versions": [1]}
     history = alias_history(MODEL)
 
@@ -405,7 +404,7 @@ def test_mlflow_server_unreachable_during_registration(mlflow_server: MlflowServ
         killer.join()
     assert mlflow_server.proc is not None and mlflow_server.proc.poll() is not None, "the server was never killed"
     assert mlflow_server.uri in str(failure.value), str(failure.value)
-    print(f"register_version failed as it should: {failure.value}")
+    print(f"register failed as it should: {failure.value}")
     assert "may have been deleted" not in str(failure.value)  # MLflow's own words for a logged model it could not fetch
     record = records.read_stage(ctx2, "register")
     assert record is not None and not record["ok"] and mlflow_server.uri in record["error"]["message"]

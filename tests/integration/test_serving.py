@@ -116,7 +116,7 @@ def versions(module_home: Path) -> dict[str, str]:
     v1 = registry.register_candidate(MODEL, lr[0], lr[1], {})
     v2 = registry.register_candidate(MODEL, mlp[0], mlp[1], {})
     v3 = str(mlflow.register_model(lr[0], MODEL).version)
-    registry.promote(MODEL, v1, None, "first champion")
+    registry.compare_and_set_champion(MODEL, v1, None, "first champion")
     return {"lr": v1, "mlp": v2, "lr_again": v3}
 
 
@@ -319,11 +319,11 @@ class Hammer:
 
 
 def test_promotion_is_picked_up_without_a_failed_request(server: Server, versions: dict[str, str]) -> None:
-    from ml_tasks.release.registry import promote_version
+    from ml_tasks.release.registry import promote
 
     with Hammer(server, clients=4) as hammer:
         time.sleep(1)
-        promote_version(MODEL, versions["mlp"], "serving test: a Keras champion")
+        promote(MODEL, versions["mlp"], "serving test: a Keras champion")
         took = server.wait_for_version(versions["mlp"])
         time.sleep(1)
     assert not hammer.failures, hammer.failures[:5]
@@ -387,14 +387,14 @@ def test_fuzzed_payloads_never_get_a_server_error(server: Server, tmp_path: Path
 
 @pytest.mark.slow
 def test_100_clients_for_60_seconds_while_champion_moves_twice(server: Server, versions: dict[str, str]) -> None:
-    from ml_tasks.release.registry import promote_version
+    from ml_tasks.release.registry import promote
 
     with Hammer(server, clients=100) as hammer:
         time.sleep(10)
-        promote_version(MODEL, versions["lr_again"], "load test: first move")
+        promote(MODEL, versions["lr_again"], "load test: first move")
         server.wait_for_version(versions["lr_again"], 45)
         time.sleep(5)
-        promote_version(MODEL, versions["mlp"], "load test: second move")
+        promote(MODEL, versions["mlp"], "load test: second move")
         server.wait_for_version(versions["mlp"], 60)
         time.sleep(max(0.0, 60 - (time.monotonic() - hammer.started)))
     count = len(hammer.latencies)

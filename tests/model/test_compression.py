@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ml_tasks.compression import (
+from ml_tasks.compression.job import (
     DISTILLED,
     FLOAT16,
     INT8,
@@ -60,6 +60,20 @@ def test_gate_compares_accuracy_with_the_original() -> None:
     assert not _gate(measured(float("nan")), original, 0.5).passed
 
 
+def test_the_persisted_loader_module_loads_tflite_pyfuncs_without_the_job() -> None:
+    """Registered TFLite versions name `ml_tasks.compression` as their MLflow loader module, for as long as they
+    exist: it must keep `_load_pyfunc`, and a server loading one must not import the job or TensorFlow for it."""
+    import json
+    import subprocess
+    import sys
+
+    probe = ("import json, sys, ml_tasks.compression as c; "
+             "print(json.dumps([c.LOADER_MODULE, callable(c._load_pyfunc), "
+             "sorted({'tensorflow', 'keras', 'mlflow', 'ml_tasks.compression.job'} & set(sys.modules))]))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["ml_tasks.compression", True, []]
+
+
 def _versions(name: str) -> list[int]:
     from ml_tasks import tracking
 
@@ -69,7 +83,7 @@ def _versions(name: str) -> list[int]:
 @pytest.fixture(scope="module")
 def compressed(module_home: Any) -> dict[str, Any]:
     from ml_tasks import tracking
-    from ml_tasks.compression import compress
+    from ml_tasks.compression.job import compress_model_version
     from ml_tasks.config import RunContext, TrainConfig
     from ml_tasks.data.preparation import prepare
     from ml_tasks.release import registry
@@ -84,7 +98,7 @@ def compressed(module_home: Any) -> dict[str, Any]:
     trained = train(ctx, TrainConfig(max_epochs=6, patience=6, seed=0), PARAMS, parent_run)
     version = registry.register_candidate(MODEL, trained.model_uri, parent_run, {})
     prepared_uri = ctx.prepared_dir.as_uri()
-    result = compress(MODEL, prepared_uri, version, CONFIG)
+    result = compress_model_version(MODEL, prepared_uri, version, CONFIG)
     return {"result": result, "version": version, "prepared_uri": prepared_uri}
 
 
@@ -142,14 +156,15 @@ def test_quantized_files_are_smaller_and_pruning_reaches_its_sparsity(compressed
 
 @pytest.mark.integration
 def test_rerun_registers_nothing_new_and_a_strict_gate_fails_everything(compressed: dict[str, Any]) -> None:
-    from ml_tasks.compression import compress
+    from ml_tasks.compression.job import compress_model_version
 
     first = compressed["result"]
     before = {name: _versions(name) for name in first.registered}
-    again = compress(MODEL, compressed["prepared_uri"], compressed["version"], CONFIG)
+    again = compress_model_version(MODEL, compressed["prepared_uri"], compressed["version"], CONFIG)
     assert again.measurements_reused and again.newly_registered == []
     assert again.registered == first.registered
-    strict = compress(MODEL, compressed["prepared_uri"], compressed["version"], replace(CONFIG, max_accuracy_loss=-1.0))
+    strict = compress_model_version(MODEL, compressed["prepared_uri"], compressed["version"],
+                                    replace(CONFIG, max_accuracy_loss=-1.0))
     assert strict.passed == [] and strict.failed == list(METHODS)
     assert strict.registered == {} and strict.newly_registered == []
     assert {name: _versions(name) for name in first.registered} == before

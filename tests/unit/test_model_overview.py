@@ -31,9 +31,9 @@ def registered(ratchet_home, monkeypatch):
                                 "train.final_val_auc": 0.9})
         tags = {TAG_GATE_DECISION: decision, TAG_GATE_REASONS: f"roc_auc check {i}; <b>accuracy</b> ok"}
         made.append(registry.register_candidate(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id, tags))
-    registry.promote(MODEL, made[0], None, "first")
+    registry.compare_and_set_champion(MODEL, made[0], None, "first")
     registry.set_challenger(MODEL, made[1], "candidate of run 2")
-    registry.promote(MODEL, made[2], made[0], "better")
+    registry.compare_and_set_champion(MODEL, made[2], made[0], "better")
     registry.set_challenger(MODEL, made[2], "candidate of run 3")
     return made
 
@@ -63,9 +63,9 @@ def test_overview_lists_champion_challenger_metrics_gate_and_history(registered)
 def test_recent_limits_versions_but_keeps_the_aliased_ones(registered):
     from ml_tasks import tracking
     from ml_tasks.release.model_overview import model_overview
-    from ml_tasks.release.registry import promote_version
+    from ml_tasks.release.registry import promote
 
-    promote_version(MODEL, registered[0], "rollback test")
+    promote(MODEL, registered[0], "rollback test")
     model = model_overview(tracking.client(), MODEL, recent=1)
     assert [v["version"] for v in model["versions"]] == [registered[2]]
     assert model["champion"]["version"] == registered[0]  # older than `recent`, still shown as champion

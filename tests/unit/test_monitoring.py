@@ -99,7 +99,7 @@ def register_stand_in_champion(home: Path) -> str:
         mlflow.log_artifact(str(ref_path), artifact_path="data")
         mlflow.log_metric("test.roc_auc", CHAMPION_AUC)
     version = registry.register_candidate(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id, {})
-    registry.promote(MODEL, version, None, "test champion")
+    registry.compare_and_set_champion(MODEL, version, None, "test champion")
     return version
 
 
@@ -274,6 +274,34 @@ def test_asset_uri_maps_back_to_its_data_set():
     assert retrain_request_uri(MODEL) == "ratchet://models/synthetic_classifier/retrain-request"
     assert dataset_for_asset_uri(retrain_request_uri(MODEL)) == "synthetic"
     assert dataset_for_asset_uri("ratchet://models/other/retrain-request") is None
+
+
+def test_a_retrain_is_requested_on_drift_or_decay_but_not_again_within_the_cooldown():
+    """request_retrain: what model_monitoring's task of that name decides before it updates the Asset."""
+    from ml_tasks.monitoring import request_retrain
+
+    window = {"key": "20260301T1000-20260301T1100", "end": END.isoformat()}
+    result = {"model": MODEL, "dataset": "synthetic", "window": window, "drift_detected": True,
+              "decay_detected": False, "reasons": ["feature x0 drifted"], "record_uri": "file:///r.json"}
+    looked_up = []
+
+    def last_request_end(previous):
+        return lambda: looked_up.append(previous) or previous
+
+    quiet = request_retrain(MODEL, {**result, "drift_detected": False}, timedelta(hours=12), last_request_end(None))
+    assert quiet.extra is None and "no drift or decay in window" in quiet.skipped and looked_up == []
+    first = request_retrain(MODEL, result, timedelta(hours=12), last_request_end(None))
+    assert first.skipped is None and first.extra == {
+        "model": MODEL, "dataset": "synthetic", "window": window["key"], "window_end": END.isoformat(),
+        "drift": True, "decay": False, "reasons": ["feature x0 drifted"], "record_uri": "file:///r.json"}
+    again = request_retrain(MODEL, result, timedelta(hours=12), last_request_end(END - timedelta(hours=1)))
+    assert again.extra is None and "less than retrain_cooldown_hours" in again.skipped
+    assert "feature x0 drifted" in again.skipped
+    later = request_retrain(MODEL, result, timedelta(hours=12), last_request_end(END - timedelta(hours=13)))
+    assert later.extra is not None
+    looked_up.clear()
+    assert request_retrain(MODEL, result, timedelta(0), last_request_end(END)).extra is not None
+    assert looked_up == []  # no cooldown: the last request is never looked up
 
 
 # --- alerts (plugins/ratchet_airflow/alerts.py) and nightly_retrain's reading of a retrain request -------------

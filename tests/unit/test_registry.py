@@ -30,7 +30,7 @@ def versions(ratchet_home):
         with mlflow.start_run() as run:
             mlflow.pyfunc.log_model(name="model", python_model=Constant())
         made.append(registry.register_candidate(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id, {}))
-    registry.promote(MODEL, made[0], None, "first")
+    registry.compare_and_set_champion(MODEL, made[0], None, "first")
     return made
 
 
@@ -38,10 +38,10 @@ def _promote_in_process(home: str, version: str, expected: str, results) -> None
     import os
 
     os.environ["RATCHET_HOME"] = home
-    from ml_tasks.release.registry import promote_version
+    from ml_tasks.release.registry import promote
 
     try:
-        promote_version(MODEL, version, f"race for v{version}", expected, check_expected=True)
+        promote(MODEL, version, f"race for v{version}", expected_champion=expected, check_expected=True)
         results.put(("promoted", version))
     except PromotionConflictError as exc:
         results.put(("refused", str(exc)))
@@ -67,9 +67,9 @@ def test_concurrent_promotions_end_with_one_champion_and_a_complete_history(vers
 
 
 def test_rollback_restores_the_prior_champion_and_records_it(versions):
-    from ml_tasks.release.registry import alias_history, current_champion, promote_version, rollback
+    from ml_tasks.release.registry import alias_history, current_champion, promote, rollback
 
-    promote_version(MODEL, versions[1], "reviewed")
+    promote(MODEL, versions[1], "reviewed")
     result = rollback(MODEL)
     assert result.champion == versions[0] == current_champion(MODEL)
     assert alias_history(MODEL)[-1]["reason"] == f"rollback from v{versions[1]}"
@@ -78,13 +78,13 @@ def test_rollback_restores_the_prior_champion_and_records_it(versions):
 
 def test_review_promotion_refuses_a_version_that_cannot_serve(versions):
     from ml_tasks import tracking
-    from ml_tasks.release.registry import current_champion, promote_version
+    from ml_tasks.release.registry import current_champion, promote
 
     tracking.client().set_model_version_tag(MODEL, versions[2], TAG_INFRA_VALIDATION, "failed: output columns ['x']")
     with pytest.raises(PromotionConflictError, match="failed infra validation"):
-        promote_version(MODEL, versions[2], "reviewed")
+        promote(MODEL, versions[2], "reviewed")
     with pytest.raises(PromotionConflictError, match="expected v7"):
-        promote_version(MODEL, versions[1], "reviewed", "7", check_expected=True)
+        promote(MODEL, versions[1], "reviewed", expected_champion="7", check_expected=True)
     assert current_champion(MODEL) == versions[0]
 
 
@@ -102,12 +102,12 @@ def test_alias_history_keeps_every_move_past_one_tags_size(versions):
     from ml_tasks import tracking
     from ml_tasks.constants import TAG_ALIAS_HISTORY
     from ml_tasks.release.model_overview import model_overview
-    from ml_tasks.release.registry import alias_history, promote_version
+    from ml_tasks.release.registry import alias_history, promote
 
     before = len(alias_history(MODEL))
     moves = 60
     for i in range(moves):
-        promote_version(MODEL, versions[1 + i % 2], f"move {i} " + "x" * 150)
+        promote(MODEL, versions[1 + i % 2], f"move {i} " + "x" * 150)
     history = alias_history(MODEL)
     assert len(history) == before + moves
     assert [h["reason"].split(" ")[1] for h in history[before:]] == [str(i) for i in range(moves)]

@@ -1,4 +1,4 @@
-"""Compress a registered Keras champion: quantized TFLite files, a pruned and a distilled Keras model.
+"""The offline compression job: a registered Keras version into quantized TFLite files, a pruned and a distilled model.
 
 Serving a smaller or faster model is only worth it if it still decides like
 the original, so every result is measured the same way (file size, gzip size,
@@ -22,7 +22,9 @@ models, `<source>_<method>`, as pyfuncs that take raw rows like the original.
 TensorFlow is not fork-safe, so the work runs in a fresh process
 (`run_isolated`). A rerun for the same source version and artifact settings
 reuses the measurements of `compression.json` and the registered versions
-(found by their key tag) instead of registering duplicates.
+(found by their key tag) instead of registering duplicates. TFLite results are
+registered with the loader module `ml_tasks.compression` and served by
+`ml_tasks.compression.tflite_runtime`.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ml_tasks.compression import LOADER_MODULE
+from ml_tasks.compression.tflite_runtime import DECISION_THRESHOLD, TFLITE_FILE, TRANSFORM_COPY, TFLiteRunner
 from ml_tasks.errors import ConfigError, DataError
 from ml_tasks.isolation import run_isolated
 
@@ -53,11 +56,7 @@ ORIGINAL = "original"
 TFLITE_FLOAT32 = "tflite_float32"
 
 COMPRESSION_FILE = "compression.json"
-TFLITE_FILE = "model.tflite"
 KERAS_FILE = "model.keras"
-TRANSFORM_COPY = "transform.json"
-TFLITE_CHUNK_ROWS = 4096
-DECISION_THRESHOLD = 0.5
 
 TAG_KEY = "ratchet.compression.key"
 TAG_RUN = "ratchet.compression.run"
@@ -185,11 +184,38 @@ class CompressionResult:
         return asdict(self)
 
 
-# ---------------------------------------------------------------- entry point
+# ---------------------------------------------------------------- entry points
 
 
-def compress(model_name: str, prepared_uri: str, version: str | None = None, config: CompressionConfig | None = None,
-             *, output_dir: str | None = None, timeout_s: float | None = None) -> CompressionResult:
+def compress(dataset: str, version: str | None = None, methods: list[str] | None = None,
+             max_accuracy_loss: float | None = None) -> dict[str, Any]:
+    """Compress a registered Keras version of `dataset`'s model (default: the champion) with the prepared data of
+    the run that made it (`compress_model` DAG, `ratchet compress`)."""
+    from ml_tasks import tracking
+    from ml_tasks.config import RunContext
+    from ml_tasks.constants import TAG_RUN_KEY
+    from ml_tasks.datasets import get_dataset
+    from ml_tasks.release import registry
+
+    name = get_dataset(dataset).registered_model
+    version = version or registry.current_champion(name)
+    if version is None:
+        raise ConfigError(f"{name} has no champion to compress; name a version")
+    tracking_key = tracking.client().get_model_version(name, version).tags.get(TAG_RUN_KEY, "")
+    if not tracking_key.startswith(f"{dataset}/"):
+        raise ConfigError(f"{name} v{version} carries no Ratchet run key: its prepared data cannot be found")
+    ctx = RunContext(dataset, tracking_key.split("/", 1)[1])
+    options: dict[str, Any] = {}
+    if methods:
+        options["methods"] = tuple(methods)
+    if max_accuracy_loss is not None:
+        options["max_accuracy_loss"] = float(max_accuracy_loss)
+    return compress_model_version(name, ctx.prepared_dir.as_uri(), version, CompressionConfig(**options)).to_dict()
+
+
+def compress_model_version(model_name: str, prepared_uri: str, version: str | None = None,
+                           config: CompressionConfig | None = None, *, output_dir: str | None = None,
+                           timeout_s: float | None = None) -> CompressionResult:
     """Compress version `version` of registered model `model_name` (default: its champion), in a fresh process.
 
     `prepared_uri`: the prepared folder (train.parquet, test_raw.parquet, transform.json) of the model's data.
@@ -202,7 +228,7 @@ def compress(model_name: str, prepared_uri: str, version: str | None = None, con
         if version is None:
             raise ConfigError(f"{model_name} has no champion to compress; pass a version")
     result = run_isolated(
-        "ml_tasks.compression:compress_in_process",
+        "ml_tasks.compression.job:compress_in_process",
         {"model_name": model_name, "version": str(version), "prepared_uri": prepared_uri,
          "config": config.to_dict(), "output_dir": output_dir},
         timeout_s=timeout_s,
@@ -490,89 +516,6 @@ def _write_tflite(model: Any, path: Path, method: str | None, data: dict[str, An
     return path
 
 
-def _interpreter(model_path: str) -> tuple[Any, str]:
-    """A LiteRT interpreter (`ai-edge-litert` when installed, else TensorFlow's deprecated `tf.lite.Interpreter`)."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        import warnings
-
-        import tensorflow as tf
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return tf.lite.Interpreter(model_path=model_path), "tf.lite"
-    return Interpreter(model_path=model_path), "ai_edge_litert"
-
-
-class TFLiteRunner:
-    """Probabilities from a TFLite flatbuffer for any number of rows (input resized as needed; one call at a time)."""
-
-    def __init__(self, model_path: str) -> None:
-        self.interpreter, self.runtime = _interpreter(model_path)
-        self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        self.input_dtype = str(self.input["dtype"].__name__)
-        self.rows = int(self.input["shape"][0])
-        self.lock = threading.Lock()
-
-    def _quantize(self, x: Any) -> Any:
-        import numpy as np
-
-        scale, zero = self.input["quantization"]
-        if self.input["dtype"] == np.float32 or not scale:
-            return x.astype(np.float32, copy=False)
-        return np.clip(np.round(x / scale + zero), np.iinfo(self.input["dtype"]).min,
-                       np.iinfo(self.input["dtype"]).max).astype(self.input["dtype"])
-
-    def _dequantize(self, y: Any) -> Any:
-        import numpy as np
-
-        scale, zero = self.output["quantization"]
-        if self.output["dtype"] == np.float32 or not scale:
-            return y.astype(np.float64)
-        return (y.astype(np.float64) - zero) * scale
-
-    def __call__(self, x: Any) -> Any:
-        import numpy as np
-
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        out = np.empty(len(x), dtype=np.float64)
-        with self.lock:
-            for start in range(0, len(x), TFLITE_CHUNK_ROWS):
-                part = self._quantize(x[start:start + TFLITE_CHUNK_ROWS])
-                if len(part) != self.rows:
-                    self.interpreter.resize_tensor_input(self.input["index"], list(part.shape))
-                    self.interpreter.allocate_tensors()
-                    self.rows = len(part)
-                self.interpreter.set_tensor(self.input["index"], part)
-                self.interpreter.invoke()
-                out[start:start + len(part)] = self._dequantize(self.interpreter.get_tensor(self.output["index"])).reshape(-1)
-        return out
-
-
-class TFLiteClassifier:
-    """The pyfunc of a registered TFLite model: raw rows, the fitted transform, the interpreter."""
-
-    def __init__(self, folder: str) -> None:
-        from ml_tasks.data.transform import FittedTransform
-
-        self.transform = FittedTransform.from_dict(json.loads((Path(folder) / TRANSFORM_COPY).read_text()))
-        self.runner = TFLiteRunner(str(Path(folder) / TFLITE_FILE))
-
-    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
-        import pandas as pd
-
-        probability = self.runner(self.transform.apply(pd.DataFrame(model_input)))
-        return pd.DataFrame({"probability": probability, "prediction": (probability >= DECISION_THRESHOLD).astype("int64")})
-
-
-def _load_pyfunc(data_path: str, model_config: Any = None) -> TFLiteClassifier:
-    """MLflow's loader-module hook for the TFLite pyfuncs logged here."""
-    return TFLiteClassifier(data_path)
-
-
 # ---------------------------------------------------------------- pruning and distillation
 
 
@@ -723,7 +666,7 @@ def _log_model(result: CompressedModel, run_id: str, signature: Any) -> str:
     folder = Path(result.path).parent
     with mlflow.start_run(run_id=run_id):
         if result.runtime == "tflite":
-            info = mlflow.pyfunc.log_model(name=result.method, loader_module="ml_tasks.compression", data_path=str(folder),
+            info = mlflow.pyfunc.log_model(name=result.method, loader_module=LOADER_MODULE, data_path=str(folder),
                                            signature=signature, pip_requirements=_pip_requirements())
         else:
             artifacts = {KERAS_ARTIFACT: result.path, TRANSFORM_ARTIFACT: str(folder / TRANSFORM_COPY)}
