@@ -2,7 +2,9 @@
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,14 +41,14 @@ def _module_name(path: Path) -> str:
 
 
 def _import_graph() -> dict[str, set[str]]:
-    """Every ml_tasks module → the ml_tasks modules it imports anywhere (function-level imports included)."""
+    """Every ml_tasks module → the ml_tasks modules it imports when it runs (function-level imports included)."""
     import ast
 
     modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         found: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in _runtime_nodes(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 found.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -54,6 +56,18 @@ def _import_graph() -> dict[str, set[str]]:
                 found.update(f"{node.module}.{alias.name}" for alias in node.names)
         graph[name] = {m for m in found if m in modules and m != name}
     return graph
+
+
+def _runtime_nodes(tree: Any) -> Iterator[Any]:
+    """Every node of a module except what sits under `if TYPE_CHECKING:` (annotations only, never imported)."""
+    import ast
+
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            yield from (n for child in node.orelse for n in ast.walk(child))
+            continue
+        yield node
+        yield from _runtime_nodes(node)
 
 
 def _is_under(module: str, prefix: str) -> bool:
