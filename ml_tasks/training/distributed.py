@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from ml_tasks.constants import (
+    GPU_POOL,
     GPU_QUEUE,
     RENDEZVOUS_HEARTBEAT_S,
     RENDEZVOUS_STALE_ENV,
@@ -68,7 +69,6 @@ from ml_tasks.constants import (
     WORKER_PORTS_ENV,
 )
 from ml_tasks.errors import RatchetError
-from ml_tasks.ops.airflow_cli import GPU_POOL
 
 log = logging.getLogger(__name__)
 
