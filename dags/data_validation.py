@@ -11,7 +11,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from ml_tasks.constants import CONN_ID_PATTERN
+from ml_tasks.constants import CONN_ID_PATTERN, DEFAULT_HDFS_CONN_ID, DEFAULT_S3_CONN_ID, STORAGE_URI_PATTERN
+from ml_tasks.data.validation import DATA_DOCS_POLICIES
 
 # The suites committed beside this repo's DAGs, read from the folder (no GX import) so the form lists them.
 SUITES = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "expectations" / "suites").glob("*.json"))
@@ -40,17 +41,17 @@ a drop before the nightly run sees it.
     tags=["ratchet", "data-quality"],
     default_args={"owner": "ratchet", "retries": 1},
     params={
-        "source_uri": Param("file:///", type="string", pattern=r"^(file|s3|hdfs)://.+", maxLength=2048,
+        "source_uri": Param("file:///", type="string", pattern=STORAGE_URI_PATTERN, maxLength=2048,
                             title="Drop to validate",
                             description="Folder of CSV/Parquet files: file:// (inside RATCHET_HOME or RATCHET_LOCAL_ROOTS), "
                                         "s3://bucket/prefix or hdfs://..."),
         "suite": Param(SUITES[0] if SUITES else "", type="string", enum=SUITES, title="Expectation suite",
                        description="A suite committed in expectations/suites/."),
-        "data_docs": Param("checkpoint", type="string", enum=["checkpoint", "always", "on_failure", "never"],
+        "data_docs": Param("checkpoint", type="string", enum=["checkpoint", *DATA_DOCS_POLICIES],
                            title="Build Data Docs", description="checkpoint: as the suite's committed checkpoint says."),
-        "s3_conn_id": Param("ratchet_s3", type="string", pattern=CONN_ID_PATTERN, title="S3 Connection id",
+        "s3_conn_id": Param(DEFAULT_S3_CONN_ID, type="string", pattern=CONN_ID_PATTERN, title="S3 Connection id",
                             description="Airflow Connection of the S3 endpoint (missing: the AWS environment)."),
-        "hdfs_conn_id": Param("ratchet_hdfs", type="string", pattern=CONN_ID_PATTERN, title="HDFS Connection id",
+        "hdfs_conn_id": Param(DEFAULT_HDFS_CONN_ID, type="string", pattern=CONN_ID_PATTERN, title="HDFS Connection id",
                               description="Airflow Connection of the WebHDFS endpoint (missing: the environment)."),
     },
 )

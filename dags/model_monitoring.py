@@ -12,10 +12,11 @@ from typing import Any
 import pendulum
 from airflow.sdk import Asset, CronTriggerTimetable, Param, TaskGroup, dag, task
 
-from ml_tasks.config import DriftConfig
-from ml_tasks.constants import CONN_ID_PATTERN, EVALUATION_METRICS
+from ml_tasks.config import DriftThresholds
+from ml_tasks.constants import CONN_ID_PATTERN
 from ml_tasks.environment_variables import RATCHET_MONITORING_SCHEDULE
 from ml_tasks.monitoring import DecayConfig, MonitorConfig, monitored_models, retrain_request_uri
+from ml_tasks.params import object_param_schema, param_schema
 
 MODELS = monitored_models()
 # Cron of the monitoring runs (UTC); each run judges the `window_hours` before its scheduled time.
@@ -41,10 +42,6 @@ Every hour (cron `{SCHEDULE}` UTC, set by `RATCHET_MONITORING_SCHEDULE`), for ea
   e-mail through `smtp_conn_id` to `alert_emails` and Slack through `slack_conn_id` when those Connections
   exist (skipped with a log line when not).
 """
-
-_DRIFT = DriftConfig()
-_DECAY = DecayConfig()
-
 
 def _alert_retrain(context: Any) -> None:
     from ratchet_airflow.alerts import retrain_requested
@@ -124,26 +121,22 @@ def _request_retrain(model: str, result: dict[str, Any]) -> dict[str, Any]:
                         title="Models", description="Registered models to monitor in this run."),
         "window_hours": Param(1, type="integer", minimum=1, maximum=168, title="Window (hours)",
                               description="The run judges the served rows of this many hours before its time."),
-        "min_rows": Param(MonitorConfig.min_rows, type="integer", minimum=1, maximum=10_000_000,
-                          title="Least rows for drift", description="Fewer served rows in the window: drift is not judged."),
-        "max_rows": Param(MonitorConfig.max_rows, type="integer", minimum=1, maximum=10_000_000,
-                          title="Rows read at most", description="Above it, a seeded uniform sample of the window."),
-        "min_labeled_rows": Param(_DECAY.min_labeled_rows, type="integer", minimum=1, maximum=10_000_000,
-                                  title="Least labeled rows",
+        # Defaults, types, bounds and choices of the monitoring knobs: declared once, in ml_tasks.monitoring.
+        "min_rows": Param(**param_schema(MonitorConfig, "min_rows"), title="Least rows for drift",
+                          description="Fewer served rows in the window: drift is not judged."),
+        "max_rows": Param(**param_schema(MonitorConfig, "max_rows"), title="Rows read at most",
+                          description="Above it, a seeded uniform sample of the window."),
+        "min_labeled_rows": Param(**param_schema(DecayConfig, "min_labeled_rows"), title="Least labeled rows",
                                   description="Fewer rows with feedback labels: live performance is not judged."),
-        "decay_metric": Param(_DECAY.metric, type="string", enum=list(EVALUATION_METRICS), title="Decay metric",
+        "decay_metric": Param(**param_schema(DecayConfig, "metric"), title="Decay metric",
                               description="The live metric judged (log_loss, brier, calibration_error: lower is better)."),
-        "decay_min_value": Param(_DECAY.min_value, type=["number", "null"], minimum=0, maximum=1000, title="Decay floor",
+        "decay_min_value": Param(**param_schema(DecayConfig, "min_value"), title="Decay floor",
                                  description="Live metric below this (lower-is-better: above) is decay. null: off."),
-        "decay_max_drop": Param(_DECAY.max_drop, type=["number", "null"], minimum=0, maximum=1000, title="Largest drop",
+        "decay_max_drop": Param(**param_schema(DecayConfig, "max_drop"), title="Largest drop",
                                 description="Live metric this much worse than the champion's evaluated value is "
                                             "decay. null: off."),
         "drift_thresholds": Param(
-            _DRIFT.thresholds, type="object", title="Drift thresholds",
-            properties={"psi": {"type": "number", "exclusiveMinimum": 0, "maximum": 10},
-                        "ks": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-                        "js": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}},
-            additionalProperties=False,
+            **object_param_schema(DriftThresholds), title="Drift thresholds",
             description="Per-feature limits, as in nightly_retrain: PSI, KS (numeric), Jensen-Shannon (categorical).",
         ),
         "retrain_cooldown_hours": Param(

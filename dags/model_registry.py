@@ -13,6 +13,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from ml_tasks.compression import METHODS, CompressionConfig
+from ml_tasks.constants import PROMOTION_POOL
 from ml_tasks.datasets import DATASETS
 
 MODELS = sorted({spec.registered_model for spec in DATASETS.values()})
@@ -51,7 +53,7 @@ COMMON = {"owner": "ratchet", "retries": 0}
                          description="Kept in the alias history with the run id."),
      })
 def promote_model() -> None:
-    @task(multiple_outputs=False, pool="ratchet_promotion")
+    @task(multiple_outputs=False, pool=PROMOTION_POOL)
     def promote() -> dict[str, Any]:
         from airflow.sdk import get_current_context
         from ratchet_airflow.failures import permanent_errors_fail_the_task
@@ -78,7 +80,7 @@ def promote_model() -> None:
                              description="Empty: the champion before the current one."),
      })
 def rollback_model() -> None:
-    @task(multiple_outputs=False, pool="ratchet_promotion")
+    @task(multiple_outputs=False, pool=PROMOTION_POOL)
     def rollback() -> dict[str, Any]:
         from airflow.sdk import get_current_context
         from ratchet_airflow.failures import permanent_errors_fail_the_task
@@ -114,11 +116,11 @@ held-out rows (size, latency, accuracy) and registered as its own model
                           description="The data set whose registered model is compressed (its held-out rows score it)."),
          "version": Param(None, type=["null", "string"], pattern=VERSION_PATTERN, title="Version",
                           description="Empty: the current champion."),
-         "methods": Param(["dynamic_range", "float16", "int8", "pruned", "distilled"], type="array", title="Methods",
+         "methods": Param(list(CompressionConfig.methods), type="array", title="Methods",
                           description="Each makes one registered model <model>_<method>, checked through pyfunc.",
-                          items={"type": "string", "enum": ["dynamic_range", "float16", "int8", "pruned", "distilled"]},
-                          minItems=1, uniqueItems=True),
-         "max_accuracy_loss": Param(0.01, type="number", minimum=0, maximum=0.5, title="Largest accuracy loss",
+                          items={"type": "string", "enum": list(METHODS)}, minItems=1, uniqueItems=True),
+         "max_accuracy_loss": Param(CompressionConfig.max_accuracy_loss, type="number", minimum=0, maximum=0.5,
+                                    title="Largest accuracy loss",
                                     description="A compressed model that loses more accuracy than this is not registered."),
      })
 def compress_model() -> None:

@@ -20,16 +20,27 @@ from ml_tasks import pipeline
 from ml_tasks.config import (
     DEFAULT_ABSOLUTE_THRESHOLDS,
     DEFAULT_CHANGE_THRESHOLDS,
-    MAX_TUNING_WORKERS,
-    TUNING_PRUNERS,
-    TUNING_SAMPLERS,
+    METRIC_THRESHOLDS_SCHEMA,
+    AugmentConfig,
+    DriftConfig,
+    DriftThresholds,
+    GateConfig,
+    RunConfig,
     TrainConfig,
     TuneConfig,
 )
-from ml_tasks.constants import CONN_ID_PATTERN, EVALUATION_METRICS, MAX_TRAIN_WORKERS
+from ml_tasks.constants import (
+    CONN_ID_PATTERN,
+    DEFAULT_HDFS_CONN_ID,
+    DEFAULT_S3_CONN_ID,
+    GPU_POOL,
+    GPU_QUEUE,
+    PROMOTION_POOL,
+    STORAGE_URI_PATTERN,
+)
 from ml_tasks.datasets import ACS_EMPLOYMENT, DATASETS
 from ml_tasks.monitoring import monitored_models, retrain_request_uri
-from ml_tasks.training.families import MODEL_FAMILIES
+from ml_tasks.params import object_param_schema, param_schema
 
 # model_monitoring updates one of these when a served champion drifts or decays: retraining starts early.
 RETRAIN_REQUESTS = [Asset(retrain_request_uri(model)) for model in monitored_models()]
@@ -81,13 +92,6 @@ The gate **blessed** this candidate and it passed infra validation; `require_app
 **Approve** moves `champion` to this version (compare-and-set: only if the champion is still
 v{{ ti.xcom_pull(task_ids='register')['expected_champion'] }}). **Reject** keeps the champion; the version stays `challenger`.
 """
-
-METRIC_THRESHOLDS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "propertyNames": {"enum": list(EVALUATION_METRICS)},
-    "additionalProperties": {"type": "number"},
-}
-
 
 def _run() -> tuple[Any, Any]:
     """The run's context (partition key, Airflow ids) and typed config from its Params."""
@@ -173,38 +177,38 @@ def _stage(function: Callable[..., Any], *inputs: Any) -> Any:
             description="A declared data set (ml_tasks/datasets): its suite, features and registered model.",
         ),
         "source_uri": Param(
-            None, type=["null", "string"], title="Source folder", maxLength=2048, pattern=r"^(file|s3|hdfs)://.+",
+            None, type=["null", "string"], title="Source folder", maxLength=2048, pattern=STORAGE_URI_PATTERN,
             description="Folder of CSV/Parquet files: file://, s3://bucket/prefix or hdfs://namenode:port/path. "
                         "Empty: RATCHET_HOME/landing/<dataset>/<date>/.",
         ),
-        "s3_conn_id": Param("ratchet_s3", type="string", pattern=CONN_ID_PATTERN, title="S3 Connection id",
+        "s3_conn_id": Param(DEFAULT_S3_CONN_ID, type="string", pattern=CONN_ID_PATTERN, title="S3 Connection id",
                             description="Airflow Connection of the S3 endpoint (missing: the AWS environment)."),
-        "hdfs_conn_id": Param("ratchet_hdfs", type="string", pattern=CONN_ID_PATTERN, title="HDFS Connection id",
+        "hdfs_conn_id": Param(DEFAULT_HDFS_CONN_ID, type="string", pattern=CONN_ID_PATTERN, title="HDFS Connection id",
                               description="Airflow Connection of the WebHDFS endpoint (missing: the environment)."),
-        "tuning_trials": Param(TuneConfig.trials, type="integer", minimum=1, maximum=500, title="Tuning trials",
+        # Defaults, types, bounds and choices of the run's knobs: declared once, in ml_tasks.config.
+        "tuning_trials": Param(**param_schema(TuneConfig, "trials"), title="Tuning trials",
                                description="Optuna trials (budget) for this run."),
-        "tuning_epochs": Param(TuneConfig.epochs, type="integer", minimum=1, maximum=200, title="Epochs per trial",
+        "tuning_epochs": Param(**param_schema(TuneConfig, "epochs"), title="Epochs per trial",
                                description="Training epochs of each trial; the pruner may stop a trial sooner."),
-        "model_family": Param(TuneConfig.family, type="string", enum=list(MODEL_FAMILIES), title="Model family",
+        "model_family": Param(**param_schema(TuneConfig, "family"), title="Model family",
                               description="keras_mlp (Keras 3 MLP), or scikit-learn logistic_regression, "
                                           "random_forest, hist_gradient_boosting."),
-        "tuning_sampler": Param(TuneConfig.sampler, type="string", enum=list(TUNING_SAMPLERS), title="Search strategy",
+        "tuning_sampler": Param(**param_schema(TuneConfig, "sampler"), title="Search strategy",
                                 description="tpe: Bayesian (Tree-structured Parzen Estimator); random; grid: the "
                                             "family's declared grid (at most tuning_trials points)."),
-        "tuning_pruner": Param(TuneConfig.pruner, type="string", enum=list(TUNING_PRUNERS), title="Pruner",
+        "tuning_pruner": Param(**param_schema(TuneConfig, "pruner"), title="Pruner",
                                description="Stops bad trials early from their per-epoch validation AUC: median, "
                                            "hyperband, or none."),
-        "tuning_workers": Param(TuneConfig.workers, type="integer", minimum=1, maximum=MAX_TUNING_WORKERS,
-                                title="Parallel trial slots",
+        "tuning_workers": Param(**param_schema(TuneConfig, "workers"), title="Parallel trial slots",
                                 description="Mapped tune_slot tasks sharing one stored study (Airflow workers)."),
         "train_workers": Param(
-            TrainConfig.workers, type="integer", minimum=1, maximum=MAX_TRAIN_WORKERS, title="Training hosts",
-            description="keras_mlp only: mapped train_worker tasks (queue gpu, one ratchet_gpu slot each) that "
-                        "train one model with MultiWorkerMirroredStrategy; the pool needs this many free slots "
+            **param_schema(TrainConfig, "workers"), title="Training hosts",
+            description=f"keras_mlp only: mapped train_worker tasks (queue {GPU_QUEUE}, one {GPU_POOL} slot each) "
+                        "that train one model with MultiWorkerMirroredStrategy; the pool needs this many free slots "
                         "at once. 1: train on one host.",
         ),
-        "max_epochs": Param(TrainConfig.max_epochs, type="integer", minimum=1, maximum=1000,
-                            title="Max training epochs", description="Early stopping usually ends sooner."),
+        "max_epochs": Param(**param_schema(TrainConfig, "max_epochs"), title="Max training epochs",
+                            description="Early stopping usually ends sooner."),
         "absolute_thresholds": Param(
             DEFAULT_ABSOLUTE_THRESHOLDS, title="Absolute thresholds", **METRIC_THRESHOLDS_SCHEMA,
             description="Metric → minimum (log_loss: maximum) the candidate must reach on held-out rows.",
@@ -214,47 +218,43 @@ def _stage(function: Callable[..., Any], *inputs: Any) -> Any:
             description="Metric → least improvement over the champion on the same rows. Both empty: never promote.",
         ),
         "adversarial_epsilon": Param(
-            0.0, type="number", minimum=0, maximum=1, title="Adversarial training (FGSM epsilon)",
+            **param_schema(TrainConfig, "adversarial_epsilon"), title="Adversarial training (FGSM epsilon)",
             description="Keras MLP only: train every batch also on FGSM-perturbed copies of its rows, this far "
                         "(standardised units) along the loss gradient's sign (0: off).",
         ),
         "augment_noise_copies": Param(
-            0, type="integer", minimum=0, maximum=5, title="Noise copies (augmentation)",
+            **param_schema(AugmentConfig, "noise_copies"), title="Noise copies (augmentation)",
             description="Copies of each training row with Gaussian noise on the numerics (0: off). Training split only.",
         ),
-        "augment_noise_scale": Param(0.05, type="number", minimum=0, maximum=1, title="Noise scale",
+        "augment_noise_scale": Param(**param_schema(AugmentConfig, "noise_scale"), title="Noise scale",
                                      description="The noise's standard deviation, as a fraction of each feature's."),
         "smote_ratio": Param(
-            0.0, type="number", minimum=0, maximum=1, title="SMOTE ratio (augmentation)",
+            **param_schema(AugmentConfig, "smote_ratio"), title="SMOTE ratio (augmentation)",
             description="Oversample the minority class (interpolating between neighbours) up to this ratio of the "
                         "majority class (0: off). Training split only.",
         ),
-        "cv_folds": Param(0, type="integer", minimum=0, maximum=10, title="Cross-validation folds",
+        "cv_folds": Param(**param_schema(RunConfig, "cv_folds"), title="Cross-validation folds",
                           description="Stratified k-fold ids of the training rows for tuning (0: none; else 2..10)."),
         "slice_thresholds": Param(
             {}, title="Slice thresholds", **METRIC_THRESHOLDS_SCHEMA,
             description="Metric → minimum (log_loss: maximum) on every declared slice of the held-out rows.",
         ),
         "require_confidence": Param(
-            True, type="boolean", title="Require confidence",
+            **param_schema(GateConfig, "require_confidence"), title="Require confidence",
             description="A change threshold passes only when the lower bound of the 95% paired bootstrap interval "
                         "of the improvement clears it.",
         ),
         "require_approval": Param(
-            False, type="boolean", title="Require a reviewer's approval",
+            **param_schema(RunConfig, "require_approval"), title="Require a reviewer's approval",
             description="A blessed candidate waits in the Airflow UI (approve_promotion) for a reviewer who has read "
                         "its model card in MLflow before champion moves.",
         ),
         "drift_action": Param(
-            "warn", type="string", enum=["warn", "stop"], title="On drift",
+            **param_schema(DriftConfig, "action"), title="On drift",
             description="What drift above the thresholds does: warn (log, record, continue) or stop the run.",
         ),
         "drift_thresholds": Param(
-            {"psi": 0.2, "ks": 0.1, "js": 0.1}, type="object", title="Drift thresholds",
-            properties={"psi": {"type": "number", "exclusiveMinimum": 0, "maximum": 10},
-                        "ks": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-                        "js": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}},
-            additionalProperties=False,
+            **object_param_schema(DriftThresholds), title="Drift thresholds",
             description="Per-feature limits: population stability index, Kolmogorov-Smirnov (numeric), "
                         "Jensen-Shannon distance (categorical).",
         ),
@@ -302,14 +302,14 @@ def nightly_retrain() -> None:
         return _stage(pipeline.train_plan)
 
     # On the production profile a Celery worker on a GPU host consumes the `gpu` queue; the pool counts its GPUs.
-    @task(multiple_outputs=False, queue="gpu", pool="ratchet_gpu")
+    @task(multiple_outputs=False, queue=GPU_QUEUE, pool=GPU_POOL)
     def train_worker(prepared: dict[str, Any], tuned: dict[str, Any], index: int) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
         return _stage(pipeline.train_worker, prepared, tuned, index, f"try{get_current_context()['ti'].try_number}")
 
     # none_failed: runs after a skipped (empty) train_worker mapping, not after a failed worker.
-    @task(multiple_outputs=False, queue="gpu", pool="ratchet_gpu", trigger_rule="none_failed")
+    @task(multiple_outputs=False, queue=GPU_QUEUE, pool=GPU_POOL, trigger_rule="none_failed")
     def train(prepared: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
         return _stage(pipeline.train, prepared, tuned)
 
@@ -341,7 +341,7 @@ def nightly_retrain() -> None:
     )
     no_review_needed = EmptyOperator(task_id="no_review_needed")
 
-    @task(multiple_outputs=False, trigger_rule="none_failed_min_one_success", pool="ratchet_promotion")
+    @task(multiple_outputs=False, trigger_rule="none_failed_min_one_success", pool=PROMOTION_POOL)
     def promote(registered: dict[str, Any]) -> dict[str, Any]:
         return _stage(pipeline.promote, registered, _review_answer() if registered["needs_review"] else None)
 

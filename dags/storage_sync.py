@@ -10,9 +10,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from ml_tasks.constants import CONN_ID_PATTERN
-
-URI_PATTERN = r"^(file|s3|hdfs)://.+"
+from ml_tasks.constants import CONN_ID_PATTERN, DEFAULT_HDFS_CONN_ID, DEFAULT_S3_CONN_ID, STORAGE_URI_PATTERN
+from ml_tasks.storage.options import StorageOptions
 
 DOC = """
 ### Storage sync
@@ -43,20 +42,20 @@ consumer that sees it knows the set is whole.
     tags=["ratchet", "storage"],
     default_args={"owner": "ratchet", "retries": 2},
     params={
-        "src": Param("file:///", type="string", pattern=URI_PATTERN, maxLength=2048, title="Source",
+        "src": Param("file:///", type="string", pattern=STORAGE_URI_PATTERN, maxLength=2048, title="Source",
                      description="file:///path (inside RATCHET_HOME or RATCHET_LOCAL_ROOTS), s3://bucket/prefix or "
                                  "hdfs://namenode:port/path"),
-        "dst": Param("file:///", type="string", pattern=URI_PATTERN, maxLength=2048, title="Destination",
+        "dst": Param("file:///", type="string", pattern=STORAGE_URI_PATTERN, maxLength=2048, title="Destination",
                      description="file:///path (inside RATCHET_HOME or RATCHET_LOCAL_ROOTS), s3://bucket/prefix or "
                                  "hdfs://namenode:port/path"),
         "delete": Param(False, type="boolean", title="Delete extra objects at the destination",
                         description="Objects under the destination prefix that the source lacks are deleted."),
         "dry_run": Param(False, type="boolean", title="Dry run", description="Report only; change nothing."),
-        "workers": Param(16, type="integer", minimum=1, maximum=64, title="Concurrent transfers",
+        "workers": Param(StorageOptions.workers, type="integer", minimum=1, maximum=64, title="Concurrent transfers",
                          description="Files copied at once (threads)."),
-        "s3_conn_id": Param("ratchet_s3", type="string", pattern=CONN_ID_PATTERN, title="S3 Connection id",
+        "s3_conn_id": Param(DEFAULT_S3_CONN_ID, type="string", pattern=CONN_ID_PATTERN, title="S3 Connection id",
                             description="Airflow Connection of the S3 endpoint (missing: the AWS environment)."),
-        "hdfs_conn_id": Param("ratchet_hdfs", type="string", pattern=CONN_ID_PATTERN, title="HDFS Connection id",
+        "hdfs_conn_id": Param(DEFAULT_HDFS_CONN_ID, type="string", pattern=CONN_ID_PATTERN, title="HDFS Connection id",
                               description="Airflow Connection of the WebHDFS endpoint (missing: the environment)."),
     },
 )

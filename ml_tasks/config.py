@@ -1,20 +1,24 @@
 """Typed configuration of one nightly run, built from the DAG's Params.
 
-Validation happens here as well as in the Params' JSON schema, so a call from
-the CLI or a test gets the same refusals as the Airflow trigger form.
+Every knob a DAG Param sets is declared once here, as a dataclass field with its default and bounds
+(`ml_tasks.params.knob`); the DAG builds its Params from these fields and the configs check the same
+bounds, so a call from the CLI or a test gets the same refusals as the Airflow trigger form.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ml_tasks.constants import EVALUATION_METRICS, STAGE_RECORD_DIR
+from ml_tasks.constants import EVALUATION_METRICS, MAX_TRAIN_WORKERS, STAGE_RECORD_DIR
 from ml_tasks.datasets import get_dataset
 from ml_tasks.errors import ConfigError, UnsafePathError
+from ml_tasks.params import check_knobs, knob, same_knob
 from ml_tasks.settings import get_settings
+from ml_tasks.training.families import KERAS_MLP, MODEL_FAMILIES
 
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,119}")
@@ -86,63 +90,50 @@ MAX_TUNING_WORKERS = 8
 
 @dataclass(frozen=True)
 class TuneConfig:
-    trials: int = 6
-    epochs: int = 6
-    sampler: str = "tpe"
+    trials: int = knob(6, "tuning_trials", minimum=1, maximum=500)
+    epochs: int = knob(6, "tuning_epochs", minimum=1, maximum=200)
+    sampler: str = knob("tpe", "tuning_sampler", choices=TUNING_SAMPLERS)
     seed: int = 0
     max_train_rows: int = 20_000
-    family: str = "keras_mlp"
-    pruner: str = "median"
+    family: str = knob(KERAS_MLP, "model_family", choices=MODEL_FAMILIES)
+    pruner: str = knob("median", "tuning_pruner", choices=TUNING_PRUNERS)
     # Trial slots (Airflow mapped tasks) sharing the one stored study.
-    workers: int = 1
+    workers: int = knob(1, "tuning_workers", minimum=1, maximum=MAX_TUNING_WORKERS)
 
     def __post_init__(self) -> None:
-        from ml_tasks.training.families import check_family
-
-        if not 1 <= self.trials <= 500:
-            raise ConfigError(f"tuning trials must be 1..500, got {self.trials}")
-        if not 1 <= self.epochs <= 200:
-            raise ConfigError(f"tuning epochs must be 1..200, got {self.epochs}")
-        if self.sampler not in TUNING_SAMPLERS:
-            raise ConfigError(f"tuning sampler must be one of {', '.join(TUNING_SAMPLERS)}, got {self.sampler!r}")
-        if self.pruner not in TUNING_PRUNERS:
-            raise ConfigError(f"tuning pruner must be one of {', '.join(TUNING_PRUNERS)}, got {self.pruner!r}")
-        if not 1 <= self.workers <= MAX_TUNING_WORKERS:
-            raise ConfigError(f"tuning workers must be 1..{MAX_TUNING_WORKERS}, got {self.workers}")
-        check_family(self.family)
+        check_knobs(self)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_epochs: int = 30
+    max_epochs: int = knob(30, "max_epochs", minimum=1, maximum=1000)
     patience: int = 4
     batch_size: int = 512
     seed: int = 0
-    family: str = "keras_mlp"
+    family: str = same_knob(TuneConfig, "family")
     # FGSM adversarial training of Keras models (0: off), in standardised units of the numeric inputs.
-    adversarial_epsilon: float = 0.0
+    adversarial_epsilon: float = knob(0.0, "adversarial_epsilon", minimum=0, maximum=1)
     # Hosts (mapped `train_worker` tasks) of one MultiWorkerMirroredStrategy cluster; 1: the single-host path.
-    workers: int = 1
+    workers: int = knob(1, "train_workers", minimum=1, maximum=MAX_TRAIN_WORKERS)
 
     def __post_init__(self) -> None:
-        from ml_tasks.constants import MAX_TRAIN_WORKERS
-        from ml_tasks.training.families import check_family
-
-        if not 1 <= self.max_epochs <= 1000:
-            raise ConfigError(f"max_epochs must be 1..1000, got {self.max_epochs}")
-        check_family(self.family)
-        if not 0.0 <= self.adversarial_epsilon <= 1.0:
-            raise ConfigError(f"adversarial_epsilon must be 0..1, got {self.adversarial_epsilon}")
-        if self.adversarial_epsilon and self.family != "keras_mlp":
+        check_knobs(self)
+        if self.adversarial_epsilon and self.family != KERAS_MLP:
             raise ConfigError(f"adversarial training is for Keras models, not {self.family}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or not 1 <= self.workers <= MAX_TRAIN_WORKERS:
-            raise ConfigError(f"train_workers must be 1..{MAX_TRAIN_WORKERS}, got {self.workers!r}")
-        if self.workers > 1 and self.family != "keras_mlp":
+        if self.workers > 1 and self.family != KERAS_MLP:
             raise ConfigError(f"train_workers={self.workers}: only keras_mlp trains across hosts "
                               f"(MultiWorkerMirroredStrategy); {self.family} trains on one host: set train_workers to 1")
         if self.workers > 1 and self.adversarial_epsilon:
             raise ConfigError(f"train_workers={self.workers}: adversarial training runs on one host only "
                               "(the multi-worker loop has no FGSM step): set train_workers to 1 or adversarial_epsilon to 0")
+
+
+# The JSON schema of a metric -> threshold mapping (the gate's Params): the rule GateConfig enforces.
+METRIC_THRESHOLDS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"enum": list(EVALUATION_METRICS)},
+    "additionalProperties": {"type": "number"},
+}
 
 
 @dataclass(frozen=True)
@@ -152,6 +143,7 @@ class GateConfig:
     For higher-is-better metrics an absolute threshold is a minimum and a change
     threshold the least improvement; for lower-is-better metrics (log loss) an
     absolute threshold is a maximum and a change threshold the least decrease.
+    A run's defaults are `DEFAULT_ABSOLUTE_THRESHOLDS` and `DEFAULT_CHANGE_THRESHOLDS` (see `RunConfig`).
     """
 
     absolute: dict[str, float] = field(default_factory=dict)
@@ -159,9 +151,10 @@ class GateConfig:
     # Absolute thresholds every declared slice (e.g. SEX=2) must meet as well.
     slice_absolute: dict[str, float] = field(default_factory=dict)
     # A change passes only when the paired bootstrap interval's lower bound clears it.
-    require_confidence: bool = True
+    require_confidence: bool = knob(True, "require_confidence")
 
     def __post_init__(self) -> None:
+        check_knobs(self)
         for kind, thresholds in (("absolute", self.absolute), ("change", self.change), ("slice", self.slice_absolute)):
             for metric, value in thresholds.items():
                 if metric not in EVALUATION_METRICS:
@@ -176,46 +169,82 @@ DRIFT_ACTIONS = ("warn", "stop")
 
 
 @dataclass(frozen=True)
-class DriftConfig:
-    """Drift of a drop from the champion's training data: thresholds, and whether it stops the run."""
+class DriftThresholds:
+    """Per-feature drift limits: a feature drifts when a distance is strictly above its threshold.
 
-    action: str = "warn"
-    psi: float = 0.2
-    ks: float = 0.1
-    js: float = 0.1
+    PSI (population stability index), KS (Kolmogorov-Smirnov, numeric features) and the Jensen-Shannon
+    distance (categorical features); KS and JS never exceed 1. One object Param (`drift_thresholds`) sets them
+    in nightly_retrain and model_monitoring alike.
+    """
+
+    psi: float = knob(0.2, "drift_thresholds.psi", exclusive_minimum=0, maximum=10)
+    ks: float = knob(0.1, "drift_thresholds.ks", exclusive_minimum=0, maximum=1)
+    js: float = knob(0.1, "drift_thresholds.js", exclusive_minimum=0, maximum=1)
 
     def __post_init__(self) -> None:
-        if self.action not in DRIFT_ACTIONS:
-            raise ConfigError(f"drift action must be one of {DRIFT_ACTIONS}, got {self.action!r}")
-        for name in ("psi", "ks", "js"):
-            value = getattr(self, name)
-            upper = 10 if name == "psi" else 1
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= upper:
-                raise ConfigError(f"drift threshold {name} must be a number in (0, {upper}], got {value!r}")
+        check_knobs(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> DriftThresholds:
+        """From the `drift_thresholds` Param: any of psi, ks, js (the others keep their defaults)."""
+        given = dict(values or {})
+        known = [f.name for f in fields(DriftThresholds)]
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown drift thresholds {unknown}; known: {', '.join(known)}")
+        return cls(**given)
+
+    def to_dict(self) -> dict[str, float]:
+        return {f.name: float(getattr(self, f.name)) for f in fields(DriftThresholds)}
+
+
+@dataclass(frozen=True)
+class DriftConfig(DriftThresholds):
+    """Drift of a drop from the champion's training data: the thresholds, and whether drift stops the run."""
+
+    action: str = knob("warn", "drift_action", choices=DRIFT_ACTIONS)
 
     @property
     def thresholds(self) -> dict[str, float]:
-        return {"psi": float(self.psi), "ks": float(self.ks), "js": float(self.js)}
+        return self.to_dict()
 
     @classmethod
     def from_params(cls, action: Any, thresholds: Any) -> DriftConfig:
-        given = dict(thresholds or {})
-        unknown = sorted(set(given) - {"psi", "ks", "js"})
-        if unknown:
-            raise ConfigError(f"unknown drift thresholds {unknown}; known: psi, ks, js")
-        return cls(action=str(action or cls.action), **given)
+        return cls(action=str(action or cls.action), **DriftThresholds.from_dict(thresholds).to_dict())
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The DAG's flat augmentation Params (0 switches a method off); augmentation touches the training split only."""
+
+    noise_copies: int = knob(0, "augment_noise_copies", minimum=0, maximum=5)
+    noise_scale: float = knob(0.05, "augment_noise_scale", minimum=0, maximum=1)
+    smote_ratio: float = knob(0.0, "smote_ratio", minimum=0, maximum=1)
+
+    def __post_init__(self) -> None:
+        check_knobs(self)
+
+    def to_prepare_argument(self) -> dict[str, Any]:
+        """As `preparation.prepare`'s `augment`: {"noise": {...}, "smote": {...}}, each only when on."""
+        augment: dict[str, Any] = {}
+        if self.noise_copies:
+            augment["noise"] = {"copies": self.noise_copies, "scale": self.noise_scale}
+        if self.smote_ratio:
+            augment["smote"] = {"ratio": self.smote_ratio}
+        return augment
 
 
 def augment_from_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The DAG's flat augmentation Params as `preparation.prepare`'s `augment` (0 switches a method off)."""
-    augment: dict[str, Any] = {}
-    copies = int(params.get("augment_noise_copies", 0))
-    if copies:
-        augment["noise"] = {"copies": copies, "scale": float(params.get("augment_noise_scale", 0.05))}
-    ratio = float(params.get("smote_ratio", 0.0))
-    if ratio:
-        augment["smote"] = {"ratio": ratio}
-    return augment
+    """The DAG's flat augmentation Params as `preparation.prepare`'s `augment`."""
+    return AugmentConfig(
+        noise_copies=int(params.get("augment_noise_copies", AugmentConfig.noise_copies)),
+        noise_scale=float(params.get("augment_noise_scale", AugmentConfig.noise_scale)),
+        smote_ratio=float(params.get("smote_ratio", AugmentConfig.smote_ratio)),
+    ).to_prepare_argument()
+
+
+def _metric_thresholds(params: dict[str, Any], name: str, default: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in dict(params.get(name, default) or {}).items()}
 
 
 @dataclass(frozen=True)
@@ -229,17 +258,19 @@ class RunConfig:
     )
     drift: DriftConfig = field(default_factory=DriftConfig)
     # A blessed, servable candidate waits for a reviewer's approval in Airflow before `champion` moves.
-    require_approval: bool = False
-    # Preparation: augmentation of the training split ({"noise": {...}, "smote": {...}}) and k-fold ids.
+    require_approval: bool = knob(False, "require_approval")
+    # Preparation: augmentation of the training split ({"noise": {...}, "smote": {...}}, see AugmentConfig)
+    # and k-fold ids (0: none; preparation refuses 1).
     augment: dict[str, Any] = field(default_factory=dict)
-    cv_folds: int = 0
+    cv_folds: int = knob(0, "cv_folds", minimum=0, maximum=10)
 
     def __post_init__(self) -> None:
         get_dataset(self.dataset)
+        check_knobs(self)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> RunConfig:
-        """Build from the DAG's Params (a flat JSON object)."""
+        """Build from the DAG's Params (a flat JSON object); a Param left out takes the same default as the DAG's."""
         return cls(
             dataset=str(params["dataset"]),
             source_uri=str(params.get("source_uri") or ""),
@@ -253,18 +284,18 @@ class RunConfig:
             ),
             train=TrainConfig(max_epochs=int(params.get("max_epochs", TrainConfig.max_epochs)),
                               family=str(params.get("model_family", TrainConfig.family)),
-                              adversarial_epsilon=float(params.get("adversarial_epsilon", 0.0)),
+                              adversarial_epsilon=float(params.get("adversarial_epsilon", TrainConfig.adversarial_epsilon)),
                               workers=int(params.get("train_workers", TrainConfig.workers))),
             gate=GateConfig(
-                absolute={k: float(v) for k, v in dict(params.get("absolute_thresholds") or {}).items()},
-                change={k: float(v) for k, v in dict(params.get("change_thresholds") or {}).items()},
-                slice_absolute={k: float(v) for k, v in dict(params.get("slice_thresholds") or {}).items()},
-                require_confidence=bool(params.get("require_confidence", True)),
+                absolute=_metric_thresholds(params, "absolute_thresholds", DEFAULT_ABSOLUTE_THRESHOLDS),
+                change=_metric_thresholds(params, "change_thresholds", DEFAULT_CHANGE_THRESHOLDS),
+                slice_absolute=_metric_thresholds(params, "slice_thresholds", {}),
+                require_confidence=bool(params.get("require_confidence", GateConfig.require_confidence)),
             ),
             drift=DriftConfig.from_params(params.get("drift_action"), params.get("drift_thresholds")),
-            require_approval=bool(params.get("require_approval", False)),
+            require_approval=bool(params.get("require_approval", cls.require_approval)),
             augment=augment_from_params(params),
-            cv_folds=int(params.get("cv_folds", 0)),
+            cv_folds=int(params.get("cv_folds", cls.cv_folds)),
         )
 
     def to_dict(self) -> dict[str, Any]:

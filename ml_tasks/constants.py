@@ -52,12 +52,25 @@ DATA_FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "calibration_error"})
 EVALUATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier", "calibration_error")
 
-# An Airflow Connection id in a DAG Param (the trigger form and the REST API refuse anything else).
+# An Airflow Connection id in a DAG Param (the trigger form and the REST API refuse anything else), and the
+# Connections the DAGs' storage Params name by default.
 CONN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,250}$"
+DEFAULT_S3_CONN_ID = "ratchet_s3"
+DEFAULT_HDFS_CONN_ID = "ratchet_hdfs"
+# A storage location in a DAG Param: a local folder, an S3 prefix or an HDFS path.
+STORAGE_URI_PATTERN = r"^(file|s3|hdfs)://.+"
 
-# Multi-host training (`train_workers` > 1): the Airflow queue that GPU hosts' Celery workers consume, and the
-# rendezvous through which the mapped `train_worker` tasks form one MultiWorkerMirroredStrategy cluster.
+# Airflow queues and pools. Celery workers of the production profile consume the queues (docker-compose.yml declares
+# the same); `ml_tasks.ops.airflow_cli.init_airflow` creates the pools.
+DEFAULT_QUEUE = "default"
+# Training tasks: the queue that GPU hosts' Celery workers consume, and the pool whose slots count their GPUs.
 GPU_QUEUE = "gpu"
+GPU_POOL = "ratchet_gpu"
+# Tasks that move `champion` run in this pool of one slot: two runs never race the compare-and-set.
+PROMOTION_POOL = "ratchet_promotion"
+
+# Multi-host training (`train_workers` > 1): at most this many hosts, and the rendezvous through which the mapped
+# `train_worker` tasks form one MultiWorkerMirroredStrategy cluster.
 MAX_TRAIN_WORKERS = 8
 # How often each worker rewrites its rendezvous entry. The worker's address and ports, how long it waits for all N
 # to register and after how long without a new heartbeat a worker counts as gone are environment variables

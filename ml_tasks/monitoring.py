@@ -28,6 +28,7 @@ from ml_tasks.config import DriftConfig, checked_name
 from ml_tasks.constants import EVALUATION_METRICS, LOWER_IS_BETTER
 from ml_tasks.datasets import DATASETS, DatasetSpec
 from ml_tasks.errors import ConfigError
+from ml_tasks.params import check_knobs, knob
 from ml_tasks.serving.inference_log import read_feedback, read_log_window
 from ml_tasks.settings import get_settings
 
@@ -79,22 +80,14 @@ class DecayConfig:
     For lower-is-better metrics (log_loss, brier) `min_value` is a ceiling and the drop is an increase.
     """
 
-    metric: str = "roc_auc"
-    min_value: float | None = 0.70
-    max_drop: float | None = 0.05
-    min_labeled_rows: int = 200
+    metric: str = knob("roc_auc", "decay_metric", choices=EVALUATION_METRICS)
+    # None switches a check off.
+    min_value: float | None = knob(0.70, "decay_min_value", minimum=0, maximum=1000, nullable=True)
+    max_drop: float | None = knob(0.05, "decay_max_drop", minimum=0, maximum=1000, nullable=True)
+    min_labeled_rows: int = knob(200, "min_labeled_rows", minimum=1, maximum=10_000_000)
 
     def __post_init__(self) -> None:
-        if self.metric not in EVALUATION_METRICS:
-            raise ConfigError(f"decay metric must be one of {', '.join(EVALUATION_METRICS)}, got {self.metric!r}")
-        for name in ("min_value", "max_drop"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value) or value < 0):
-                raise ConfigError(f"decay {name} must be a non-negative number or null, got {value!r}")
-        if isinstance(self.min_labeled_rows, bool) or not isinstance(self.min_labeled_rows, int) \
-                or self.min_labeled_rows < 1:
-            raise ConfigError(f"min_labeled_rows must be a positive integer, got {self.min_labeled_rows!r}")
+        check_knobs(self)
 
 
 @dataclass(frozen=True)
@@ -104,15 +97,14 @@ class MonitorConfig:
     drift: DriftConfig = field(default_factory=DriftConfig)
     decay: DecayConfig = field(default_factory=DecayConfig)
     # Rows in the window before drift is judged (PSI and KS of a handful of rows are noise).
-    min_rows: int = 500
+    min_rows: int = knob(500, "min_rows", minimum=1, maximum=10_000_000)
     # Rows read per window at most; above it a seeded uniform sample of this many (bounded memory).
-    max_rows: int = 200_000
+    max_rows: int = knob(200_000, "max_rows", minimum=1, maximum=10_000_000)
 
     def __post_init__(self) -> None:
-        if isinstance(self.min_rows, bool) or not isinstance(self.min_rows, int) or self.min_rows < 1:
-            raise ConfigError(f"min_rows must be a positive integer, got {self.min_rows!r}")
-        if isinstance(self.max_rows, bool) or not isinstance(self.max_rows, int) or self.max_rows < self.min_rows:
-            raise ConfigError(f"max_rows must be an integer >= min_rows ({self.min_rows}), got {self.max_rows!r}")
+        check_knobs(self)
+        if self.max_rows < self.min_rows:
+            raise ConfigError(f"max_rows must be >= min_rows ({self.min_rows}), got {self.max_rows!r}")
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> MonitorConfig:

@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+# The thresholds' defaults and bounds are declared once, with the run's other knobs.
+from ml_tasks.config import DriftThresholds
 from ml_tasks.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     import numpy as np
     import pandas as pd
 
@@ -57,36 +57,6 @@ MAX_CATEGORIES = 1000
 OTHER = "__other__"
 MISSING = "__missing__"
 _SEED = 20240601
-
-
-@dataclass(frozen=True)
-class DriftThresholds:
-    """A feature drifts when a distance is strictly above its threshold."""
-
-    psi: float = 0.2
-    ks: float = 0.1
-    js: float = 0.1
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> DriftThresholds:
-        known = {f.name for f in fields(cls)}
-        values = dict(values or {})
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown drift thresholds {unknown}; known: {sorted(known)}")
-        parsed: dict[str, float] = {}
-        for name, value in values.items():
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"drift threshold {name} must be a number, got {value!r}") from None
-            if not math.isfinite(number) or number <= 0:
-                raise ConfigError(f"drift threshold {name} must be a positive number, got {value!r}")
-            parsed[name] = number
-        return cls(**parsed)
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ml_tasks.constants import GPU_POOL, PROMOTION_POOL
 from ml_tasks.settings import environment_exports, get_settings
-
-# Tasks that move `champion` run in this pool of one slot: two runs never race the compare-and-set.
-PROMOTION_POOL = "ratchet_promotion"
-# Training tasks go to this pool and the `gpu` queue; its slots count the GPUs of the Celery worker(s) that serve it.
-GPU_POOL = "ratchet_gpu"
 
 log = logging.getLogger(__name__)
 

@@ -24,14 +24,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
-from ml_tasks.constants import MLFLOW_SERVER_ENV
+from ml_tasks.constants import DEFAULT_QUEUE, GPU_QUEUE, MLFLOW_SERVER_ENV
 from ml_tasks.ops.airflow_cli import warm_execution_api
 from ml_tasks.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
-DEFAULT_QUEUE = "default"
-GPU_QUEUE = "gpu"
 MLFLOW_ADMIN = "admin"
 # Airflow's simple auth manager: this user, as admin; its password is generated at first start
 # into AIRFLOW_HOME/simple_auth_manager_passwords.json.generated.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from ml_tasks.constants import GPU_QUEUE, RENDEZVOUS_HEARTBEAT_S
+from ml_tasks.constants import GPU_POOL, GPU_QUEUE, RENDEZVOUS_HEARTBEAT_S
 from ml_tasks.environment_variables import (
     RATCHET_RENDEZVOUS_STALE_S,
     RATCHET_RENDEZVOUS_TIMEOUT_S,
@@ -26,7 +26,6 @@ from ml_tasks.environment_variables import (
     RATCHET_WORKER_PORTS,
 )
 from ml_tasks.errors import RatchetError
-from ml_tasks.ops.airflow_cli import GPU_POOL
 
 log = logging.getLogger(__name__)
 

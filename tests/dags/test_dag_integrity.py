@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from ml_tasks.config import AugmentConfig, DriftConfig, DriftThresholds, GateConfig, RunConfig, TrainConfig, TuneConfig
+from ml_tasks.errors import ConfigError
+from ml_tasks.monitoring import DecayConfig, MonitorConfig
+from ml_tasks.params import Knob, knobs
+
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 HEAVY = ("tensorflow", "keras", "pandas", "numpy", "sklearn", "mlflow", "great_expectations", "optuna", "torch")
@@ -236,3 +241,83 @@ def test_ratchet_plugin_loads_with_models_view_app_and_links():
     assert [a["url_prefix"] for a in plugin.fastapi_apps] == ["/ratchet"]
     assert {link.name for link in plugin.operator_extra_links} == {"MLflow run", "Model version", "Data Docs"}
     assert all(link.operators == [_PythonDecoratedOperator] for link in plugin.operator_extra_links)
+
+
+# --- Params and typed configs: one default and one set of bounds per knob ------------------------------------------
+
+# The configs whose knobs each DAG's Params set, and how the DAG's tasks build the config from a run's Params.
+KNOB_CONFIGS = {
+    "nightly_retrain": (TuneConfig, TrainConfig, GateConfig, DriftConfig, AugmentConfig, RunConfig),
+    "model_monitoring": (MonitorConfig, DecayConfig, DriftThresholds),
+}
+BUILD_CONFIG = {"nightly_retrain": RunConfig.from_params, "model_monitoring": MonitorConfig.from_params}
+# Params no config knob backs: what to run on (data set, source, models), Connections, the gate's metric maps
+# (checked below through the config they build) and the monitoring DAG's own scheduling (window, cooldown).
+NOT_KNOBS = {
+    "nightly_retrain": {"dataset", "source_uri", "s3_conn_id", "hdfs_conn_id", "absolute_thresholds",
+                        "change_thresholds", "slice_thresholds"},
+    "model_monitoring": {"models", "window_hours", "retrain_cooldown_hours", "alert_emails", "smtp_conn_id",
+                         "slack_conn_id"},
+}
+SCHEMA_KEYS = ("type", "minimum", "exclusiveMinimum", "maximum", "enum")
+
+
+def _knobs_of(dag_id: str) -> list[tuple[Knob, object]]:
+    """Every (knob, declared default) of the DAG's configs, once each (model_family feeds two configs)."""
+    found = {declared.param: (declared, default) for config in KNOB_CONFIGS[dag_id]
+             for declared, default in knobs(config).values()}
+    return list(found.values())
+
+
+@pytest.mark.parametrize("dag_id", sorted(KNOB_CONFIGS))
+def test_params_take_defaults_and_bounds_from_the_configs(dagbag, dag_id):
+    params = dagbag.dags[dag_id].params
+    backed = set()
+    for declared, default in _knobs_of(dag_id):
+        name, _, key = declared.param.partition(".")
+        backed.add(name)
+        param = params.get_param(name)
+        schema, value = (param.schema["properties"][key], param.value[key]) if key else (param.schema, param.value)
+        assert value == default and type(value) is type(default), declared.param
+        assert {k: schema[k] for k in SCHEMA_KEYS if k in schema} == declared.schema(), declared.param
+    assert set(params) == backed | NOT_KNOBS[dag_id], "a Param is neither a config knob nor listed in NOT_KNOBS"
+    drift = params.get_param("drift_thresholds").schema
+    assert drift["additionalProperties"] is False and set(drift["properties"]) == set(DriftThresholds().to_dict())
+
+
+def test_param_defaults_build_the_default_configs(dagbag):
+    """A run with every Param at its default gets the configs' defaults; so does a call that leaves them out."""
+    nightly = dagbag.dags["nightly_retrain"].params.dump()
+    dataset = nightly["dataset"]
+    assert RunConfig.from_params(nightly) == RunConfig(dataset) == RunConfig.from_params({"dataset": dataset})
+    monitoring = dagbag.dags["model_monitoring"].params.dump()
+    assert MonitorConfig.from_params(monitoring) == MonitorConfig() == MonitorConfig.from_params({})
+
+
+def _out_of_bounds(knob: Knob) -> list[object]:
+    """Values just outside what the knob accepts: below its (strict) minimum, above its maximum, not a choice."""
+    if knob.choices:
+        return ["not-a-choice"]
+    step = 1 if knob.json_type == "integer" else 0.5
+    values: list[object] = []
+    if knob.minimum is not None:
+        values.append(knob.minimum - step)
+    if knob.exclusive_minimum is not None:
+        values.append(knob.exclusive_minimum)
+    if knob.maximum is not None:
+        values.append(knob.maximum + step)
+    return values
+
+
+OUT_OF_BOUNDS = [(dag_id, declared.param, value) for dag_id in sorted(KNOB_CONFIGS)
+                 for declared, _ in _knobs_of(dag_id) for value in _out_of_bounds(declared)]
+
+
+@pytest.mark.parametrize("dag_id, knob_param, value", OUT_OF_BOUNDS)
+def test_params_and_configs_refuse_the_same_values(dagbag, dag_id, knob_param, value):
+    """The trigger form and the REST API (the Param's schema) and the config refuse each out-of-bounds value."""
+    name, _, key = knob_param.partition(".")
+    given = {key: value} if key else value
+    _assert_refused(dagbag, dag_id, name, given)
+    with pytest.raises(ConfigError, match=knob_param.replace(".", r"\.")):
+        BUILD_CONFIG[dag_id]({**dagbag.dags[dag_id].params.dump(), name: given})

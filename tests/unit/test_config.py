@@ -1,9 +1,24 @@
+import re
 from datetime import UTC, datetime
 
 import pytest
 
-from ml_tasks.config import GateConfig, RunConfig, RunContext, TuneConfig, run_key_for, safe_key
+from ml_tasks.config import (
+    DEFAULT_ABSOLUTE_THRESHOLDS,
+    DEFAULT_CHANGE_THRESHOLDS,
+    AugmentConfig,
+    DriftConfig,
+    DriftThresholds,
+    GateConfig,
+    RunConfig,
+    RunContext,
+    TrainConfig,
+    TuneConfig,
+    run_key_for,
+    safe_key,
+)
 from ml_tasks.errors import ConfigError, UnsafePathError
+from ml_tasks.params import object_param_schema, param_schema
 
 
 def test_run_key_partitions_by_data_interval():
@@ -50,6 +65,47 @@ def test_invalid_params_are_refused(params):
 def test_tune_config_bounds():
     with pytest.raises(ConfigError):
         TuneConfig(trials=1000)
+
+
+def test_a_param_left_out_takes_the_same_default_as_the_dag():
+    config = RunConfig.from_params({"dataset": "synthetic"})
+    assert config == RunConfig("synthetic")
+    assert config.gate.absolute == DEFAULT_ABSOLUTE_THRESHOLDS and config.gate.change == DEFAULT_CHANGE_THRESHOLDS
+    assert config.drift == DriftConfig() and config.tune == TuneConfig() and config.train == TrainConfig()
+
+
+def test_param_schema_is_the_fields_default_and_bounds():
+    assert param_schema(TuneConfig, "trials") == {"default": 6, "type": "integer", "minimum": 1, "maximum": 500}
+    assert param_schema(TrainConfig, "adversarial_epsilon") == {"default": 0.0, "type": "number", "minimum": 0,
+                                                                "maximum": 1}
+    assert param_schema(DriftConfig, "action") == {"default": "warn", "type": "string", "enum": ["warn", "stop"]}
+    assert param_schema(GateConfig, "require_confidence") == {"default": True, "type": "boolean"}
+    assert param_schema(TrainConfig, "family") == param_schema(TuneConfig, "family")  # one Param, two configs
+    drift = object_param_schema(DriftThresholds)
+    assert drift["default"] == {"psi": 0.2, "ks": 0.1, "js": 0.1} == DriftConfig().thresholds
+    assert drift["properties"]["psi"] == {"type": "number", "exclusiveMinimum": 0, "maximum": 10}
+    assert drift["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("build, param", [
+    (lambda: TuneConfig(trials=501), "tuning_trials"),
+    (lambda: TuneConfig(trials=True), "tuning_trials"),  # a bool is not an integer
+    (lambda: TuneConfig(epochs=2.5), "tuning_epochs"),
+    (lambda: TuneConfig(pruner="never"), "tuning_pruner"),
+    (lambda: TrainConfig(max_epochs=0), "max_epochs"),
+    (lambda: TrainConfig(adversarial_epsilon=1.5), "adversarial_epsilon"),
+    (lambda: TrainConfig(family="svm"), "model_family"),
+    (lambda: GateConfig(require_confidence="yes"), "require_confidence"),
+    (lambda: RunConfig("synthetic", cv_folds=11), "cv_folds"),
+    (lambda: AugmentConfig(noise_copies=6), "augment_noise_copies"),
+    (lambda: AugmentConfig(smote_ratio=float("nan")), "smote_ratio"),
+    (lambda: DriftConfig(action="panic"), "drift_action"),
+    (lambda: DriftConfig(ks=2), "drift_thresholds.ks"),
+    (lambda: DriftThresholds(psi=0), "drift_thresholds.psi"),
+])
+def test_configs_refuse_out_of_bounds_values_naming_the_param(build, param):
+    with pytest.raises(ConfigError, match=re.escape(param) + " must be"):
+        build()
 
 
 def test_augmentation_and_review_params_reach_the_run_config():

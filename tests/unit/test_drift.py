@@ -221,8 +221,20 @@ def test_thresholds_round_trip_and_validate() -> None:
         DriftThresholds.from_dict({"psi": -1})
 
 
+def test_the_drift_stage_and_the_run_config_share_one_definition_of_the_thresholds() -> None:
+    from ml_tasks.config import DriftConfig
+
+    assert DriftThresholds.from_dict(DriftConfig().thresholds) == DriftThresholds()
+    for bad in ({"ks": 2}, {"js": 0}, {"psi": 11}, {"psi": "0.3"}, {"ks": float("inf")}):
+        with pytest.raises(ConfigError):
+            DriftThresholds.from_dict(bad)
+        with pytest.raises(ConfigError):
+            DriftConfig.from_params("warn", bad)
+
+
 def test_custom_thresholds_change_what_fires(reference: dict) -> None:
     current = generate(20_000, seed=9, drift=0.5)
-    report = compare(reference, current, SYNTHETIC, DriftThresholds(psi=10.0, ks=10.0, js=10.0))
+    # The largest thresholds allowed: KS and JS never exceed 1, and drift is a distance strictly above its threshold.
+    report = compare(reference, current, SYNTHETIC, DriftThresholds(psi=10.0, ks=1.0, js=1.0))
     assert not report.drifted and report.features["x0"]["ks"] > 0.15  # raw distances are always reported
-    assert report.to_dict()["thresholds"] == {"psi": 10.0, "ks": 10.0, "js": 10.0}
+    assert report.to_dict()["thresholds"] == {"psi": 10.0, "ks": 1.0, "js": 1.0}
