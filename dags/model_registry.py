@@ -13,7 +13,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from ml_tasks.compression import METHODS, CompressionConfig
+from ml_tasks.compression.job import METHODS, CompressionConfig
 from ml_tasks.constants import PROMOTION_POOL
 from ml_tasks.datasets import DATASETS
 
