@@ -257,16 +257,20 @@ def promote(name: str, version: str, reason: str, *, expected_champion: str | No
             check_expected: bool = False) -> PromotionResult:
     """Promote a named version after review (`promote_model` DAG, `ratchet promote`).
 
-    Refuses versions that failed infra validation. With `check_expected`, the
-    move is a compare-and-set against `expected_champion`, like the nightly's.
+    Refuses a version that did not pass infra validation: one that failed it, and one that never went
+    through it (registered by hand, or before infra validation existed), since nothing then says it can
+    serve. With `check_expected`, the move is a compare-and-set against `expected_champion`, like the nightly's.
     """
     from ml_tasks.constants import TAG_INFRA_VALIDATION
 
     client = tracking.client()
     tags = client.get_model_version(name, version).tags  # fails clearly if it does not exist
-    if str(tags.get(TAG_INFRA_VALIDATION, "")).startswith("failed"):
-        raise PromotionConflictError(f"{name} v{version} failed infra validation ({tags[TAG_INFRA_VALIDATION]}); "
-                                     "it cannot serve")
+    infra = str(tags.get(TAG_INFRA_VALIDATION, ""))
+    if infra.startswith("failed"):
+        raise PromotionConflictError(f"{name} v{version} failed infra validation ({infra}); it cannot serve")
+    if not infra.startswith("passed"):
+        raise PromotionConflictError(f"{name} v{version} has no passed infra validation (tag {TAG_INFRA_VALIDATION!r} "
+                                     f"is {infra or 'missing'}): nothing says it can serve; not promoting")
     with model_lock(name):
         current = current_champion(name)
         if check_expected and current != expected_champion:

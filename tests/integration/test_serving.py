@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from ml_tasks.constants import TAG_INFRA_VALIDATION
 from ml_tasks.datasets import SYNTHETIC, synthetic
 
 pytestmark = pytest.mark.integration
@@ -113,9 +114,12 @@ def versions(module_home: Path) -> dict[str, str]:
     with ThreadPoolExecutor(2) as pool:  # each trains in its own spawned process
         lr, mlp = pool.map(lambda args: _train(*args), [("logistic_regression", drop.as_uri(), {}),
                                                         ("keras_mlp", drop.as_uri(), MLP)])
-    v1 = registry.register_candidate(MODEL, lr[0], lr[1], {})
-    v2 = registry.register_candidate(MODEL, mlp[0], mlp[1], {})
-    v3 = str(mlflow.register_model(lr[0], MODEL).version)
+    # Infra validation is tested where it runs (tests/unit/test_infra_validation.py, the nightly DAG tests); these
+    # versions carry its passed tag so that the reviewed promotion below may move champion between them.
+    passed = {TAG_INFRA_VALIDATION: "passed: served by this test"}
+    v1 = registry.register_candidate(MODEL, lr[0], lr[1], passed)
+    v2 = registry.register_candidate(MODEL, mlp[0], mlp[1], passed)
+    v3 = str(mlflow.register_model(lr[0], MODEL, tags=passed).version)
     registry.compare_and_set_champion(MODEL, v1, None, "first champion")
     return {"lr": v1, "mlp": v2, "lr_again": v3}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ml_tasks.constants import TAG_GATE_DECISION, TAG_GATE_REASONS
+from ml_tasks.constants import TAG_GATE_DECISION, TAG_GATE_REASONS, TAG_INFRA_VALIDATION
 
 MODEL = "overview_test_model"
 
@@ -29,7 +29,8 @@ def registered(ratchet_home, monkeypatch):
             mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=["mlflow"])
             mlflow.log_metrics({"test.roc_auc": 0.8 + i / 100, "test.accuracy": 0.7, "test.log_loss": 0.5,
                                 "train.final_val_auc": 0.9})
-        tags = {TAG_GATE_DECISION: decision, TAG_GATE_REASONS: f"roc_auc check {i}; <b>accuracy</b> ok"}
+        tags = {TAG_GATE_DECISION: decision, TAG_GATE_REASONS: f"roc_auc check {i}; <b>accuracy</b> ok",
+                TAG_INFRA_VALIDATION: "passed: a stand-in that serves"}
         made.append(registry.register_candidate(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id, tags))
     registry.compare_and_set_champion(MODEL, made[0], None, "first")
     registry.set_challenger(MODEL, made[1], "candidate of run 2")

@@ -10,6 +10,8 @@ from ml_tasks.constants import TAG_INFRA_VALIDATION
 from ml_tasks.errors import PromotionConflictError
 
 MODEL = "registry_test_model"
+# What register() tags a version that passed infra validation with (the registry only reads the prefix).
+INFRA_PASSED = "passed: 205 rows scored, single row p50 1.0 ms CPU"
 
 
 @pytest.fixture
@@ -29,7 +31,8 @@ def versions(ratchet_home):
     for _ in range(3):
         with mlflow.start_run() as run:
             mlflow.pyfunc.log_model(name="model", python_model=Constant())
-        made.append(registry.register_candidate(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id, {}))
+        made.append(registry.register_candidate(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id,
+                                                {TAG_INFRA_VALIDATION: INFRA_PASSED}))
     registry.compare_and_set_champion(MODEL, made[0], None, "first")
     return made
 
@@ -85,6 +88,20 @@ def test_review_promotion_refuses_a_version_that_cannot_serve(versions):
         promote(MODEL, versions[2], "reviewed")
     with pytest.raises(PromotionConflictError, match="expected v7"):
         promote(MODEL, versions[1], "reviewed", expected_champion="7", check_expected=True)
+    assert current_champion(MODEL) == versions[0]
+
+
+def test_review_promotion_refuses_a_version_never_infra_validated(versions):
+    from ml_tasks import tracking
+    from ml_tasks.release.registry import current_champion, promote
+
+    client = tracking.client()
+    client.delete_model_version_tag(MODEL, versions[2], TAG_INFRA_VALIDATION)
+    with pytest.raises(PromotionConflictError, match="has no passed infra validation .* is missing"):
+        promote(MODEL, versions[2], "reviewed")
+    client.set_model_version_tag(MODEL, versions[2], TAG_INFRA_VALIDATION, "skipped")
+    with pytest.raises(PromotionConflictError, match="is skipped"):
+        promote(MODEL, versions[2], "reviewed")
     assert current_champion(MODEL) == versions[0]
 
 
