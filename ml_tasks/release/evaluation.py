@@ -1,6 +1,6 @@
 """Score the candidate and the current champion on the same held-out rows.
 
-Both models are loaded through pyfunc exactly as serving loads them and get
+Both models are loaded through the one checked loader serving uses and get
 the raw test rows, each applying its own fitted transform. Runs in a fresh
 process, since loading a Keras model imports its backend.
 """
@@ -173,6 +173,7 @@ def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_
     from ml_tasks import tracking
     from ml_tasks.datasets import get_dataset
     from ml_tasks.release import metrics
+    from ml_tasks.release.model_loading import load_checked
 
     run_ctx = RunContext.from_dict(ctx)
     spec = get_dataset(run_ctx.dataset)
@@ -180,8 +181,9 @@ def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_
     test = pd.read_parquet(run_ctx.prepared_dir / TEST_RAW_FILE)
     features, labels = test[list(spec.features)], test[spec.target].to_numpy()
 
-    # suppress_warnings: skips MLflow's scan of every installed package against the model's requirements (ours)
-    candidate_model = mlflow.pyfunc.load_model(candidate_model_uri, suppress_warnings=True)
+    # Both models through the loader serving uses: a version that is not our pyfunc is refused, not unpickled.
+    model_files = tempfile.TemporaryDirectory(prefix="ratchet-evaluate-")  # kept while the models score
+    candidate_model, _ = load_checked(candidate_model_uri, Path(model_files.name) / "candidate")
 
     def predict(rows: pd.DataFrame) -> Any:
         return candidate_model.predict(rows)["probability"].to_numpy()
@@ -194,7 +196,8 @@ def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_
     if champion_version is not None:
         uri = f"models:/{spec.registered_model}/{champion_version}"
         try:
-            champion_p = mlflow.pyfunc.load_model(uri, suppress_warnings=True).predict(features)["probability"].to_numpy()
+            champion_model, _ = load_checked(uri, Path(model_files.name) / "champion")
+            champion_p = champion_model.predict(features)["probability"].to_numpy()
             champion = metrics.classification_metrics(labels, champion_p)
             champion_slices = metrics.slice_metrics(features, labels, champion_p, spec.slices)
             intervals = {m: i.to_dict() for m, i in metrics.paired_bootstrap(

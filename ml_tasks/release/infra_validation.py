@@ -1,7 +1,7 @@
 """Infra validation (TFX's InfraValidator): can the registered version serve, before anything promotes it?
 
 The version is loaded exactly as serving will load it, `models:/<name>/<version>`
-through pyfunc, in a fresh process; it scores its logged input example and a
+through the one checked loader (`ml_tasks.release.model_loading`), in a fresh process; it scores its logged input example and a
 sample of held-out raw rows; the output must have the serving schema
 (`probability` in [0, 1], `prediction` in {0, 1}, one row per input row) and a
 single row must score within the latency budget.
@@ -81,14 +81,16 @@ def output_problems(scores: Any, rows: int) -> list[str]:
 
 
 def validate_in_process(ctx: dict[str, str], name: str, version: str, budget_ms: float) -> dict[str, Any]:
+    import tempfile
     import time
+    from pathlib import Path
 
-    import mlflow
     import numpy as np
     import pandas as pd
 
     from ml_tasks import tracking
     from ml_tasks.datasets import get_dataset
+    from ml_tasks.release.model_loading import load_checked
 
     run_ctx = RunContext.from_dict(ctx)
     spec = get_dataset(run_ctx.dataset)
@@ -96,8 +98,9 @@ def validate_in_process(ctx: dict[str, str], name: str, version: str, budget_ms:
     uri = f"models:/{name}/{version}"
     problems: list[str] = []
     start = time.perf_counter()
+    folder = tempfile.TemporaryDirectory(prefix="ratchet-infra-")  # kept until the process ends: the model reads it
     try:
-        model = mlflow.pyfunc.load_model(uri)
+        model, local = load_checked(uri, Path(folder.name))  # the loader serving uses: what passes here, serves
     except Exception as exc:
         return InfraValidation(False, uri, [f"{uri} does not load: {type(exc).__name__}: {exc}"], 0,
                                time.perf_counter() - start, None, None, budget_ms).to_dict()
@@ -105,7 +108,7 @@ def validate_in_process(ctx: dict[str, str], name: str, version: str, budget_ms:
     sample = pd.read_parquet(run_ctx.prepared_dir / TEST_RAW_FILE).head(SAMPLE_ROWS)[list(spec.features)]
     inputs = [("held-out sample", sample)]
     try:
-        example = model.metadata.load_input_example(uri)
+        example = model.metadata.load_input_example(str(local))
     except Exception as exc:
         example = None
         problems.append(f"the input example does not load: {type(exc).__name__}: {exc}")

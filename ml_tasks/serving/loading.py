@@ -1,16 +1,14 @@
 """Loading one registered version for serving: refused unless it is ours, then loaded, unwrapped and warmed up.
 
-Loading a pyfunc unpickles it, and unpickling runs whatever the file names: before anything in a downloaded
-version is loaded, `check_model_files` allows only our pyfunc class (pickled by reference) or our TFLite loader
-module, and no shipped code. A `LoadedModel` then scores on the fast path where it can: the same
+The version goes through the one checked loader (`ml_tasks.release.model_loading`, which evaluation and infra
+validation use too): nothing in it is unpickled unless it is our pyfunc class or our TFLite loader module, with no
+shipped code. A `LoadedModel` then scores on the fast path where it can: the same
 `FittedTransform.apply` as in training over column arrays, then the unwrapped Keras network (a traced
 `tf.function`) or scikit-learn estimator; other pyfuncs (TFLite) go through their `predict`.
 """
 
 from __future__ import annotations
 
-import io
-import pickle
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,25 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ml_tasks.errors import RatchetError
+from ml_tasks.release.model_loading import ModelLoadError, load_checked
 from ml_tasks.serving.payloads import BOOLEAN, CATEGORY, INTEGER, NUMBER, STRING, Column, PayloadError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# What a registered version may be made of: our pyfunc class (pickled by reference) or our TFLite loader module.
-# `ml_tasks.pyfunc_model` is where versions registered before the stage packages pickled the class (a shim now).
-ALLOWED_LOADERS = frozenset({"mlflow.pyfunc.model", "ml_tasks.compression"})
-ALLOWED_PICKLE_GLOBALS = frozenset({
-    ("ml_tasks.release.pyfunc", "RatchetClassifier"),
-    ("ml_tasks.pyfunc_model", "RatchetClassifier"),
-    ("mlflow.models.signature", "_TypeHints"),
-})
 _KINDS = {"double": NUMBER, "float": NUMBER, "long": INTEGER, "integer": INTEGER, "string": STRING, "boolean": BOOLEAN}
-
-
-class ModelLoadError(RatchetError):
-    """A registered version that this server refuses or fails to load."""
 
 
 def _columns_from_schema(schema: Any) -> tuple[Column, ...]:
@@ -47,34 +33,6 @@ def _columns_from_schema(schema: Any) -> tuple[Column, ...]:
             raise ModelLoadError(f"input {spec.name!r} of type {spec.type} is not a column this server can check")
         columns.append(Column(str(spec.name), kind))
     return tuple(columns)
-
-
-class _AllowListUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in ALLOWED_PICKLE_GLOBALS:
-            raise ModelLoadError(f"the pickled model refers to {module}.{name}, which is not ours; refused")
-        return super().find_class(module, name)
-
-
-def check_model_files(folder: Path) -> None:
-    """Refuse a downloaded version that is not made of our pyfunc, before anything in it is loaded."""
-    import yaml
-
-    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
-    flavor = (mlmodel.get("flavors") or {}).get("python_function") or {}
-    loader = flavor.get("loader_module")
-    if loader not in ALLOWED_LOADERS:
-        raise ModelLoadError(f"python_function loader {loader!r} is not one of ours ({', '.join(sorted(ALLOWED_LOADERS))})")
-    if flavor.get("code"):
-        raise ModelLoadError("the version ships code paths; refused (our models run our installed code)")
-    if loader == "mlflow.pyfunc.model":
-        pickled = folder / str(flavor.get("python_model") or "python_model.pkl")
-        try:
-            _AllowListUnpickler(io.BytesIO(pickled.read_bytes())).load()
-        except ModelLoadError:
-            raise
-        except Exception as exc:
-            raise ModelLoadError(f"{pickled.name} does not unpickle as our pyfunc: {exc}") from exc
 
 
 @dataclass
@@ -203,17 +161,13 @@ def _keras_scorer(network: Any, width: int) -> Callable[[Any], Any]:
 
 def load_version(name: str, version: str, alias: str) -> LoadedModel:
     """Download one version from our registry, check it is ours, load it, warm it up with one prediction."""
-    import mlflow
-
     from ml_tasks import tracking
     from ml_tasks.release.pyfunc import RatchetClassifier
 
     client = tracking.client()
     details = client.get_model_version(name, version)
     folder = tempfile.TemporaryDirectory(prefix="ratchet-serve-")
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=folder.name))
-    check_model_files(local)
-    pyfunc = mlflow.pyfunc.load_model(str(local))
+    pyfunc, _ = load_checked(f"models:/{name}/{version}", Path(folder.name))
     schema = pyfunc.metadata.get_input_schema()
     inner: Any = None
     try:

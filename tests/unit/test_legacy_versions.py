@@ -79,7 +79,7 @@ def test_ratchet_serve_loads_a_version_registered_before_the_move(registered, fo
 
 def test_a_tampered_legacy_version_is_still_refused(registered, tmp_path):
     """The shim widens nothing: a pickle naming any other global is refused by the server's allow-list."""
-    from ml_tasks.serving.loading import ModelLoadError, check_model_files
+    from ml_tasks.release.model_loading import ModelLoadError, check_model_files
 
     folder = tmp_path / "tampered"
     shutil.copytree(FIXTURES / "sklearn_logistic", folder)

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from ml_tasks.errors import ConfigError, UnsafePathError
+from ml_tasks.release.model_loading import ModelLoadError, check_model_files
 from ml_tasks.serving.batching import MicroBatcher
 from ml_tasks.serving.config import ServeConfig
 from ml_tasks.serving.inference_log import InferenceLog
-from ml_tasks.serving.loading import LoadedModel, ModelLoadError, check_model_files
+from ml_tasks.serving.loading import LoadedModel
 from ml_tasks.serving.payloads import INTEGER, NUMBER, STRING, Column, PayloadError, parse_csv, parse_json
 
 MODEL = LoadedModel(name="m", version="3", alias="champion", run_id="r", loaded_at="t",
