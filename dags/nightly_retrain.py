@@ -21,6 +21,7 @@ from ml_tasks.config import (
     DEFAULT_ABSOLUTE_THRESHOLDS,
     DEFAULT_CHANGE_THRESHOLDS,
     METRIC_THRESHOLDS_SCHEMA,
+    ROBUSTNESS_THRESHOLDS_SCHEMA,
     AugmentConfig,
     DriftConfig,
     DriftThresholds,
@@ -235,6 +236,12 @@ def _stage(function: Callable[..., Any], *inputs: Any) -> Any:
         ),
         "cv_folds": Param(**param_schema(RunConfig, "cv_folds"), title="Cross-validation folds",
                           description="Stratified k-fold ids of the training rows for tuning (0: none; else 2..10)."),
+        "robustness_thresholds": Param(
+            {}, title="Robustness thresholds", **ROBUSTNESS_THRESHOLDS_SCHEMA,
+            description="Perturbation → least accuracy of the candidate under it (noise_0.1/0.25/0.5: Gaussian noise "
+                        "of that many std on the numerics; fgsm_0.05/0.1/0.25: FGSM steps, Keras models only; clean). "
+                        "A more accurate but brittle candidate is kept out.",
+        ),
         "slice_thresholds": Param(
             {}, title="Slice thresholds", **METRIC_THRESHOLDS_SCHEMA,
             description="Metric → minimum (log_loss: maximum) on every declared slice of the held-out rows.",

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ml_tasks.constants import EVALUATION_METRICS, MAX_TRAIN_WORKERS, STAGE_RECORD_DIR
+from ml_tasks.constants import EVALUATION_METRICS, MAX_TRAIN_WORKERS, ROBUSTNESS_MEASURES, STAGE_RECORD_DIR
 from ml_tasks.datasets import get_dataset
 from ml_tasks.errors import ConfigError, UnsafePathError
 from ml_tasks.params import check_knobs, knob, same_knob
@@ -134,6 +134,11 @@ METRIC_THRESHOLDS_SCHEMA: dict[str, Any] = {
     "propertyNames": {"enum": list(EVALUATION_METRICS)},
     "additionalProperties": {"type": "number"},
 }
+ROBUSTNESS_THRESHOLDS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"enum": list(ROBUSTNESS_MEASURES)},
+    "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
+}
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,9 @@ class GateConfig:
     slice_absolute: dict[str, float] = field(default_factory=dict)
     # A change passes only when the paired bootstrap interval's lower bound clears it.
     require_confidence: bool = knob(True, "require_confidence")
+    # Least accuracy under each named perturbation (ROBUSTNESS_MEASURES: noise_0.5, fgsm_0.1, ...), so that a more
+    # accurate but brittle candidate is kept out; a measure the model does not get (FGSM needs Keras) is skipped.
+    robustness: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_knobs(self)
@@ -163,6 +171,11 @@ class GateConfig:
                     )
                 if not isinstance(value, (int, float)) or isinstance(value, bool):
                     raise ConfigError(f"{kind} threshold for {metric} must be a number, got {value!r}")
+        for measure, value in self.robustness.items():
+            if measure not in ROBUSTNESS_MEASURES:
+                raise ConfigError(f"robustness threshold on unknown measure {measure!r}; known: {', '.join(ROBUSTNESS_MEASURES)}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+                raise ConfigError(f"robustness threshold for {measure} must be an accuracy in [0, 1], got {value!r}")
 
 
 DRIFT_ACTIONS = ("warn", "stop")
@@ -290,6 +303,7 @@ class RunConfig:
                 absolute=_metric_thresholds(params, "absolute_thresholds", DEFAULT_ABSOLUTE_THRESHOLDS),
                 change=_metric_thresholds(params, "change_thresholds", DEFAULT_CHANGE_THRESHOLDS),
                 slice_absolute=_metric_thresholds(params, "slice_thresholds", {}),
+                robustness=_metric_thresholds(params, "robustness_thresholds", {}),
                 require_confidence=bool(params.get("require_confidence", GateConfig.require_confidence)),
             ),
             drift=DriftConfig.from_params(params.get("drift_action"), params.get("drift_thresholds")),

@@ -51,6 +51,12 @@ DATA_FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 # Metrics where a smaller value is better; every other metric is higher-is-better.
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "calibration_error"})
 EVALUATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier", "calibration_error")
+# Robustness measured in `evaluate`: accuracy with Gaussian noise on the numerics (in units of each feature's std) and
+# under FGSM steps on the standardised inputs (Keras models); the gate's robustness thresholds name these.
+NOISE_LEVELS = (0.1, 0.25, 0.5)
+FGSM_EPSILONS = (0.05, 0.1, 0.25)
+ROBUSTNESS_MEASURES = ("clean", *(f"noise_{level:g}" for level in NOISE_LEVELS),
+                       *(f"fgsm_{epsilon:g}" for epsilon in FGSM_EPSILONS))
 
 # An Airflow Connection id in a DAG Param (the trigger form and the REST API refuse anything else), and the
 # Connections the DAGs' storage Params name by default.

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ml_tasks.config import RunContext
-from ml_tasks.constants import TEST_RAW_FILE
+from ml_tasks.constants import FGSM_EPSILONS, NOISE_LEVELS, TEST_RAW_FILE
 from ml_tasks.isolation import run_isolated
 
 if TYPE_CHECKING:
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-NOISE_LEVELS = (0.1, 0.25, 0.5)  # Gaussian noise on numerics, in units of each feature's std
-FGSM_EPSILONS = (0.05, 0.1, 0.25)  # adversarial steps on the standardised numeric inputs of Keras models
 INVARIANCE_TOLERANCE = 0.05  # mean |change in probability| allowed when an invariant feature is shuffled
 MIN_EASY_ROWS = 10
 IMPORTANCE_ROWS = 5000

@@ -8,7 +8,9 @@ improvement clears the threshold: a candidate better by less than its
 uncertainty is not promoted; with `require_confidence`, a change without an
 interval (missing, or NaN) fails. The candidate's behavioural tests must pass;
 one that could not run (too few rows) is recorded as skipped, never as passed,
-and fails when the data set requires it. With no champion yet only absolute
+and fails when the data set requires it. Robustness thresholds bound the
+candidate's accuracy under noise and FGSM like any other threshold, so a more
+accurate but brittle candidate is kept out. With no champion yet only absolute
 thresholds apply; with no thresholds at all nothing is ever blessed. The
 decision is a record with every check.
 """
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Check:
-    kind: str  # "absolute", "slice", "change" or "behaviour"
+    kind: str  # "absolute", "slice", "change", "behaviour" or "robustness"
     metric: str
     threshold: float
     value: float | None
@@ -98,6 +100,24 @@ def _slices(thresholds: dict[str, float], slices: dict[str, dict[str, Any]]) -> 
     return checks
 
 
+def _robustness(thresholds: dict[str, float], measured: dict[str, float]) -> list[Check]:
+    """Least accuracy under each declared perturbation; one this model was not measured under is skipped."""
+    checks = []
+    for measure, threshold in sorted(thresholds.items()):
+        value = measured.get(measure)
+        if value is None:
+            checks.append(Check("robustness", measure, threshold, None, None,
+                                f"robustness {measure}: not measured for this model (FGSM needs a Keras model): skipped"))
+            continue
+        if math.isnan(value):
+            checks.append(Check("robustness", measure, threshold, value, False, f"robustness {measure} is NaN"))
+            continue
+        passed = value >= threshold
+        checks.append(Check("robustness", measure, threshold, value, passed,
+                            f"accuracy under {measure} {value:.4f} {'>=' if passed else '<'} {threshold}"))
+    return checks
+
+
 def _behaviour(results: list[dict[str, Any]]) -> list[Check]:
     checks = []
     for r in results:
@@ -124,6 +144,7 @@ def decide(
     intervals: dict[str, dict[str, Any]] | None = None,
     slices: dict[str, dict[str, Any]] | None = None,
     behaviour: list[dict[str, Any]] | None = None,
+    robustness: dict[str, float] | None = None,
 ) -> GateDecision:
     if not config.absolute and not config.change:
         return GateDecision(False, "keep_champion", ["no thresholds configured: nothing is ever blessed"],
@@ -131,6 +152,7 @@ def decide(
     checks = [_absolute(m, t, candidate.get(m)) for m, t in sorted(config.absolute.items())]
     checks.extend(_slices(config.slice_absolute, slices or {}))
     checks.extend(_behaviour(behaviour or []))
+    checks.extend(_robustness(config.robustness, robustness or {}))
     reasons: list[str] = []
     if champion_version is None:
         reasons.append("first run: no champion, only absolute thresholds apply")
@@ -164,11 +186,12 @@ def gate(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], evaluated
         config.gate, evaluated["candidate"], evaluated["champion"],
         evaluated["champion_version"], evaluated.get("champion_error"),
         intervals=evaluated.get("intervals"), slices=evaluated.get("slices"), behaviour=evaluated.get("behaviour"),
+        robustness=evaluated.get("robustness"),
     )
     record = {**decision.to_dict(),
               "thresholds": {"absolute": config.gate.absolute, "change": config.gate.change,
                              "slice_absolute": config.gate.slice_absolute,
-                             "require_confidence": config.gate.require_confidence},
+                             "robustness": config.gate.robustness, "require_confidence": config.gate.require_confidence},
               "candidate": evaluated["candidate"], "champion": evaluated["champion"],
               "intervals": evaluated.get("intervals"), "behaviour": evaluated.get("behaviour"),
               "slices": evaluated.get("slices"), "robustness": evaluated.get("robustness"),

@@ -110,7 +110,8 @@ def test_params_are_typed_and_documented(dagbag):
     ("tuning_sampler", "grid-of-doom"), ("drift_action", "panic"), ("drift_thresholds", {"psi": -1}),
     ("drift_thresholds", {"wasserstein": 0.1}), ("drift_thresholds", {"ks": 2}),
     ("require_approval", "maybe"), ("cv_folds", 11), ("smote_ratio", 2.0), ("augment_noise_copies", -1),
-    ("slice_thresholds", {"roc_auc": "0.7"}), ("model_family", "deep_forest"), ("train_workers", 0),
+    ("slice_thresholds", {"roc_auc": "0.7"}), ("robustness_thresholds", {"noise_0.3": 0.7}),
+    ("robustness_thresholds", {"noise_0.5": 1.5}), ("model_family", "deep_forest"), ("train_workers", 0),
     ("train_workers", 9), ("train_workers", "two"),
 ])
 def test_invalid_param_values_are_refused(dagbag, name, value):
@@ -255,7 +256,7 @@ BUILD_CONFIG = {"nightly_retrain": RunConfig.from_params, "model_monitoring": Mo
 # (checked below through the config they build) and the monitoring DAG's own scheduling (window, cooldown).
 NOT_KNOBS = {
     "nightly_retrain": {"dataset", "source_uri", "s3_conn_id", "hdfs_conn_id", "absolute_thresholds",
-                        "change_thresholds", "slice_thresholds"},
+                        "change_thresholds", "slice_thresholds", "robustness_thresholds"},
     "model_monitoring": {"models", "window_hours", "retrain_cooldown_hours", "alert_emails", "smtp_conn_id",
                          "slack_conn_id"},
 }

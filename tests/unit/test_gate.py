@@ -188,3 +188,57 @@ def test_a_run_whose_candidate_is_better_by_less_than_its_interval_keeps_the_cha
     assert blessing["intervals"]["roc_auc"] == interval and blessing["thresholds"]["require_confidence"] is True
     tags = tracking.client().get_run(prepared["mlflow_run_id"]).data.tags
     assert tags["ratchet.gate.decision"] == "keep_champion" and "interval" in tags["ratchet.gate.reasons"]
+
+
+def test_a_more_accurate_but_brittle_candidate_is_kept_out():
+    config = GateConfig({"roc_auc": 0.5}, {"roc_auc": 0.01}, require_confidence=False, robustness={"noise_0.5": 0.7})
+    brittle = {"clean": 0.86, "noise_0.5": 0.61}
+    decision = decide(config, CANDIDATE, CHAMPION, "3", robustness=brittle)  # +0.02 roc_auc over the champion
+    assert not decision.blessed
+    assert "accuracy under noise_0.5 0.6100 < 0.7" in decision.reasons
+    assert decide(config, CANDIDATE, CHAMPION, "3", robustness={"clean": 0.86, "noise_0.5": 0.74}).blessed
+
+
+def test_a_robustness_measure_the_model_did_not_get_is_skipped_not_passed():
+    config = GateConfig({"roc_auc": 0.5}, robustness={"fgsm_0.1": 0.6})
+    decision = decide(config, CANDIDATE, None, None, robustness={"clean": 0.86, "noise_0.5": 0.7})  # scikit-learn: no FGSM
+    check = next(c for c in decision.checks if c.kind == "robustness")
+    assert check.status == "skipped" and check.passed is None and decision.blessed
+    assert any("fgsm_0.1: not measured for this model" in r for r in decision.reasons)
+
+
+def test_robustness_thresholds_are_checked_by_the_config():
+    import pytest
+
+    from ml_tasks.config import RunConfig
+    from ml_tasks.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown measure 'noise_0.3'"):
+        GateConfig(robustness={"noise_0.3": 0.5})
+    with pytest.raises(ConfigError, match=r"accuracy in \[0, 1\]"):
+        GateConfig(robustness={"noise_0.5": 1.5})
+    config = RunConfig.from_params({"dataset": "synthetic", "robustness_thresholds": {"fgsm_0.1": 0.55}})
+    assert config.gate.robustness == {"fgsm_0.1": 0.55}
+
+
+def test_the_blessing_record_shows_the_robustness_that_kept_a_candidate_out(ratchet_home):
+    import json
+
+    from ml_tasks import tracking
+    from ml_tasks.config import RunConfig, RunContext
+    from ml_tasks.pipeline import gate
+
+    ctx = RunContext("synthetic", "robust-run")
+    prepared = {"mlflow_run_id": tracking.ensure_parent_run(ctx)}
+    config = RunConfig.from_params({"dataset": "synthetic", "absolute_thresholds": {"roc_auc": 0.6},
+                                    "change_thresholds": {}, "robustness_thresholds": {"noise_0.5": 0.7}})
+    evaluated = {"candidate": CANDIDATE, "champion": None, "champion_version": None, "expected_champion": None,
+                 "robustness": {"clean": 0.86, "noise_0.5": 0.61}}
+    record = gate(ctx, config, prepared, evaluated)
+    assert not record["blessed"]
+    blessing = json.loads((ctx.report_dir / "blessing.json").read_text())
+    assert blessing["thresholds"]["robustness"] == {"noise_0.5": 0.7}
+    assert {"kind": "robustness", "metric": "noise_0.5", "value": 0.61, "status": "failed"}.items() <= next(
+        c for c in blessing["checks"] if c["kind"] == "robustness").items()
+    tags = tracking.client().get_run(prepared["mlflow_run_id"]).data.tags
+    assert "accuracy under noise_0.5 0.6100 < 0.7" in tags["ratchet.gate.reasons"]  # what the Models view lists
