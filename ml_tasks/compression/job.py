@@ -38,6 +38,7 @@ from typing import Any
 
 from ml_tasks.compression import LOADER_MODULE
 from ml_tasks.compression.tflite_runtime import DECISION_THRESHOLD, TFLITE_FILE, TRANSFORM_COPY, TFLiteRunner
+from ml_tasks.constants import TAG_DATASET, TAG_FINGERPRINT, TAG_RUN_KEY, TAG_VALIDATION
 from ml_tasks.errors import ConfigError, DataError
 from ml_tasks.isolation import run_isolated
 
@@ -65,6 +66,8 @@ TAG_SOURCE_VERSION = "ratchet.compression.source_version"
 TAG_METHOD = "ratchet.compression.method"
 TAG_GATE = "ratchet.compression.gate"
 TAG_PREFIX = "ratchet.compression."
+# Tags of the source version that every compressed version of it carries too.
+LINEAGE_TAGS = (TAG_FINGERPRINT, TAG_DATASET, TAG_RUN_KEY, TAG_VALIDATION)
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,6 @@ def compress(dataset: str, version: str | None = None, methods: list[str] | None
     the run that made it (`compress_model` DAG, `ratchet compress`)."""
     from ml_tasks import tracking
     from ml_tasks.config import RunContext
-    from ml_tasks.constants import TAG_RUN_KEY
     from ml_tasks.datasets import get_dataset
     from ml_tasks.release import registry
 
@@ -690,12 +692,15 @@ def _register_all(model_name: str, version: str, config: CompressionConfig, resu
                                           "roc_auc", "accuracy_loss")})
     signature = None
     done: dict[str, CompressedModel] = {}
+    # A compressed version carries its source's lineage: the data it was trained on, validation, the run.
+    source_tags = client.get_model_version(model_name, version).tags
+    lineage = {key: source_tags[key] for key in LINEAGE_TAGS if key in source_tags}
     for method, result in results.items():
         if not (result.passed or config.register_failed):
             done[method] = replace(result, registered_name=None, registered_version=None, reused_version=False)
             continue
         name = f"{model_name}_{method}"
-        tags = _tags(model_name, version, config, result)
+        tags = {**lineage, **_tags(model_name, version, config, result)}
         existing = client.search_model_versions(f"name = '{name}' and tags.`{TAG_KEY}` = '{tags[TAG_KEY]}'")
         if existing:
             registered, reused = str(existing[0].version), True

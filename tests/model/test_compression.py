@@ -96,7 +96,9 @@ def compressed(module_home: Any) -> dict[str, Any]:
     prepare(ctx, drop.as_uri())
     parent_run = tracking.ensure_parent_run(ctx)
     trained = train(ctx, TrainConfig(max_epochs=6, patience=6, seed=0), PARAMS, parent_run)
-    version = registry.register_candidate(MODEL, trained.model_uri, parent_run, {})
+    lineage = {"ratchet.data_fingerprint": "sha256:feedface", "ratchet.dataset": "synthetic",
+               "ratchet.run_key": ctx.tracking_key}
+    version = registry.register_candidate(MODEL, trained.model_uri, parent_run, lineage)
     prepared_uri = ctx.prepared_dir.as_uri()
     result = compress_model_version(MODEL, prepared_uri, version, CONFIG)
     return {"result": result, "version": version, "prepared_uri": prepared_uri}
@@ -128,6 +130,7 @@ def test_every_method_registers_and_scores_raw_rows_like_the_original(compressed
         assert tags["ratchet.compression.source_version"] == compressed["version"]
         assert tags["ratchet.compression.gate"].startswith("passed")
         assert int(tags["ratchet.compression.size_bytes"]) > 0
+        assert tags["ratchet.data_fingerprint"] == "sha256:feedface" and tags["ratchet.dataset"] == "synthetic"
 
 
 @pytest.mark.integration
