@@ -21,6 +21,7 @@ from ml_tasks.training.families import (
     grid_space,
 )
 from ml_tasks.training.sklearn_models import SKLEARN_MODEL_FILE
+from ml_tasks.training.trainer import OVERFIT_GAP, diagnose_fit
 
 SMALL_PARAMS = {
     "keras_mlp": {"n_layers": 1, "units": 32, "dropout": 0.1, "l2": 1e-5, "learning_rate": 1e-2, "batch_size": 256},
@@ -37,14 +38,14 @@ def one_openmp_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
-def prepare_synthetic(home: Path, rows: int = 2000, run_key: str = "t1") -> tuple[RunContext, str]:
+def prepare_synthetic(home: Path, rows: int = 2000, run_key: str = "t1", label_noise: float = 0.0) -> tuple[RunContext, str]:
     """A prepared synthetic drop and its parent MLflow run, under the test's RATCHET_HOME."""
     from ml_tasks import tracking
     from ml_tasks.data.preparation import prepare
 
     drop = home / "drops" / run_key
     drop.mkdir(parents=True)
-    synthetic.generate(rows, seed=1).to_parquet(drop / "part-000.parquet", index=False)
+    synthetic.generate(rows, seed=1, label_noise=label_noise).to_parquet(drop / "part-000.parquet", index=False)
     ctx = RunContext("synthetic", run_key)
     prepare(ctx, drop.as_uri())
     return ctx, tracking.ensure_parent_run(ctx)
@@ -75,6 +76,24 @@ def test_unknown_family_is_refused():
         TrainConfig(family="svm")
 
 
+def test_fit_diagnosis_names_each_case_from_the_train_and_validation_auc():
+    assert diagnose_fit(0.99, 0.80).startswith("overfitting: train AUC 0.990 exceeds validation AUC 0.800 by more than")
+    assert diagnose_fit(0.55, 0.52).startswith("underfitting: train AUC 0.550 and validation AUC 0.520 both below 0.6")
+    assert diagnose_fit(0.91, 0.89) == "good fit: train AUC 0.910, validation AUC 0.890"
+    assert diagnose_fit(0.90, 0.90 - OVERFIT_GAP / 2).startswith("good fit")  # the gap must exceed OVERFIT_GAP
+    assert diagnose_fit(0.59, 0.70).startswith("good fit")  # underfitting needs both below the floor
+
+
+def test_a_forest_that_memorises_noisy_labels_is_diagnosed_as_overfitting(ratchet_home):
+    from ml_tasks.training.trainer import train
+
+    ctx, run_id = prepare_synthetic(ratchet_home, run_key="noisy", label_noise=0.3)
+    deep = {"n_estimators": 30, "max_depth": 24, "min_samples_leaf": 1, "max_features": "1.0"}
+    result = train(ctx, TrainConfig(family="random_forest"), deep, run_id)
+    assert result.train_auc - result.val_auc > OVERFIT_GAP, (result.train_auc, result.val_auc)
+    assert result.fit_diagnosis.startswith("overfitting")
+
+
 def train_and_score(home: Path, family: str) -> tuple[RunContext, str, Any]:
     """Train `family` in its own process, score raw rows through its logged pyfunc, check the common contract."""
     import mlflow
@@ -86,8 +105,8 @@ def train_and_score(home: Path, family: str) -> tuple[RunContext, str, Any]:
     result = train(ctx, TrainConfig(max_epochs=3, family=family), SMALL_PARAMS[family], run_id)
     assert result.family == family and not result.reused and result.epochs_run >= 1
     assert 0.65 < result.val_auc <= 1 and 0.65 < result.train_auc <= 1
-    assert result.fit_diagnosis.split(":")[0] in ("good fit", "overfitting", "underfitting")
-    assert f"{result.train_auc:.3f}" in result.fit_diagnosis and f"{result.val_auc:.3f}" in result.fit_diagnosis
+    # the recorded diagnosis is the one its own train and validation AUCs call for
+    assert result.fit_diagnosis == diagnose_fit(result.train_auc, result.val_auc)
     tracking.configure()
     scores = mlflow.pyfunc.load_model(result.model_uri).predict(
         synthetic.generate(30, seed=9).drop(columns=[SYNTHETIC.target]))

@@ -151,7 +151,9 @@ def test_two_slots_in_two_processes_share_one_study_without_losing_or_duplicatin
     plan = tune_plan(ctx, config)
     assert plan.slots == [0, 1]
     results: dict[int, object] = {}
-    threads = [threading.Thread(target=lambda k=k: results.__setitem__(k, tune_slot(ctx, config, run_id, k, 2)))
+    # each slot in an interpreter of its own, as two mapped tune_slot tasks run (the threads only wait on them)
+    threads = [threading.Thread(target=lambda k=k: results.__setitem__(k, tune_slot(ctx, config, run_id, k, 2,
+                                                                                 fresh_process=True)))
                for k in plan.slots]
     for thread in threads:
         thread.start()
