@@ -26,9 +26,9 @@ def configure_accelerators() -> dict[str, Any]:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
         for device in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(device, True)
+            tf.config.experimental.set_memory_growth(device, True)  # before the runtime starts, which the next line does
+        gpus = [d.name for d in tf.config.list_logical_devices("GPU")]  # the names MirroredStrategy takes
     elif backend == "jax":
         import jax
 
@@ -44,16 +44,19 @@ def configure_accelerators() -> dict[str, Any]:
     return info
 
 
-def distribution_scope(gpus: list[str]) -> Any:
-    """All local GPUs with MirroredStrategy under TensorFlow; otherwise a no-op scope."""
+def distribution_scope(devices: list[str]) -> Any:
+    """MirroredStrategy over `devices` (the local GPUs' logical names) under TensorFlow; otherwise a no-op scope.
+
+    The trainer scales the global batch by the number of devices, so each replica keeps the tuned batch size.
+    """
     import contextlib
 
     import keras
 
-    if keras.backend.backend() == "tensorflow" and len(gpus) > 1:
+    if keras.backend.backend() == "tensorflow" and len(devices) > 1:
         import tensorflow as tf
 
-        return tf.distribute.MirroredStrategy().scope()
+        return tf.distribute.MirroredStrategy(devices=devices).scope()
     return contextlib.nullcontext()
 
 

@@ -44,3 +44,16 @@ def test_interval_comes_from_the_argument_then_the_environment(monkeypatch) -> N
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "2.5")
     assert sampling_interval() == 2.5
     assert sampling_interval(1) == 1.0
+
+
+def test_the_nvml_binding_for_gpu_metrics_is_installed_and_harmless_without_a_gpu():
+    """nvidia-ml-py is locked: on a GPU host MLflow logs GPU metrics through it; here NVML is absent and says so."""
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:  # no NVIDIA driver on this host: an error naming it, nothing logged
+        assert "NVML" in str(exc) or "Library" in str(exc) or "Driver" in str(exc)
+    else:  # a GPU host
+        assert pynvml.nvmlDeviceGetCount() >= 0
+        pynvml.nvmlShutdown()
