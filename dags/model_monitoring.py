@@ -20,7 +20,7 @@ from ml_tasks.params import object_param_schema, param_schema
 
 MODELS = monitored_models()
 # Cron of the monitoring runs (UTC); each run judges the `window_hours` before its scheduled time.
-SCHEDULE = str(RATCHET_MONITORING_SCHEDULE.get())
+SCHEDULE = RATCHET_MONITORING_SCHEDULE.get()
 
 DOC = f"""
 ### Model monitoring

@@ -49,7 +49,7 @@ def local_roots() -> list[Path]:
     from ml_tasks.environment_variables import RATCHET_LOCAL_ROOTS
 
     roots = [get_settings().home]
-    roots += [Path(p) for p in (RATCHET_LOCAL_ROOTS.get() or "").split(os.pathsep) if p.strip()]
+    roots += [Path(p) for p in RATCHET_LOCAL_ROOTS.get().split(os.pathsep) if p.strip()]
     return [root.resolve() for root in roots]
 
 

@@ -21,9 +21,13 @@ DECLARED: list[EnvironmentVariable[Any]] = []
 
 
 class EnvironmentVariable(Generic[T]):
-    """One variable: `get()` converts the set value with `kind`, or returns `default` when it is unset or empty."""
+    """One variable: `get()` converts the set value with `kind`, or returns `default` when it is unset or empty.
 
-    def __init__(self, name: str, kind: Callable[[str], T], default: T | None, doc: str, *,
+    `T` is the type `get()` returns: `int` for a variable with an integer default, `str | None` for one whose
+    default is None, so callers never repeat a default to satisfy the type checker.
+    """
+
+    def __init__(self, name: str, kind: Callable[[str], T], default: T, doc: str, *,
                  default_doc: str | None = None, group: str = "Ratchet") -> None:
         self.name = name
         self.kind = kind
@@ -41,7 +45,7 @@ class EnvironmentVariable(Generic[T]):
         raw = os.environ.get(self.name)
         return raw if raw is not None and raw.strip() else None
 
-    def get(self) -> T | None:
+    def get(self) -> T:
         raw = self.get_raw()
         if raw is None:
             return self.default

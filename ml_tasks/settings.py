@@ -89,7 +89,7 @@ def get_settings() -> Settings:
         airflow_home=Path(env.AIRFLOW_HOME.get() or home / "airflow"),
         mlflow_tracking_uri=env.MLFLOW_TRACKING_URI.get() or f"sqlite:///{mlflow_dir / 'mlflow.db'}",
         mlflow_artifact_root=env.RATCHET_MLFLOW_ARTIFACT_ROOT.get() or (mlflow_dir / "artifacts").as_uri(),
-        mlflow_experiment=env.RATCHET_MLFLOW_EXPERIMENT.get() or "ratchet-nightly",
+        mlflow_experiment=env.RATCHET_MLFLOW_EXPERIMENT.get(),
         optuna_storage=env.RATCHET_OPTUNA_STORAGE.get() or f"sqlite:///{home / 'optuna' / 'optuna.db'}",
         expectations_dir=Path(env.RATCHET_EXPECTATIONS_DIR.get() or EXPECTATIONS_DIR),
     )

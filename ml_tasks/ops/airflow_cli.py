@@ -74,7 +74,7 @@ def init_airflow(gpu_slots: int | None = None) -> None:
     airflow("pools", "set", PROMOTION_POOL, "1", "Moves of the champion alias: one at a time")
     from ml_tasks.environment_variables import RATCHET_GPU_SLOTS
 
-    slots = gpu_slots if gpu_slots is not None else int(RATCHET_GPU_SLOTS.get() or 1)
+    slots = gpu_slots if gpu_slots is not None else RATCHET_GPU_SLOTS.get()
     airflow("pools", "set", GPU_POOL, str(max(1, slots)), "Training tasks: one slot per GPU (1 on a CPU-only host)")
 
 

@@ -152,7 +152,7 @@ class ProductionProfile:
 
         from ml_tasks import environment_variables as env
 
-        def need(variable: env.EnvironmentVariable[str]) -> str:
+        def need(variable: env.EnvironmentVariable[str | None]) -> str:
             value = variable.get()
             if not value:
                 from ml_tasks.errors import ConfigError
@@ -165,11 +165,11 @@ class ProductionProfile:
             secrets=ProfileSecrets.stored(home / "secrets"),
             postgres_url=need(env.RATCHET_POSTGRES_URL),
             redis_url=need(env.RATCHET_REDIS_URL),
-            s3_endpoint=env.RATCHET_S3_ENDPOINT.get() or "",  # empty: AWS S3 itself
+            s3_endpoint=env.RATCHET_S3_ENDPOINT.get(),  # empty: AWS S3 itself
             s3_access_key=need(env.AWS_ACCESS_KEY_ID),
             s3_secret_key=need(env.AWS_SECRET_ACCESS_KEY),
-            artifacts_destination=str(env.RATCHET_ARTIFACTS_DESTINATION.get()),
-            gpu_slots=int(env.RATCHET_GPU_SLOTS.get() or 1),
+            artifacts_destination=env.RATCHET_ARTIFACTS_DESTINATION.get(),
+            gpu_slots=env.RATCHET_GPU_SLOTS.get(),
         )
 
     # ------------------------------------------------------------------ derived addresses

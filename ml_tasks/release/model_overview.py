@@ -36,7 +36,7 @@ def mlflow_ui_url() -> str:
     """Where people open MLflow's UI: `RATCHET_MLFLOW_UI_URL` (the tracking store itself may be a file)."""
     from ml_tasks.environment_variables import RATCHET_MLFLOW_UI_URL
 
-    return str(RATCHET_MLFLOW_UI_URL.get()).rstrip("/")
+    return RATCHET_MLFLOW_UI_URL.get().rstrip("/")
 
 
 def run_url(experiment_id: str, run_id: str) -> str:

@@ -37,8 +37,9 @@ class HdfsOptions:
             return self.url.rstrip("/")
         from ml_tasks.environment_variables import RATCHET_WEBHDFS_URL
 
-        if RATCHET_WEBHDFS_URL.is_set:
-            return str(RATCHET_WEBHDFS_URL.get()).rstrip("/")
+        url = RATCHET_WEBHDFS_URL.get()
+        if url is not None:
+            return url.rstrip("/")
         host = authority if ":" in authority else f"{authority}:9870"
         return f"http://{host}"
 

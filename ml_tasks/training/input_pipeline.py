@@ -108,8 +108,9 @@ def default_memory_budget() -> int:
     """
     from ml_tasks.environment_variables import RATCHET_TRAIN_MEMORY_BUDGET
 
-    if RATCHET_TRAIN_MEMORY_BUDGET.is_set:
-        return int(RATCHET_TRAIN_MEMORY_BUDGET.get() or 0)
+    budget = RATCHET_TRAIN_MEMORY_BUDGET.get()
+    if budget is not None:
+        return int(budget)
     import psutil
 
     return int(psutil.virtual_memory().available // 4)
@@ -259,8 +260,8 @@ def as_tf_dataset(batches: ParquetBatches, batches_per_block: int | None = None,
 
     from ml_tasks.environment_variables import RATCHET_TF_BATCHES_PER_BLOCK, RATCHET_TF_BLOCKS_AHEAD
 
-    batches_per_block = int(RATCHET_TF_BATCHES_PER_BLOCK.get() or 128) if batches_per_block is None else batches_per_block
-    blocks_ahead = int(RATCHET_TF_BLOCKS_AHEAD.get() or 0) if blocks_ahead is None else blocks_ahead
+    batches_per_block = RATCHET_TF_BATCHES_PER_BLOCK.get() if batches_per_block is None else batches_per_block
+    blocks_ahead = RATCHET_TF_BLOCKS_AHEAD.get() if blocks_ahead is None else blocks_ahead
     k = batches.shape.n_features
     dataset = tf.data.Dataset.from_generator(
         lambda: batches.blocks(batches_per_block),

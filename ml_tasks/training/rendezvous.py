@@ -51,7 +51,7 @@ class RendezvousTimeout(RatchetError):
 def worker_address(ports: str | None = None, host: str | None = None) -> str:
     """`host:port` this worker listens on: RATCHET_WORKER_HOST (else the FQDN) and a free port of RATCHET_WORKER_PORTS."""
     host = host or RATCHET_WORKER_HOST.get() or socket.getfqdn()
-    spec = ((RATCHET_WORKER_PORTS.get() or "") if ports is None else ports).strip()
+    spec = (RATCHET_WORKER_PORTS.get() if ports is None else ports).strip()
     if not spec:
         candidates: list[int] = [0]
     elif "-" in spec:

@@ -43,7 +43,7 @@ def sampling_interval(interval_s: float | None = None) -> float:
 
     if interval_s is not None:
         return float(interval_s)
-    return float(MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get() or 5.0)
+    return MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get()
 
 
 @contextmanager
