@@ -14,13 +14,14 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from ml_tasks.compression import LOADER_MODULE
 from ml_tasks.errors import RatchetError
 
 log = logging.getLogger(__name__)
 
 # What a registered version may be made of: our pyfunc class (pickled by reference) or our TFLite loader module.
 # `ml_tasks.pyfunc_model` is where versions registered before the stage packages pickled the class (a shim now).
-ALLOWED_LOADERS = frozenset({"mlflow.pyfunc.model", "ml_tasks.compression"})
+ALLOWED_LOADERS = frozenset({"mlflow.pyfunc.model", LOADER_MODULE})
 ALLOWED_PICKLE_GLOBALS = frozenset({
     ("ml_tasks.release.pyfunc", "RatchetClassifier"),
     ("ml_tasks.pyfunc_model", "RatchetClassifier"),

@@ -81,6 +81,8 @@ def test_a_skipped_behavioural_test_is_recorded_as_skipped_and_fails_only_when_r
 
 
 def test_behavioural_tests_with_too_few_rows_are_skipped_not_passed():
+    import dataclasses
+
     import pandas as pd
 
     from ml_tasks.datasets import SYNTHETIC
@@ -93,7 +95,7 @@ def test_behavioural_tests_with_too_few_rows_are_skipped_not_passed():
     easy = [r for r in results if r["kind"] == "easy_case"]
     assert easy and all(r["status"] == "skipped" and r["passed"] is None for r in easy), easy
     assert all(behaviour_status(r) == "skipped" for r in easy)
-    required = SYNTHETIC.__class__(**{**SYNTHETIC.__dict__, "required_behaviour": tuple(r["test"] for r in easy)})
+    required = dataclasses.replace(SYNTHETIC, required_behaviour=tuple(r["test"] for r in easy))
     forced = [r for r in behavioural_tests(lambda frame: [0.5] * len(frame), features, required) if r["kind"] == "easy_case"]
     assert all(r["status"] == "failed" and r["passed"] is False for r in forced)
 

@@ -2,7 +2,8 @@
 
 The tampered version is a real registered version of our scikit-learn pyfunc (tests/fixtures/legacy_models)
 whose `python_model.pkl` was edited to name a class that is not ours. Loading it would unpickle whatever it
-names; every stage that would load it must refuse it first, with the reason.
+names; every stage that would load it must refuse it first, with the reason. Its untampered twin is a version
+registered before the stage packages (pickled at the `ml_tasks.pyfunc_model` shim): the shim widens nothing.
 """
 
 from __future__ import annotations
