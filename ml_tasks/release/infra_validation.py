@@ -98,7 +98,7 @@ def validate_in_process(ctx: dict[str, str], name: str, version: str, budget_ms:
     uri = f"models:/{name}/{version}"
     problems: list[str] = []
     start = time.perf_counter()
-    folder = tempfile.TemporaryDirectory(prefix="ratchet-infra-")  # kept until the process ends: the model reads it
+    folder = tempfile.TemporaryDirectory(prefix="ratchet-infra-")  # held while the model scores: it reads its files
     try:
         model, local = load_checked(uri, Path(folder.name))  # the loader serving uses: what passes here, serves
     except Exception as exc:

@@ -13,17 +13,23 @@ from ml_tasks.constants import RUN_REPORT_FILE
 SMALL_BUDGET = {"dataset": "synthetic", "tuning_trials": 2, "tuning_epochs": 2, "max_epochs": 6}
 
 
-def run_dag_test(date: str, conf: dict[str, Any], log_dir: Path) -> tuple[int, dict[str, Any]]:
-    """`airflow dags test` for one night: a real DagRun in Airflow's database. Returns exit code and report."""
+def dags_test(dag_id: str, conf: dict[str, Any], log: Path, logical: str | None = None) -> tuple[int, str]:
+    """`airflow dags test` of any DAG: a real DagRun in Airflow's database. Returns the exit code and the log."""
     from ml_tasks.ops.airflow_cli import airflow
 
+    done = airflow("dags", "test", dag_id, *([logical] if logical else []), "-c", json.dumps(conf), log_path=log,
+                   check=False)
+    return done.returncode, log.read_text()
+
+
+def run_dag_test(date: str, conf: dict[str, Any], log_dir: Path) -> tuple[int, dict[str, Any]]:
+    """`airflow dags test` for one night of nightly_retrain. Returns exit code and report."""
     logical = f"{date}T02:00:00+00:00"
-    done = airflow("dags", "test", "nightly_retrain", logical, "-c", json.dumps(conf),
-                   log_path=log_dir / f"{date}.log", check=False)
+    code, _ = dags_test("nightly_retrain", conf, log_dir / f"{date}.log", logical)
     ctx = RunContext(conf["dataset"], run_key_for(datetime.fromisoformat(logical), None))
     report_path = ctx.report_dir / RUN_REPORT_FILE
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    return done.returncode, report
+    return code, report
 
 
 def registry_state(name: str) -> dict[str, Any]:

@@ -8,9 +8,7 @@ the gated result with its lineage. Real Airflow (SQLite), real Great Expectation
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,6 +16,8 @@ from ml_tasks.constants import TAG_INFRA_VALIDATION
 from ml_tasks.data.landing import land_frame
 from ml_tasks.datasets import SYNTHETIC, synthetic
 from ml_tasks.datasets.corruption import corrupt
+
+from .helpers import dags_test
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL = SYNTHETIC.registered_model
@@ -31,21 +31,14 @@ def airflow_home(module_home: Path) -> Path:
     return module_home
 
 
-def _dags_test(dag_id: str, conf: dict[str, Any], log: Path) -> tuple[int, str]:
-    from ml_tasks.ops.airflow_cli import airflow
-
-    done = airflow("dags", "test", dag_id, "-c", json.dumps(conf), log_path=log, check=False)
-    return done.returncode, log.read_text()
-
-
 def test_data_validation_passes_a_good_drop_and_fails_a_bad_one_naming_the_expectation(airflow_home):
     good = land_frame(synthetic.generate(2000, seed=21), SYNTHETIC.name, "2026-05-01")
-    code, log = _dags_test("data_validation", {"source_uri": good.as_uri(), "suite": SYNTHETIC.suite},
+    code, log = dags_test("data_validation", {"source_uri": good.as_uri(), "suite": SYNTHETIC.suite},
                            airflow_home / "logs" / "validation-good.log")
     assert code == 0, log[-3000:]
     assert "state=success" in log
     bad = land_frame(corrupt(synthetic.generate(2000, seed=22), SYNTHETIC, "out_of_range"), SYNTHETIC.name, "2026-05-02")
-    code, log = _dags_test("data_validation", {"source_uri": bad.as_uri(), "suite": SYNTHETIC.suite},
+    code, log = dags_test("data_validation", {"source_uri": bad.as_uri(), "suite": SYNTHETIC.suite},
                            airflow_home / "logs" / "validation-bad.log")
     assert code != 0 and "state=failed" in log
     assert f"expectation(s) of suite '{SYNTHETIC.suite}' failed" in log and "x0" in log
@@ -79,11 +72,11 @@ def test_promote_model_moves_champion_and_refuses_an_unvalidated_version(version
     from ml_tasks.release.registry import alias_history, current_champion
 
     v1, v2, v3 = versions
-    code, log = _dags_test("promote_model", {"model": MODEL, "version": v3, "expected_champion": v1,
+    code, log = dags_test("promote_model", {"model": MODEL, "version": v3, "expected_champion": v1,
                                              "reason": "reviewed by the test"}, airflow_home / "logs" / "promote-v3.log")
     assert code != 0 and "has no passed infra validation" in log
     assert current_champion(MODEL) == v1
-    code, log = _dags_test("promote_model", {"model": MODEL, "version": v2, "expected_champion": v1,
+    code, log = dags_test("promote_model", {"model": MODEL, "version": v2, "expected_champion": v1,
                                              "reason": "reviewed by the test"}, airflow_home / "logs" / "promote-v2.log")
     assert code == 0, log[-3000:]
     assert current_champion(MODEL) == v2
@@ -96,7 +89,7 @@ def test_rollback_model_restores_the_previous_champion(versions, airflow_home):
     from ml_tasks.release.registry import alias_history, current_champion
 
     assert current_champion(MODEL) == versions[1]  # after the promotion above
-    code, log = _dags_test("rollback_model", {"model": MODEL}, airflow_home / "logs" / "rollback.log")
+    code, log = dags_test("rollback_model", {"model": MODEL}, airflow_home / "logs" / "rollback.log")
     assert code == 0, log[-3000:]
     assert current_champion(MODEL) == versions[0]
     last = alias_history(MODEL)[-1]
@@ -123,12 +116,12 @@ def test_compress_model_registers_a_gated_compressed_version_with_its_lineage(ve
     keras_version = registry.register_candidate(MODEL, trained.model_uri, parent, {
         TAG_RUN_KEY: ctx.tracking_key, TAG_FINGERPRINT: prepared.fingerprint, TAG_INFRA_VALIDATION: "passed"})
     conf = {"dataset": SYNTHETIC.name, "version": keras_version, "methods": ["dynamic_range"], "max_accuracy_loss": 0.1}
-    code, log = _dags_test("compress_model", conf, airflow_home / "logs" / "compress.log")
+    code, log = dags_test("compress_model", conf, airflow_home / "logs" / "compress.log")
     assert code == 0, log[-3000:]
     name = f"{MODEL}_dynamic_range"
     (compressed,) = tracking.client().search_model_versions(f"name = '{name}'")
     assert compressed.tags["ratchet.compression.source_version"] == keras_version
     assert compressed.tags["ratchet.compression.gate"].startswith("passed")
     assert compressed.tags[TAG_FINGERPRINT] == prepared.fingerprint
-    code, log = _dags_test("compress_model", {**conf, "version": versions[2]}, airflow_home / "logs" / "compress-bad.log")
+    code, log = dags_test("compress_model", {**conf, "version": versions[2]}, airflow_home / "logs" / "compress-bad.log")
     assert code != 0 and "carries no Ratchet run key" in log
