@@ -49,8 +49,18 @@ LEARNING_CURVE_FILE = "learning_curve.png"
 DATA_FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 # Metrics where a smaller value is better; every other metric is higher-is-better.
-LOWER_IS_BETTER = frozenset({"log_loss", "brier", "calibration_error"})
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "calibration_error", "rmse", "mae", "mape"})
 EVALUATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier", "calibration_error")
+# The metrics of each task kind (keys are ml_tasks.datasets.TASK_KINDS); binary's are EVALUATION_METRICS.
+# Multiclass ROC AUC is one-vs-rest, macro-averaged; regression's MAPE is left out where a true value is 0.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": EVALUATION_METRICS,
+    "multiclass": ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro", "log_loss", "roc_auc",
+                   "calibration_error"),
+    "regression": ("rmse", "mae", "r2", "mape"),
+}
+# What a declaration gets when it names no primary metric.
+DEFAULT_PRIMARY_METRIC = {"binary": "roc_auc", "multiclass": "f1_macro", "regression": "rmse"}
 # Robustness measured in `evaluate`: accuracy with Gaussian noise on the numerics (in units of each feature's std) and
 # under FGSM steps on the standardised inputs (Keras models); the gate's robustness thresholds name these.
 NOISE_LEVELS = (0.1, 0.25, 0.5)

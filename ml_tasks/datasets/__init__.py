@@ -7,6 +7,7 @@ their Params. Loaders import their heavy dependencies inside functions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ml_tasks.errors import ConfigError
 
@@ -16,6 +17,8 @@ NUMERIC_MISSING_POLICIES = ("median", "mean", "drop_row", "fail")
 CATEGORICAL_MISSING_POLICIES = ("constant", "most_frequent", "drop_row", "fail")
 OUTLIER_POLICIES = ("keep", "clip", "drop_row")
 OUTLIER_METHODS = ("quantile", "iqr")
+BINARY, MULTICLASS, REGRESSION = "binary", "multiclass", "regression"
+TASK_KINDS = (BINARY, MULTICLASS, REGRESSION)
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,10 @@ class DatasetSpec:
     suite: str
     registered_model: str
     primary_metric: str = "roc_auc"
-    positive_label: int = 1
+    # The task kind, and for classification the target's values in code order: the prepared label of a row is the
+    # index of its value here. Binary: (negative, positive), so code 1 is the positive class. Regression: ().
+    task: str = BINARY
+    classes: tuple[Any, ...] = (0, 1)
     slices: tuple[str, ...] = field(default=())
     # Exact duplicate rows are dropped unless they are legitimate (survey data).
     drop_duplicates: bool = True
@@ -64,8 +70,27 @@ class DatasetSpec:
         low, high = self.outlier_quantiles
         if not 0.0 <= low < high <= 1.0:
             raise ConfigError(f"dataset {self.name!r}: outlier_quantiles {self.outlier_quantiles} must be 0 <= low < high <= 1")
+        if self.task not in TASK_KINDS:
+            raise ConfigError(f"dataset {self.name!r}: task={self.task!r}; allowed: {', '.join(TASK_KINDS)}")
+        wanted = {BINARY: "exactly 2", MULTICLASS: "at least 3", REGRESSION: "no"}[self.task]
+        count_ok = {BINARY: len(self.classes) == 2, MULTICLASS: len(self.classes) >= 3,
+                    REGRESSION: not self.classes}[self.task]
+        if not count_ok or len(set(map(str, self.classes))) != len(self.classes):
+            raise ConfigError(f"dataset {self.name!r}: a {self.task} target has {wanted} distinct classes; "
+                              f"classes={list(self.classes)!r}")
         if self.outlier_iqr_factor <= 0:
             raise ConfigError(f"dataset {self.name!r}: outlier_iqr_factor must be positive")
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task != REGRESSION
+
+    @property
+    def positive_label(self) -> Any:
+        """The positive class of a binary target (its original value)."""
+        if self.task != BINARY:
+            raise ConfigError(f"dataset {self.name!r} is {self.task}: it has no positive class")
+        return self.classes[1]
 
     @property
     def features(self) -> tuple[str, ...]:

@@ -18,7 +18,16 @@ from mlflow.pyfunc import PythonModel
 KERAS_ARTIFACT = "keras_model"
 SKLEARN_ARTIFACT = "sklearn_model"
 TRANSFORM_ARTIFACT = "transform"
+# {"task", "target", "classes"}: what the model predicts, so `prediction` holds the target's own values.
+# Versions logged before it existed are binary 0/1 classifiers.
+TARGET_ARTIFACT = "target"
+TARGET_FILE = "target.json"
 DECISION_THRESHOLD = 0.5
+
+
+def target_record(spec: Any) -> dict[str, Any]:
+    """The TARGET_ARTIFACT's content for a data set's declaration (JSON: classes keep str, int or bool)."""
+    return {"task": spec.task, "target": spec.target, "classes": list(spec.classes)}
 
 
 def needs_tensorflow(model_uri: str) -> bool:
