@@ -57,6 +57,22 @@ class DatasetSpec:
     easy_cases: tuple[tuple[str, str, int, float], ...] = ()
     # Easy cases that must run: too few held-out rows for one of these fails the gate instead of skipping it.
     required_behaviour: tuple[str, ...] = ()
+    # A first champion must beat the naive baseline (class prior / training mean) on the same held-out rows by this
+    # much of the primary metric, with the gate's confidence: no hand-set number is needed, and a useless model fails.
+    baseline_margin: float = 0.0
+    # Columns of the drop that are not features (ids, free text, timestamps): validated by the suite, never learned.
+    excluded_columns: tuple[str, ...] = ()
+    # Where a night's drop is: a URI template with {ds} (the run's date, YYYY-MM-DD) and {ds_nodash}; "" = landing.
+    source_template: str = ""
+    # The generated DAG's schedule (cron or an Airflow preset); None: triggered only (by hand or by its Asset).
+    schedule: str | None = None
+    # Gate thresholds (metric -> value) as the DAG Params' defaults for this data set.
+    absolute_thresholds: dict[str, float] = field(default_factory=dict)
+    change_thresholds: dict[str, float] = field(default_factory=dict)
+    slice_thresholds: dict[str, float] = field(default_factory=dict)
+    robustness_thresholds: dict[str, float] = field(default_factory=dict)
+    # Tuning defaults as the DAG Params' defaults (model_family, tuning_trials, tuning_sampler, ...).
+    tuning: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
