@@ -96,6 +96,9 @@ RATCHET_OPTUNA_STORAGE = EnvironmentVariable(
 RATCHET_EXPECTATIONS_DIR = EnvironmentVariable(
     "RATCHET_EXPECTATIONS_DIR", str, None, "The committed Great Expectations project (suites, checkpoints).",
     default_doc="`expectations/` in the project root")
+RATCHET_DATASETS_DIR = EnvironmentVariable(
+    "RATCHET_DATASETS_DIR", str, None, "The data set declarations (one YAML file per data set).",
+    default_doc="`datasets/` in the project root")
 RATCHET_INFERENCE_LOG_DIR = EnvironmentVariable(
     "RATCHET_INFERENCE_LOG_DIR", str, None, "Where `ratchet serve` writes the inference log `model_monitoring` reads.",
     default_doc="`RATCHET_HOME/inference`")

@@ -15,6 +15,7 @@ from ml_tasks import environment_variables as env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
+DATASETS_DIR = PROJECT_ROOT / "datasets"
 
 
 def _default_home() -> Path:
@@ -32,6 +33,7 @@ class Settings:
     mlflow_experiment: str
     optuna_storage: str
     expectations_dir: Path
+    datasets_dir: Path
 
     @property
     def landing(self) -> Path:
@@ -92,6 +94,7 @@ def get_settings() -> Settings:
         mlflow_experiment=env.RATCHET_MLFLOW_EXPERIMENT.get(),
         optuna_storage=env.RATCHET_OPTUNA_STORAGE.get() or f"sqlite:///{home / 'optuna' / 'optuna.db'}",
         expectations_dir=Path(env.RATCHET_EXPECTATIONS_DIR.get() or EXPECTATIONS_DIR),
+        datasets_dir=Path(env.RATCHET_DATASETS_DIR.get() or DATASETS_DIR),
     )
 
 

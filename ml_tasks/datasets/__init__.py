@@ -1,12 +1,16 @@
-"""Declared data sets: where they come from, their target, feature types, suite.
+"""Declared data sets: what a declaration holds (`DatasetSpec`) and where the declarations are.
 
-Importing this package is cheap (no pandas): DAG files read the names for
-their Params. Loaders import their heavy dependencies inside functions.
+No data set is declared in Python: each is a committed YAML file in
+`datasets/` (see `ml_tasks.datasets.declarations`), which `ratchet datasets
+add` writes from a drop for a person to review. Importing this package is
+cheap (no pandas): DAG files read the declarations at parse time. Loaders of
+the built-in data import their heavy dependencies inside functions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ml_tasks.errors import ConfigError
@@ -61,7 +65,7 @@ class DatasetSpec:
     # much of the primary metric, with the gate's confidence: no hand-set number is needed, and a useless model fails.
     baseline_margin: float = 0.0
     # Columns of the drop that are not features (ids, free text, timestamps): validated by the suite, never learned.
-    excluded_columns: tuple[str, ...] = ()
+    excluded_columns: dict[str, str] = field(default_factory=dict)  # column -> why it is not a feature
     # Where a night's drop is: a URI template with {ds} (the run's date, YYYY-MM-DD) and {ds_nodash}; "" = landing.
     source_template: str = ""
     # The generated DAG's schedule (cron or an Airflow preset); None: triggered only (by hand or by its Asset).
@@ -117,51 +121,33 @@ class DatasetSpec:
         return self.features + (self.target,)
 
 
-ACS_EMPLOYMENT = DatasetSpec(
-    name="acs_employment",
-    description=(
-        "US Census American Community Survey, Massachusetts, 2015-2018: is a person employed? "
-        "277,677 real rows shipped inside the nannyml wheel; one drop per survey year."
-    ),
-    target="employed",
-    numeric_features=("AGEP",),
-    categorical_features=(
-        "SCHL", "MAR", "RELP", "DIS", "ESP", "CIT", "MIG", "MIL", "ANC",
-        "NATIVITY", "DEAR", "DEYE", "DREM", "SEX", "RAC1P",
-    ),
-    suite="acs_employment",
-    registered_model="acs_employment_classifier",
-    slices=("SEX", "RAC1P"),
-    easy_cases=(
-        ("children under 16 are not employed", "AGEP < 16", 0, 0.98),
-        ("people over 80 are rarely employed", "AGEP >= 80", 0, 0.9),
-    ),
-    # Different people share the same 16 coded answers: duplicates are real rows here.
-    drop_duplicates=False,
-)
+def declarations_dir() -> Path:
+    """The folder of the committed declarations (`datasets/` in the project root unless RATCHET_DATASETS_DIR says)."""
+    from ml_tasks.settings import get_settings
 
-SYNTHETIC = DatasetSpec(
-    name="synthetic",
-    description="Seeded synthetic binary classification data: any size, drift and corruption on demand.",
-    target="label",
-    numeric_features=("x0", "x1", "x2", "x3", "x4", "x5"),
-    categorical_features=("segment", "channel"),
-    suite="synthetic",
-    registered_model="synthetic_classifier",
-    slices=("segment",),
-    # x3 has weight 0 in the generating rule
-    invariant_features=("x3",),
-    easy_cases=(
-        ("strong positive signal", "x0 > 1.5 and x1 < -1.0", 1, 0.9),
-        ("strong negative signal", "x0 < -1.5 and x1 > 1.0", 0, 0.9),
-    ),
-)
+    return get_settings().datasets_dir
 
-DATASETS: dict[str, DatasetSpec] = {d.name: d for d in (ACS_EMPLOYMENT, SYNTHETIC)}
+
+def declared() -> dict[str, DatasetSpec]:
+    """Every declared data set, by name, read from the declaration files (cached until one changes)."""
+    from ml_tasks.datasets.declarations import load_folder
+
+    return load_folder(declarations_dir())
 
 
 def get_dataset(name: str) -> DatasetSpec:
+    specs = declared()
     try:
-        return DATASETS[name]
+        return specs[name]
     except KeyError:
-        raise ConfigError(f"unknown dataset {name!r}; declared: {', '.join(sorted(DATASETS))}") from None
+        raise ConfigError(f"unknown dataset {name!r}; declared in {declarations_dir()}: "
+                          f"{', '.join(sorted(specs)) or 'none'}") from None
+
+
+def __getattr__(name: str) -> Any:
+    """`DATASETS` and the two built-in data sets, read from their declaration files when first asked for."""
+    if name == "DATASETS":
+        return declared()
+    if name in ("ACS_EMPLOYMENT", "SYNTHETIC"):
+        return get_dataset(name.lower())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
