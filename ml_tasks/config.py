@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ml_tasks.constants import EVALUATION_METRICS, MAX_TRAIN_WORKERS, ROBUSTNESS_MEASURES, STAGE_RECORD_DIR
+from ml_tasks.constants import MAX_TRAIN_WORKERS, ROBUSTNESS_MEASURES, STAGE_RECORD_DIR, TASK_METRICS
 from ml_tasks.datasets import get_dataset
 from ml_tasks.errors import ConfigError, UnsafePathError
 from ml_tasks.params import check_knobs, knob, same_knob
@@ -128,14 +128,17 @@ class TrainConfig:
                               "(the multi-worker loop has no FGSM step): set train_workers to 1 or adversarial_epsilon to 0")
 
 
-# The JSON schema of a metric -> threshold mapping (the gate's Params): the rule GateConfig enforces.
+# Every metric a threshold may name, of any task kind (a run refuses one its data set's task does not have).
+ALL_METRICS = tuple(dict.fromkeys(m for metrics in TASK_METRICS.values() for m in metrics))
+# The JSON schema of a metric -> threshold mapping (the gate's Params): the rule GateConfig enforces. Null: the
+# data set's declared thresholds.
 METRIC_THRESHOLDS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "propertyNames": {"enum": list(EVALUATION_METRICS)},
+    "type": ["object", "null"],
+    "propertyNames": {"enum": list(ALL_METRICS)},
     "additionalProperties": {"type": "number"},
 }
 ROBUSTNESS_THRESHOLDS_SCHEMA: dict[str, Any] = {
-    "type": "object",
+    "type": ["object", "null"],
     "propertyNames": {"enum": list(ROBUSTNESS_MEASURES)},
     "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
 }
@@ -148,7 +151,8 @@ class GateConfig:
     For higher-is-better metrics an absolute threshold is a minimum and a change
     threshold the least improvement; for lower-is-better metrics (log loss) an
     absolute threshold is a maximum and a change threshold the least decrease.
-    A run's defaults are `DEFAULT_ABSOLUTE_THRESHOLDS` and `DEFAULT_CHANGE_THRESHOLDS` (see `RunConfig`).
+    A run's defaults are its data set's declared thresholds (`RunConfig.from_params`); a config built in code
+    without a gate gets `DEFAULT_ABSOLUTE_THRESHOLDS` and `DEFAULT_CHANGE_THRESHOLDS` (binary metrics).
     """
 
     absolute: dict[str, float] = field(default_factory=dict)
@@ -165,9 +169,9 @@ class GateConfig:
         check_knobs(self)
         for kind, thresholds in (("absolute", self.absolute), ("change", self.change), ("slice", self.slice_absolute)):
             for metric, value in thresholds.items():
-                if metric not in EVALUATION_METRICS:
+                if metric not in ALL_METRICS:
                     raise ConfigError(
-                        f"{kind} threshold on unknown metric {metric!r}; known: {', '.join(EVALUATION_METRICS)}"
+                        f"{kind} threshold on unknown metric {metric!r}; known: {', '.join(ALL_METRICS)}"
                     )
                 if not isinstance(value, (int, float)) or isinstance(value, bool):
                     raise ConfigError(f"{kind} threshold for {metric} must be a number, got {value!r}")
@@ -256,8 +260,10 @@ def augment_from_params(params: dict[str, Any]) -> dict[str, Any]:
     ).to_prepare_argument()
 
 
-def _metric_thresholds(params: dict[str, Any], name: str, default: dict[str, float]) -> dict[str, float]:
-    return {k: float(v) for k, v in dict(params.get(name, default) or {}).items()}
+def _metric_thresholds(params: dict[str, Any], name: str, declared: dict[str, float]) -> dict[str, float]:
+    """A threshold Param's metrics; left out or null: the data set's declared thresholds."""
+    value = params.get(name)
+    return {k: float(v) for k, v in dict(declared if value is None else value).items()}
 
 
 @dataclass(frozen=True)
@@ -278,12 +284,30 @@ class RunConfig:
     cv_folds: int = knob(0, "cv_folds", minimum=0, maximum=10)
 
     def __post_init__(self) -> None:
-        get_dataset(self.dataset)
+        spec = get_dataset(self.dataset)
         check_knobs(self)
+        if self.gate == GateConfig(dict(DEFAULT_ABSOLUTE_THRESHOLDS), dict(DEFAULT_CHANGE_THRESHOLDS)):
+            # Built in code without a gate: the data set's declared thresholds, as from_params gives.
+            object.__setattr__(self, "gate", GateConfig(
+                dict(spec.absolute_thresholds), dict(spec.change_thresholds), dict(spec.slice_thresholds),
+                robustness=dict(spec.robustness_thresholds)))
+        metrics = TASK_METRICS[spec.task]
+        for kind, thresholds in (("absolute", self.gate.absolute), ("change", self.gate.change),
+                                 ("slice", self.gate.slice_absolute)):
+            wrong = sorted(set(thresholds) - set(metrics))
+            if wrong:
+                raise ConfigError(f"{kind} thresholds name {', '.join(wrong)}, which {self.dataset} ({spec.task}) does "
+                                  f"not measure; its metrics: {', '.join(metrics)}")
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> RunConfig:
-        """Build from the DAG's Params (a flat JSON object); a Param left out takes the same default as the DAG's."""
+        """Build from the DAG's Params (a flat JSON object).
+
+        A Param left out (or null) takes the data set's declared value (thresholds, tuning defaults), else the
+        same default as the DAG's.
+        """
+        spec = get_dataset(str(params["dataset"]))
+        params = {**spec.tuning, **{k: v for k, v in params.items() if v is not None or k not in spec.tuning}}
         return cls(
             dataset=str(params["dataset"]),
             source_uri=str(params.get("source_uri") or ""),
@@ -300,10 +324,10 @@ class RunConfig:
                               adversarial_epsilon=float(params.get("adversarial_epsilon", TrainConfig.adversarial_epsilon)),
                               workers=int(params.get("train_workers", TrainConfig.workers))),
             gate=GateConfig(
-                absolute=_metric_thresholds(params, "absolute_thresholds", DEFAULT_ABSOLUTE_THRESHOLDS),
-                change=_metric_thresholds(params, "change_thresholds", DEFAULT_CHANGE_THRESHOLDS),
-                slice_absolute=_metric_thresholds(params, "slice_thresholds", {}),
-                robustness=_metric_thresholds(params, "robustness_thresholds", {}),
+                absolute=_metric_thresholds(params, "absolute_thresholds", spec.absolute_thresholds),
+                change=_metric_thresholds(params, "change_thresholds", spec.change_thresholds),
+                slice_absolute=_metric_thresholds(params, "slice_thresholds", spec.slice_thresholds),
+                robustness=_metric_thresholds(params, "robustness_thresholds", spec.robustness_thresholds),
                 require_confidence=bool(params.get("require_confidence", GateConfig.require_confidence)),
             ),
             drift=DriftConfig.from_params(params.get("drift_action"), params.get("drift_thresholds")),

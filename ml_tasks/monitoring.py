@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ml_tasks.config import DriftConfig, checked_name
 from ml_tasks.constants import EVALUATION_METRICS, LOWER_IS_BETTER
-from ml_tasks.datasets import DATASETS, DatasetSpec
+from ml_tasks.datasets import DatasetSpec, declared
 from ml_tasks.errors import ConfigError
 from ml_tasks.params import check_knobs, knob
 from ml_tasks.serving.inference_log import read_feedback, read_log_window
@@ -55,11 +55,11 @@ def retrain_request_uri(model: str) -> str:
 
 def monitored_models() -> list[str]:
     """Every registered model of a declared data set."""
-    return sorted({spec.registered_model for spec in DATASETS.values()})
+    return sorted({spec.registered_model for spec in declared().values()})
 
 
 def spec_for_model(model: str) -> DatasetSpec:
-    for spec in DATASETS.values():
+    for spec in declared().values():
         if spec.registered_model == model:
             return spec
     raise ConfigError(f"{model!r} is not the registered model of a declared data set; known: {monitored_models()}")
@@ -67,7 +67,7 @@ def spec_for_model(model: str) -> DatasetSpec:
 
 def dataset_for_asset_uri(uri: str) -> str | None:
     """The data set whose model's retrain-request Asset has this URI (None for any other URI)."""
-    for spec in DATASETS.values():
+    for spec in declared().values():
         if retrain_request_uri(spec.registered_model) == uri:
             return spec.name
     return None

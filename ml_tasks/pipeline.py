@@ -44,6 +44,14 @@ def run_stage(ctx: RunContext, stage: str, work: Callable[[], dict[str, Any]]) -
 
 
 def default_source(ctx: RunContext, drop_date: str) -> str:
+    """The declaration's source template for the drop's date, else the landing folder of that date."""
+    from ml_tasks.config import confined_uri
+    from ml_tasks.datasets import get_dataset
+
+    template = get_dataset(ctx.dataset).source_template
+    if template:
+        rendered = template.format(ds=drop_date, ds_nodash=drop_date.replace("-", ""))
+        return confined_uri(rendered, f"the source template of {ctx.dataset}")
     return (get_settings().landing / ctx.dataset / drop_date).as_uri()
 
 

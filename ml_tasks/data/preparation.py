@@ -76,7 +76,8 @@ class PreparedData:
     val_rows: int
     test_rows: int
     n_features: int
-    positive_rate: float
+    # Binary: the positive class's share of the prepared rows (None for the other task kinds).
+    positive_rate: float | None
     # Rows dropped because a feature was missing (policy "drop_row"), and training rows dropped as outliers.
     missing_rows_dropped: int = 0
     outlier_rows_dropped: int = 0
@@ -90,6 +91,10 @@ class PreparedData:
     # A content hash of each prepared set as written (features and labels).
     split_fingerprints: dict[str, str] = field(default_factory=dict)
     policies: dict[str, Any] = field(default_factory=dict)
+    task: str = "binary"
+    # Classification: prepared rows per class (original values as text). Regression: the target's mean and std.
+    class_counts: dict[str, int] = field(default_factory=dict)
+    target_summary: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,7 +116,7 @@ class _Columns:
     numeric: dict[str, np.ndarray]  # float64, NaN where missing
     numeric_types: dict[str, pa.DataType]
     categorical: dict[str, _Category]
-    target: np.ndarray  # float64, NaN where missing
+    target: np.ndarray  # float64, NaN where missing: the class code (classification) or the value (regression)
 
 
 # ---------------------------------------------------------------- reading
@@ -224,6 +229,24 @@ def _categories(column: pa.ChunkedArray) -> _Category:
     return _Category(codes=codes, labels=labels, dictionary=encoded.dictionary, raw_type=raw_type)
 
 
+def _target_labels(column: pa.ChunkedArray, spec: DatasetSpec, folder: Path) -> np.ndarray:
+    """The target as float64 labels, NaN where missing: class codes of the declared classes, or regression values."""
+    import numpy as np
+
+    from ml_tasks.data import target as target_labels
+
+    if not spec.is_classification:
+        try:
+            return _as_float64(column, spec.target)
+        except DataError as exc:
+            raise DataError(f"{folder}: regression target {spec.target!r} is not numeric: {exc}") from exc
+    values = column.to_numpy() if column.num_chunks else np.empty(0, dtype=object)
+    codes = target_labels.encode(values, spec, where=str(folder))
+    out = codes.astype("float64")
+    out[codes < 0] = np.nan
+    return out
+
+
 def read_columns(folder: Path, spec: DatasetSpec) -> _Columns:
     """The declared columns of a drop, one column read at a time; unreadable files raise naming the file."""
     import pyarrow as pa
@@ -238,11 +261,7 @@ def read_columns(folder: Path, spec: DatasetSpec) -> _Columns:
         del column
         pa.default_memory_pool().release_unused()
     categorical = {name: _categories(_read_column(sources, name)) for name in spec.categorical_features}
-    target_column = _read_column(sources, spec.target)
-    try:
-        target = _as_float64(target_column, spec.target)
-    except DataError as exc:
-        raise DataError(f"target {spec.target!r} is not a 0/1 label: {exc}") from exc
+    target = _target_labels(_read_column(sources, spec.target), spec, folder)
     pa.default_memory_pool().release_unused()
     n_rows = len(target)
     log.info("read %s rows of %s declared columns from %s files in %s", n_rows, len(spec.columns), len(sources), folder)
@@ -321,11 +340,20 @@ def _clean_rows(columns: _Columns, spec: DatasetSpec, hashes: np.ndarray) -> tup
     return np.flatnonzero(keep), counts
 
 
-def split_positions(labels: np.ndarray, target: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stratified, seeded train/val/test positions (70/15/15) into `labels`."""
+def split_positions(labels: np.ndarray, target: str, seed: int = 0,
+                    stratify: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded train/val/test positions (70/15/15) into `labels`: stratified by class for classification."""
     import numpy as np
     from sklearn.model_selection import train_test_split
 
+    if not stratify:
+        if len(labels) < 3 * MIN_ROWS_PER_SPLIT or np.unique(labels).size < 2:
+            raise DataError(f"target {target!r}: {len(labels)} rows with {np.unique(labels).size} distinct values; "
+                            f"a regression needs at least {3 * MIN_ROWS_PER_SPLIT} rows and two values")
+        every = np.arange(len(labels))
+        train, rest = train_test_split(every, test_size=1 - SPLIT_FRACTIONS[0], random_state=seed)
+        val, test = train_test_split(rest, test_size=0.5, random_state=seed)
+        return train, val, test
     classes, counts = np.unique(labels, return_counts=True)
     if len(classes) < 2:
         raise DataError(f"target {target!r} has a single class ({labels[0]!r}); nothing to learn")
@@ -404,6 +432,51 @@ def _write_matrix(path: Path, names: list[str], n_numeric: int, matrix: np.ndarr
     return digest.hexdigest()
 
 
+class _LabelSummary:
+    """Counts per class, or the sums a regression target's mean and std need, over the prepared real rows."""
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        self.spec = spec
+        self.counts = [0] * len(spec.classes)
+        self.n, self.total, self.squares = 0, 0.0, 0.0
+
+    def add(self, labels: np.ndarray) -> None:
+        import numpy as np
+
+        self.n += len(labels)
+        if self.spec.is_classification:
+            for code, count in enumerate(np.bincount(labels.astype("int64"), minlength=len(self.counts))):
+                self.counts[code] += int(count)
+        else:
+            self.total += float(labels.sum())
+            self.squares += float(np.square(labels).sum())
+
+    def positive_rate(self) -> float | None:
+        return round(self.counts[1] / self.n, 6) if self.spec.task == "binary" and self.n else None
+
+    def class_counts(self) -> dict[str, int]:
+        from ml_tasks.data.transform import category_text
+
+        return {category_text(c): n for c, n in zip(self.spec.classes, self.counts, strict=True)}
+
+    def target_summary(self) -> dict[str, float]:
+        if self.spec.is_classification or not self.n:
+            return {}
+        mean = self.total / self.n
+        return {"mean": round(mean, 6), "std": round(max(self.squares / self.n - mean * mean, 0.0) ** 0.5, 6)}
+
+
+def _original_values(labels: np.ndarray, spec: DatasetSpec) -> np.ndarray:
+    """The target's own values of float64 labels with no missing ones ("Premium", "yes", 1, 326.0)."""
+    from ml_tasks.data import target as target_labels
+
+    if not spec.is_classification:
+        return labels
+    decoded = target_labels.decode(labels.astype("int64"), spec)
+    kinds = {type(c) for c in spec.classes}
+    return decoded.astype(kinds.pop()) if kinds in ({int}, {bool}) else decoded
+
+
 def _write_raw(path: Path, columns: _Columns, spec: DatasetSpec, rows: np.ndarray, labels: np.ndarray) -> None:
     """The given rows of the declared columns with their drop's types, as test_raw for evaluation."""
     import numpy as np
@@ -430,13 +503,13 @@ def _write_raw(path: Path, columns: _Columns, spec: DatasetSpec, rows: np.ndarra
 # ---------------------------------------------------------------- folds
 
 
-def _fold_ids(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+def _fold_ids(labels: np.ndarray, n_folds: int, seed: int, stratify: bool = True) -> np.ndarray:
     import numpy as np
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import KFold, StratifiedKFold
 
     folds = np.empty(len(labels), dtype=np.int8)
     try:
-        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        splitter = (StratifiedKFold if stratify else KFold)(n_splits=n_folds, shuffle=True, random_state=seed)
         for k, (_, held_out) in enumerate(splitter.split(np.zeros((len(labels), 1)), labels)):
             folds[held_out] = k
     except ValueError as exc:
@@ -486,7 +559,7 @@ def drift_reference(columns: _Columns, spec: DatasetSpec, train: np.ndarray, see
         values = np.empty(len(category.dictionary) + 1, dtype=object)
         values[:-1] = category.dictionary.to_pylist()
         data[name] = values[category.codes[rows]]  # code -1 (missing) picks the trailing None
-    data[spec.target] = columns.target[rows]
+    data[spec.target] = _original_values(columns.target[rows], spec)
     reference = drift.compute_reference(pd.DataFrame(data), spec)
     reference["training_rows"] = int(len(train))
     reference["sampled_rows"] = int(len(rows))
@@ -523,8 +596,11 @@ def prepare(ctx: RunContext, staging_uri: str, seed: int = 0, *, augment: dict[s
     rows, counts = _clean_rows(columns, spec, hashes)
     digest = _data_fingerprint(spec, hashes, rows)
     del hashes
-    labels = columns.target[rows].astype("int64")
-    train_pos, val_pos, test_pos = split_positions(labels, spec.target, seed)
+    label_type = "int64" if spec.is_classification else "float64"
+    if not spec.is_classification and "smote" in plan:
+        raise ConfigError(f"{spec.name} is a regression: SMOTE makes rows of minority classes, which it has none of")
+    labels = columns.target[rows].astype(label_type)
+    train_pos, val_pos, test_pos = split_positions(labels, spec.target, seed, stratify=spec.is_classification)
     train, val, test = rows[train_pos], rows[val_pos], rows[test_pos]
     del rows, labels, train_pos, val_pos, test_pos
 
@@ -539,7 +615,7 @@ def prepare(ctx: RunContext, staging_uri: str, seed: int = 0, *, augment: dict[s
     imputed = dict.fromkeys(spec.features, 0)
     clipped = dict.fromkeys(spec.numeric_features, 0)
     n_real = len(train)
-    n_augmented = rows_to_add(plan, columns.target[train].astype("int64"))
+    n_augmented = rows_to_add(plan, columns.target[train].astype(label_type))
     fingerprints: dict[str, str] = {}
     target_dir = ctx.prepared_dir
     with atomic_dir(target_dir) as tmp:
@@ -563,7 +639,7 @@ def prepare(ctx: RunContext, staging_uri: str, seed: int = 0, *, augment: dict[s
         names = transform.feature_names
         n_numeric = len(transform.numeric)
         _transform_into(transform, columns, train, matrix[:n_real], imputed, clipped, numeric=False)
-        train_labels = np.empty(len(matrix), dtype="int64")
+        train_labels = np.empty(len(matrix), dtype=label_type)
         train_labels[:n_real] = columns.target[train]
         base = np.arange(len(matrix), dtype=np.int64)  # the real row each augmented row was made from
         augmented = augment_into(matrix, train_labels, n_real, plan, n_numeric, np.random.default_rng(seed), base)
@@ -572,21 +648,22 @@ def prepare(ctx: RunContext, staging_uri: str, seed: int = 0, *, augment: dict[s
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            folds = _fold_ids(train_labels[:n_real], cv_folds, seed)[base]
+            folds = _fold_ids(train_labels[:n_real], cv_folds, seed, stratify=spec.is_classification)[base]
             is_augmented = np.arange(len(matrix)) >= n_real
             pq.write_table(pa.table({FOLD_COLUMN: folds, AUGMENTED_COLUMN: is_augmented}), tmp / FOLDS_FILE)
         train_rows = len(matrix)
-        positives = int(train_labels[:n_real].sum())
+        summary = _LabelSummary(spec)
+        summary.add(train_labels[:n_real])
         del matrix, train_labels, base
         for name, part in ((VALIDATION_SPLIT_FILE, val), (TEST_FILE, test)):
             matrix = np.empty((len(part), len(names)), dtype="float32", order="F")
-            part_labels = columns.target[part].astype("int64")
-            positives += int(part_labels.sum())
+            part_labels = columns.target[part].astype(label_type)
+            summary.add(part_labels)
             _transform_into(transform, columns, part, matrix, imputed, clipped)
             fingerprints["val" if name == VALIDATION_SPLIT_FILE else "test"] = _write_matrix(
                 tmp / name, names, n_numeric, matrix, part_labels, spec.target)
             del matrix
-        _write_raw(tmp / TEST_RAW_FILE, columns, spec, test, columns.target[test].astype("int64"))
+        _write_raw(tmp / TEST_RAW_FILE, columns, spec, test, _original_values(columns.target[test], spec))
         write_json(tmp / TRANSFORM_FILE, transform.to_dict())
         write_json(tmp / DRIFT_REFERENCE_FILE, drift_reference(columns, spec, train, seed))
         rows_out = n_real + len(val) + len(test)
@@ -602,7 +679,10 @@ def prepare(ctx: RunContext, staging_uri: str, seed: int = 0, *, augment: dict[s
             val_rows=len(val),
             test_rows=len(test),
             n_features=len(names),
-            positive_rate=round(positives / rows_out, 6),
+            positive_rate=summary.positive_rate(),
+            task=spec.task,
+            class_counts=summary.class_counts(),
+            target_summary=summary.target_summary(),
             missing_rows_dropped=counts["missing_rows_dropped"],
             outlier_rows_dropped=outlier_rows_dropped,
             imputed_per_column={k: v for k, v in imputed.items() if v},
@@ -662,5 +742,6 @@ def log_to_mlflow(run_id: str, ctx: RunContext, prepared: PreparedData) -> None:
             "data.missing_values_imputed": prepared.missing_values_imputed,
             "data.values_clipped": sum(prepared.clipped_per_column.values()),
             "data.augmented_rows": sum(prepared.augmented_rows.values()),
-            "data.positive_rate": prepared.positive_rate,
+            **({"data.positive_rate": prepared.positive_rate} if prepared.positive_rate is not None else {}),
+            **{f"data.target_{k}": v for k, v in prepared.target_summary.items()},
         })

@@ -121,6 +121,14 @@ class DatasetSpec:
         return self.features + (self.target,)
 
 
+LANDED_ASSET_URI = "ratchet://datasets/{dataset}/landed"
+
+
+def landed_asset_uri(dataset: str) -> str:
+    """The Asset a data set's landed drops update: an event on it starts that data set's own retraining DAG."""
+    return LANDED_ASSET_URI.format(dataset=dataset)
+
+
 def declarations_dir() -> Path:
     """The folder of the committed declarations (`datasets/` in the project root unless RATCHET_DATASETS_DIR says)."""
     from ml_tasks.settings import get_settings

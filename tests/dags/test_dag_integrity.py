@@ -322,3 +322,49 @@ def test_params_and_configs_refuse_the_same_values(dagbag, dag_id, knob_param, v
     _assert_refused(dagbag, dag_id, name, given)
     with pytest.raises(ConfigError, match=knob_param.replace(".", r"\.")):
         BUILD_CONFIG[dag_id]({**dagbag.dags[dag_id].params.dump(), name: given})
+
+
+def test_each_declared_data_set_has_its_own_retraining_dag(dagbag):
+    from ml_tasks.datasets import declared, landed_asset_uri
+
+    for spec in declared().values():
+        dag = dagbag.dags[f"retrain__{spec.name}"]
+        assert {t.task_id for t in dag.tasks} == {t.task_id for t in dagbag.dags["nightly_retrain"].tasks}
+        params = dag.params
+        assert params.get_param("dataset").value == spec.name and params.get_param("dataset").schema["enum"] == [spec.name]
+        assert params.get_param("absolute_thresholds").value == spec.absolute_thresholds
+        assert landed_asset_uri(spec.name) in repr(dag.timetable)
+        assert dag.catchup is False and dag.max_active_runs == 1
+    # nightly_retrain's form lists every declared data set, and its thresholds default to the declared ones (null)
+    nightly = dagbag.dags["nightly_retrain"].params
+    assert nightly.get_param("dataset").schema["enum"] == sorted(declared())
+    assert nightly.get_param("absolute_thresholds").value is None
+
+
+def test_fifty_declarations_parse_fast_and_light(tmp_path):
+    """dag-factory style generation stays cheap: 50 declarations, one file, under a second, nothing heavy."""
+    import os
+
+    template = (ROOT / "datasets" / "synthetic.yaml").read_text()
+    for i in range(50):
+        (tmp_path / f"table_{i:02d}.yaml").write_text(
+            template.replace("name: synthetic", f"name: table_{i:02d}")
+            .replace("registered_model: synthetic_classifier", f"registered_model: table_{i:02d}_classifier"))
+    env = {**os.environ, "RATCHET_DATASETS_DIR": str(tmp_path)}
+    files = [str(DAGS / "nightly_retrain.py"), str(DAGS / "retrain_datasets.py")]
+    out = subprocess.run([sys.executable, "-c", PARSE_PROBE, *files], capture_output=True, text=True, check=True, env=env)
+    probe = json.loads(out.stdout.strip().splitlines()[-1])[files[1]]
+    assert probe["seconds"] < 1.0, f"50 generated DAGs took {probe['seconds']:.2f}s to parse"
+    assert probe["heavy"] == []
+    from airflow.dag_processing.dagbag import DagBag
+
+    os.environ["RATCHET_DATASETS_DIR"] = str(tmp_path)
+    try:
+        from ml_tasks import settings
+
+        settings.get_settings.cache_clear()
+        bag = DagBag(dag_folder=files[1])
+        assert bag.import_errors == {} and len(bag.dags) == 50
+    finally:
+        del os.environ["RATCHET_DATASETS_DIR"]
+        settings.get_settings.cache_clear()

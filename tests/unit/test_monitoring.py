@@ -383,7 +383,7 @@ def test_nightly_retrain_retrains_the_data_set_whose_request_started_it(in_proce
     from ml_tasks.monitoring import retrain_request_uri
     from tests.dags.test_dag_integrity import DAGS
 
-    requested = runpy.run_path(str(DAGS / "nightly_retrain.py"))["_requested_dataset"]
+    requested = runpy.run_path(str(DAGS.parent / "plugins" / "ratchet_airflow" / "retrain.py"))["_requested_dataset"]
 
     def event(model, minute):
         return SimpleNamespace(asset=SimpleNamespace(uri=retrain_request_uri(model)),
