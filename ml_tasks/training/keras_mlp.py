@@ -141,7 +141,7 @@ def validation_score_callback(objective: Any, x_val: Any, y_val: Any, x_train: A
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             if logs is None:
                 return
-            network = getattr(self.model, "base", self.model)
+            network: Any = getattr(self.model, "base", self.model)
             logs[f"val_{metric}"] = objective.score(y_val, network.predict(x_val, batch_size=batch_size, verbose=0))
             if x_train is not None:
                 logs[metric] = objective.score(y_train, network.predict(x_train, batch_size=batch_size, verbose=0))

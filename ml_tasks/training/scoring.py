@@ -11,7 +11,7 @@ Imports nothing heavy at module level.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ml_tasks.constants import DEFAULT_PRIMARY_METRIC, LOWER_IS_BETTER, TASK_METRICS
 from ml_tasks.datasets import BINARY, MULTICLASS, REGRESSION
@@ -51,7 +51,7 @@ class Objective:
         return self.metric not in LOWER_IS_BETTER
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Literal["maximize", "minimize"]:
         """Optuna's study direction."""
         return "maximize" if self.higher_is_better else "minimize"
 
