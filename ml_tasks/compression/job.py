@@ -25,6 +25,14 @@ reuses the measurements of `compression.json` and the registered versions
 (found by their key tag) instead of registering duplicates. TFLite results are
 registered with the loader module `ml_tasks.compression` and served by
 `ml_tasks.compression.tflite_runtime`.
+
+Task kinds: every Keras head compresses (binary sigmoid, multiclass softmax,
+regression in original units). The source version's target record
+(`TARGET_ARTIFACT`) says which; a version without one is binary. The gate's
+quality loss is task-appropriate: accuracy loss for binary (as before), for
+multiclass the share of test rows whose argmax class differs from the
+original's (1 - agreement), for regression the relative RMSE increase
+(rmse / original rmse - 1). Compressed versions carry the target record too.
 """
 
 from __future__ import annotations
@@ -149,6 +157,12 @@ class CompressedModel:
     accuracy_loss: float = 0.0
     roc_auc_loss: float = 0.0
     passed: bool = True
+    # Task kind of the model; regression's RMSE on the test rows (NaN otherwise); agreement with the original's
+    # decisions (argmax class, or thresholded probability); the loss the gate compares (see the module doc).
+    task: str = "binary"
+    rmse: float = float("nan")
+    agreement: float = 1.0
+    quality_loss: float = 0.0
     # Fraction of Dense kernel weights that are exactly zero (pruned, and the original for comparison).
     sparsity: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
@@ -285,24 +299,35 @@ def compress_in_process(model_name: str, version: str, prepared_uri: str, config
     return result.to_dict()
 
 
+def quality_loss(result: CompressedModel, original: CompressedModel) -> float:
+    """What the gate holds against `max_accuracy_loss`: accuracy loss (binary), 1 - argmax agreement with the
+    original (multiclass), relative RMSE increase (regression)."""
+    if result.task == "multiclass":
+        return 1.0 - result.agreement
+    if result.task == "regression":
+        return result.rmse / original.rmse - 1.0 if original.rmse > 0 else result.rmse - original.rmse
+    return original.accuracy - result.accuracy
+
+
 def _gate(result: CompressedModel, original: CompressedModel, max_loss: float) -> CompressedModel:
     import math
 
-    loss = original.accuracy - result.accuracy
+    loss = quality_loss(result, original)
     passed = not math.isnan(loss) and loss <= max_loss
-    return replace(result, accuracy_loss=loss, roc_auc_loss=original.roc_auc - result.roc_auc, passed=passed)
+    return replace(result, accuracy_loss=original.accuracy - result.accuracy, quality_loss=loss,
+                   roc_auc_loss=original.roc_auc - result.roc_auc, passed=passed)
 
 
 def _summary(model_name: str, version: str, config: CompressionConfig, record: dict[str, Any],
              results: dict[str, CompressedModel], record_path: str, run_id: str, reused: bool) -> CompressionResult:
     original = record["references"][ORIGINAL]
     keep = ("passed", "accuracy", "accuracy_loss", "roc_auc", "size_bytes", "gzip_bytes", "latency_single_ms",
-            "latency_batch_ms", "sparsity", "registered_version")
+            "latency_batch_ms", "sparsity", "registered_version", "quality_loss", "agreement", "rmse")
     return CompressionResult(
         source_model=model_name, source_version=version, artifact_key=config.artifact_key, record_path=record_path,
         mlflow_run_id=run_id, test_rows=int(record["test_rows"]), max_accuracy_loss=config.max_accuracy_loss,
         original={k: original[k] for k in ("accuracy", "roc_auc", "size_bytes", "gzip_bytes", "latency_single_ms",
-                                            "latency_batch_ms")},
+                                            "latency_batch_ms", "rmse") if k in original},
         results={m: {k: getattr(r, k) for k in keep} for m, r in results.items()},
         passed=[m for m, r in results.items() if r.passed], failed=[m for m, r in results.items() if not r.passed],
         registered={r.registered_name: str(r.registered_version) for r in results.values()
@@ -323,7 +348,8 @@ def _find_one(folder: Path, pattern: str, what: str) -> Path:
 
 
 def _download_source(model_name: str, version: str, target: Path) -> tuple[Path, Path]:
-    """The source version's `model.keras` and fitted transform, copied into `target`."""
+    """The source version's `model.keras` and fitted transform, copied into `target` (and its target record,
+    as TARGET_FILE, when it has one)."""
     import shutil
     import tempfile
 
@@ -342,10 +368,40 @@ def _download_source(model_name: str, version: str, target: Path) -> tuple[Path,
         transform_path = _find_one(local, "transform*.json", "fitted transform")
         shutil.copyfile(keras_path, target / KERAS_FILE)
         shutil.copyfile(transform_path, target / TRANSFORM_COPY)
+        from ml_tasks.release.pyfunc import TARGET_FILE
+
+        records = sorted(local.rglob(TARGET_FILE))
+        if records:
+            shutil.copyfile(records[0], target / TARGET_FILE)
     return target / KERAS_FILE, target / TRANSFORM_COPY
 
 
-def _load_data(prepared: Path, transform: Any, config: CompressionConfig) -> dict[str, Any]:
+def _target_record(folder: Path) -> dict[str, Any]:
+    """The source's target record (task kind, target, classes) from `folder`; binary 0/1 when it had none."""
+    from ml_tasks.io import read_json
+    from ml_tasks.release.pyfunc import TARGET_FILE
+
+    path = folder / TARGET_FILE
+    return read_json(path) if path.is_file() else {"task": "binary", "classes": [0, 1]}
+
+
+def _encode_raw(values: Any, record: dict[str, Any]) -> Any:
+    """Raw test targets as the model's labels: codes into the record's classes (compared as text), or floats."""
+    import numpy as np
+
+    from ml_tasks.data.transform import category_text
+
+    if record["task"] == "regression":
+        return np.asarray(values, dtype="float64")
+    lookup = {category_text(c): i for i, c in enumerate(record["classes"])}
+    codes = np.asarray([lookup.get(category_text(v), -1) for v in values], dtype="int64")
+    if (codes < 0).any():
+        raise DataError(f"test targets hold values outside the declared classes {record['classes']!r}")
+    return codes
+
+
+def _load_data(prepared: Path, transform: Any, config: CompressionConfig,
+               record: dict[str, Any] | None = None) -> dict[str, Any]:
     """Training features/labels (a seeded sample) and the raw test rows transformed as serving does."""
     import numpy as np
     import pandas as pd
@@ -370,8 +426,10 @@ def _load_data(prepared: Path, transform: Any, config: CompressionConfig) -> dic
         "x_train": train[transform.feature_names].to_numpy(dtype="float32"),
         "y_train": train[target].to_numpy(dtype="float32"),
         "x_test": transform.apply(test_raw),
-        "y_test": test_raw[target].to_numpy(dtype="int64"),
+        "y_test": _encode_raw(test_raw[target].to_numpy(), record or {"task": "binary", "classes": [0, 1]}),
         "rng": np.random.default_rng(config.seed),
+        "task": (record or {}).get("task", "binary"),
+        "n_classes": len((record or {}).get("classes", [0, 1])),
     }
 
 
@@ -398,7 +456,8 @@ def _median_ms(call: Any, x: Any, runs: int) -> float:
 
 def _measure(method: str, runtime: str, path: Path, predict: Any, data: dict[str, Any], config: CompressionConfig,
              **extra: Any) -> CompressedModel:
-    """Size, latency (in the runtime that serves it) and test metrics of one model."""
+    """Size, latency (in the runtime that serves it) and test metrics of one model, and its agreement with the
+    original's decisions (`data["reference"]`, the original's output on the test rows, when measured)."""
     import numpy as np
 
     from ml_tasks.release.metrics import classification_metrics
@@ -408,13 +467,34 @@ def _measure(method: str, runtime: str, path: Path, predict: Any, data: dict[str
     single = np.ascontiguousarray(x_test[:1])
     latency_single = _median_ms(predict, single, config.latency_runs)
     latency_batch = _median_ms(predict, batch, max(3, config.latency_runs // 5))
-    probability = np.asarray(predict(x_test), dtype="float64").reshape(-1)
-    metrics = classification_metrics(data["y_test"], probability, threshold=DECISION_THRESHOLD)
+    task = data.get("task", "binary")
+    output = np.asarray(predict(x_test), dtype="float64")
+    reference = data.get("reference")
+    quality: dict[str, Any] = {"task": task}
+    if task == "regression":
+        predicted = output.reshape(-1)
+        quality["rmse"] = float(np.sqrt(np.mean((predicted - data["y_test"]) ** 2)))
+        accuracy = roc_auc = float("nan")
+    elif task == "multiclass":
+        from ml_tasks.training.scoring import score
+
+        y, k = data["y_test"], int(data["n_classes"])
+        accuracy = score("accuracy", y, output, task, k)
+        roc_auc = score("roc_auc", y, output, task, k)
+        if reference is not None:
+            quality["agreement"] = float(np.mean(output.argmax(axis=1) == np.asarray(reference).argmax(axis=1)))
+    else:
+        probability = output.reshape(-1)
+        metrics = classification_metrics(data["y_test"], probability, threshold=DECISION_THRESHOLD)
+        accuracy, roc_auc = metrics["accuracy"], metrics["roc_auc"]
+        if reference is not None:
+            quality["agreement"] = float(np.mean((probability >= DECISION_THRESHOLD)
+                                                 == (np.asarray(reference).reshape(-1) >= DECISION_THRESHOLD)))
     size, gzipped = _file_sizes(path)
     result = CompressedModel(
         method=method, runtime=runtime, path=str(path), size_bytes=size, gzip_bytes=gzipped,
         latency_single_ms=latency_single, latency_batch_ms=latency_batch, batch_rows=config.latency_batch_rows,
-        accuracy=metrics["accuracy"], roc_auc=metrics["roc_auc"], **extra,
+        accuracy=accuracy, roc_auc=roc_auc, **quality, **extra,
     )
     log.info("%s: %s bytes (gzip %s), %.3f ms/row, %.3f ms per %s rows, accuracy %.4f, AUC %.4f", method, size, gzipped,
              latency_single, latency_batch, config.latency_batch_rows, result.accuracy, result.roc_auc)
@@ -422,11 +502,41 @@ def _measure(method: str, runtime: str, path: Path, predict: Any, data: dict[str
 
 
 def _keras_predict(model: Any) -> Any:
+    """The model's output on a batch: (n,) for a one-column head (binary probability, regression), else (n, k)."""
     import numpy as np
 
     def predict(x: Any) -> Any:
-        return np.asarray(model.predict_on_batch(x)).reshape(-1)
+        out = np.asarray(model.predict_on_batch(x))
+        return out.reshape(-1) if out.ndim == 1 or out.shape[1] == 1 else out
 
+    return predict
+
+
+def _tflite_predict(path: Path, data: dict[str, Any]) -> Any:
+    """The runner that measures a TFLite file: the serving runtime's `TFLiteRunner` for one-column heads; for a
+    multiclass head (whose (n, k) output that runner does not return) a plain interpreter over the file."""
+    if data.get("task", "binary") != "multiclass":
+        return TFLiteRunner(str(path))
+    import numpy as np
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    source, sink = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    state = {"rows": -1}
+
+    def predict(x: Any) -> Any:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if len(x) != state["rows"]:
+            interpreter.resize_tensor_input(source["index"], list(x.shape))
+            interpreter.allocate_tensors()
+            state["rows"] = len(x)
+        interpreter.set_tensor(source["index"], x)
+        interpreter.invoke()
+        return np.asarray(interpreter.get_tensor(sink["index"]), dtype="float64")
+
+    predict.runtime = "tf.lite"  # type: ignore[attr-defined]
+    predict.input_dtype = "float32"  # type: ignore[attr-defined]
     return predict
 
 
@@ -441,26 +551,33 @@ def _measure_all(model_name: str, version: str, prepared_uri: str, config: Compr
     from ml_tasks.storage import local_path
 
     keras.utils.set_random_seed(config.seed)
+    from ml_tasks.release.pyfunc import TARGET_FILE
+
     keras_path, transform_path = _download_source(model_name, version, out / ORIGINAL)
+    record = _target_record(keras_path.parent)
     transform = FittedTransform.from_dict(json.loads(transform_path.read_text()))
-    data = _load_data(local_path(prepared_uri), transform, config)
+    data = _load_data(local_path(prepared_uri), transform, config, record)
     original = keras.saving.load_model(keras_path, compile=False)
     teacher_train = _keras_predict(original)(data["x_train"])
+    data["reference"] = _keras_predict(original)(data["x_test"])
     refs = dict(references or {})
     if ORIGINAL not in refs:
         refs[ORIGINAL] = _measure(ORIGINAL, "keras", keras_path, _keras_predict(original), data, config,
                                   sparsity=_sparsity(original)).to_dict()
     if TFLITE_FLOAT32 not in refs:
         path = _write_tflite(original, out / TFLITE_FLOAT32 / TFLITE_FILE, None, data)
-        refs[TFLITE_FLOAT32] = _measure(TFLITE_FLOAT32, "tflite", path, TFLiteRunner(str(path)), data, config).to_dict()
+        refs[TFLITE_FLOAT32] = _measure(TFLITE_FLOAT32, "tflite", path, _tflite_predict(path, data), data,
+                                        config).to_dict()
     results: dict[str, dict[str, Any]] = {}
     for method in methods:
         folder = out / method
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(transform_path, folder / TRANSFORM_COPY)
+        if (keras_path.parent / TARGET_FILE).is_file():  # logged with the compressed version (`_log_model`)
+            shutil.copyfile(keras_path.parent / TARGET_FILE, folder / TARGET_FILE)
         if method in TFLITE_METHODS:
             path = _write_tflite(original, folder / TFLITE_FILE, method, data, config.representative_rows)
-            runner = TFLiteRunner(str(path))
+            runner = _tflite_predict(path, data)
             results[method] = _measure(method, "tflite", path, runner, data, config,
                                        details={"interpreter": runner.runtime, "input_dtype": runner.input_dtype}).to_dict()
         elif method == PRUNED:
@@ -561,7 +678,9 @@ def _prune(keras_path: Path, data: dict[str, Any], config: CompressionConfig) ->
 
     history: dict[str, list[float]] = {}
     if config.finetune_epochs:
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.finetune_learning_rate), loss="binary_crossentropy")
+        head = _head(data)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.finetune_learning_rate), loss=head["loss"],
+                      loss_weights=head["loss_weights"])
         fit = model.fit(data["x_train"], data["y_train"], epochs=config.finetune_epochs, batch_size=config.batch_size,
                         callbacks=[KeepMasks()], verbose=0, shuffle=True)
         history = {k: [round(float(v), 6) for v in values] for k, values in fit.history.items()}
@@ -570,21 +689,50 @@ def _prune(keras_path: Path, data: dict[str, Any], config: CompressionConfig) ->
                    "finetune_loss": history.get("loss", [])}
 
 
+def _head(data: dict[str, Any]) -> dict[str, Any]:
+    """The loss of the source's head (`keras_mlp.head_config`), regression's scaled by the training target's std."""
+    import numpy as np
+
+    from ml_tasks.training.keras_mlp import head_config
+
+    task = data.get("task", "binary")
+    std = float(np.std(data["y_train"])) if task == "regression" else 1.0
+    return head_config(task, int(data.get("n_classes", 2)), std)
+
+
 def _distil(data: dict[str, Any], teacher: Any, config: CompressionConfig) -> tuple[Any, dict[str, Any]]:
-    """A smaller MLP trained on alpha * teacher probability + (1 - alpha) * label."""
+    """A smaller MLP with the source's head trained on alpha * teacher output + (1 - alpha) * label (binary: the
+    probability; multiclass: the class distribution against the one-hot label; regression: the prediction,
+    in standardised units through the same fixed rescaling the source has)."""
     import keras
     import numpy as np
 
     x_train = data["x_train"]
+    task, k = data.get("task", "binary"), int(data.get("n_classes", 2))
+    y_train = np.asarray(data["y_train"], dtype="float32")
     inputs = keras.Input(shape=(x_train.shape[1],), name="features")
     x = inputs
     for i in range(config.distill_layers):
         x = keras.layers.Dense(config.distill_units, activation="relu", name=f"dense_{i}")(x)
-    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
+    alpha = config.distill_alpha
+    teacher = np.asarray(teacher, dtype="float32")
+    if task == "multiclass":
+        outputs = keras.layers.Dense(k, activation="softmax", dtype="float32", name="probabilities")(x)
+        loss, weight = "categorical_crossentropy", None
+        soft = (alpha * teacher + (1 - alpha) * np.eye(k, dtype="float32")[y_train.astype("int64")]).astype("float32")
+    elif task == "regression":
+        mean, std = float(np.mean(y_train)), float(np.std(y_train)) or 1.0
+        standardised = keras.layers.Dense(1, dtype="float32", name="standardised")(x)
+        outputs = keras.layers.Rescaling(scale=std, offset=mean, dtype="float32", name="prediction")(standardised)
+        loss, weight = "mean_squared_error", 1.0 / std**2
+        soft = (alpha * teacher.reshape(-1) + (1 - alpha) * y_train).astype("float32")
+    else:
+        outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
+        loss, weight = "binary_crossentropy", None
+        soft = (alpha * teacher.reshape(-1) + (1 - alpha) * y_train).astype("float32")
     student = keras.Model(inputs, outputs, name="distilled_mlp")
-    student.compile(optimizer=keras.optimizers.Adam(learning_rate=config.distill_learning_rate), loss="binary_crossentropy")
-    soft = (config.distill_alpha * np.asarray(teacher, dtype="float32")
-            + (1 - config.distill_alpha) * data["y_train"]).astype("float32")
+    student.compile(optimizer=keras.optimizers.Adam(learning_rate=config.distill_learning_rate), loss=loss,
+                    loss_weights=weight)
     fit = student.fit(x_train, soft, epochs=config.distill_epochs, batch_size=config.batch_size, verbose=0, shuffle=True)
     return student, {"units": config.distill_units, "layers": config.distill_layers, "alpha": config.distill_alpha,
                      "epochs": config.distill_epochs, "parameters": int(student.count_params()),
@@ -630,7 +778,10 @@ def _tags(model_name: str, version: str, config: CompressionConfig, result: Comp
         TAG_SOURCE_MODEL: model_name,
         TAG_SOURCE_VERSION: version,
         TAG_METHOD: result.method,
-        TAG_GATE: f"{gate}: accuracy loss {result.accuracy_loss:.4f} vs max {config.max_accuracy_loss}",
+        TAG_GATE: (f"{gate}: accuracy loss {result.accuracy_loss:.4f} vs max {config.max_accuracy_loss}"
+                   if result.task == "binary" else
+                   f"{gate}: {'relative RMSE increase' if result.task == 'regression' else 'argmax disagreement'} "
+                   f"{result.quality_loss:.4f} vs max {config.max_accuracy_loss}"),
         f"{TAG_PREFIX}runtime": result.runtime,
         f"{TAG_PREFIX}size_bytes": str(result.size_bytes),
         f"{TAG_PREFIX}gzip_bytes": str(result.gzip_bytes),
@@ -643,6 +794,17 @@ def _tags(model_name: str, version: str, config: CompressionConfig, result: Comp
     if result.sparsity is not None:
         tags[f"{TAG_PREFIX}sparsity"] = f"{result.sparsity:.4f}"
     return tags
+
+
+def _source_signature(model_name: str, version: str) -> Any:
+    """The source version's own signature (what its pyfunc returns for its task kind), or None."""
+    try:
+        from mlflow.models import get_model_info
+
+        return get_model_info(f"models:/{model_name}/{version}").signature
+    except Exception as exc:  # an old or odd version: fall back to the binary signature
+        log.info("no signature of %s v%s to reuse: %s", model_name, version, exc)
+        return None
 
 
 def _signature(prepared_uri: str, transform_path: str) -> Any:
@@ -663,7 +825,7 @@ def _signature(prepared_uri: str, transform_path: str) -> Any:
 def _log_model(result: CompressedModel, run_id: str, signature: Any) -> str:
     import mlflow
 
-    from ml_tasks.release.pyfunc import KERAS_ARTIFACT, TRANSFORM_ARTIFACT, RatchetClassifier
+    from ml_tasks.release.pyfunc import KERAS_ARTIFACT, TARGET_ARTIFACT, TARGET_FILE, TRANSFORM_ARTIFACT, RatchetClassifier
 
     folder = Path(result.path).parent
     with mlflow.start_run(run_id=run_id):
@@ -672,6 +834,8 @@ def _log_model(result: CompressedModel, run_id: str, signature: Any) -> str:
                                            signature=signature, pip_requirements=_pip_requirements())
         else:
             artifacts = {KERAS_ARTIFACT: result.path, TRANSFORM_ARTIFACT: str(folder / TRANSFORM_COPY)}
+            if (folder / TARGET_FILE).is_file():  # the source's target record (TFLite: inside data_path)
+                artifacts[TARGET_ARTIFACT] = str(folder / TARGET_FILE)
             info = mlflow.pyfunc.log_model(name=result.method, python_model=RatchetClassifier(), artifacts=artifacts,
                                            signature=signature, pip_requirements=_pip_requirements())
     return str(info.model_uri)
@@ -680,6 +844,8 @@ def _log_model(result: CompressedModel, run_id: str, signature: Any) -> str:
 def _register_all(model_name: str, version: str, config: CompressionConfig, results: dict[str, CompressedModel],
                   prepared_uri: str, transform_path: str, run_id: str, log_metrics: bool) -> dict[str, CompressedModel]:
     """Register every passing result (every result with `register_failed`) once; a rerun finds it by its key tag."""
+    import math
+
     import mlflow
 
     from ml_tasks import tracking
@@ -689,7 +855,8 @@ def _register_all(model_name: str, version: str, config: CompressionConfig, resu
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics({f"compression.{m}.{k}": float(getattr(r, k)) for m, r in results.items()
                                 for k in ("size_bytes", "gzip_bytes", "latency_single_ms", "latency_batch_ms", "accuracy",
-                                          "roc_auc", "accuracy_loss")})
+                                          "roc_auc", "accuracy_loss", "quality_loss", "agreement", "rmse")
+                                if not math.isnan(float(getattr(r, k)))})
     signature = None
     done: dict[str, CompressedModel] = {}
     # A compressed version carries its source's lineage: the data it was trained on, validation, the run.
@@ -707,7 +874,7 @@ def _register_all(model_name: str, version: str, config: CompressionConfig, resu
             log.info("%s v%s already holds %s of %s v%s; reusing it", name, registered, method, model_name, version)
         else:
             if signature is None:
-                signature = _signature(prepared_uri, transform_path)
+                signature = _source_signature(model_name, version) or _signature(prepared_uri, transform_path)
             uri = _log_model(result, run_id, signature)
             registered, reused = str(mlflow.register_model(uri, name, tags=tags).version), False
             log.info("registered %s v%s (%s of %s v%s)", name, registered, method, model_name, version)

@@ -71,6 +71,28 @@ class ClusterLost(RatchetError):
     """A member of the running cluster failed, restarted or went silent: this cluster attempt is over."""
 
 
+BINARY_ONLY = ("multi-worker training (train_workers > 1) trains binary targets only: its custom loop "
+               "(MultiWorkerMirroredStrategy) has a sigmoid head, binary cross-entropy and an AUC early stop")
+
+
+def check_binary_labels(y: Any, where: str) -> None:
+    """Refuse labels other than 0/1 (a multiclass or regression target) with a ConfigError saying why."""
+    import numpy as np
+
+    from ml_tasks.errors import ConfigError
+
+    if not np.isin(np.unique(y), (0.0, 1.0)).all():
+        raise ConfigError(f"{where}: labels other than 0/1: {BINARY_ONLY}; set train_workers to 1")
+
+
+def check_binary_task(task: str, dataset: str) -> None:
+    """Refuse a data set whose task kind is not binary (see BINARY_ONLY)."""
+    from ml_tasks.errors import ConfigError
+
+    if task != "binary":
+        raise ConfigError(f"dataset {dataset!r} is {task}: {BINARY_ONLY}; set train_workers to 1")
+
+
 def _is_chief(task_type: str | None, task_id: int | None) -> bool:
     return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0)
 
@@ -99,6 +121,7 @@ def train_multiworker(train_path: str, val_path: str | None, model_dir: str, par
     hyper = {**DEFAULT_MLP_PARAMS, **params}
     global_batch = int(hyper["batch_size"]) * replicas
     x, y = load_arrays(train_path, target)
+    check_binary_labels(y, train_path)
     log.info("worker %s/%s (%s): %s replicas in sync, global batch %s, %s rows", task_type, task_id,
              "chief" if chief else "worker", replicas, global_batch, len(x))
 
@@ -336,12 +359,14 @@ def collect_in_process(ctx: dict[str, str], config: dict[str, Any], params: dict
 
     from ml_tasks.config import RunContext, TrainConfig
     from ml_tasks.constants import MULTIWORKER_DIR
+    from ml_tasks.datasets import get_dataset
     from ml_tasks.io import write_json
     from ml_tasks.release.pyfunc import KERAS_ARTIFACT
     from ml_tasks.training.families import DEFAULT_PARAMS, KERAS_MLP
     from ml_tasks.training.trainer import TrainResult, diagnose_fit, log_trained_model
 
     run_ctx = RunContext.from_dict(ctx)
+    check_binary_task(get_dataset(run_ctx.dataset).task, run_ctx.dataset)
     train_config = TrainConfig(**config)
     done_record = run_ctx.model_dir / "train_result.json"
     if done_record.is_file():
