@@ -107,10 +107,12 @@ def tune_plan(ctx: RunContext, config: RunConfig) -> list[int]:
 
 def tune_slot(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], slot: int) -> dict[str, Any]:
     """One of the mapped slots that run trials of the shared study; its failure is the tune stage's."""
+    from ml_tasks.datasets import get_dataset
     from ml_tasks.training import tuning
 
+    n_slots = tuning.slot_count(config.tune, get_dataset(ctx.dataset).task)
     try:
-        return tuning.tune_slot(ctx, config.tune, prepared["mlflow_run_id"], slot, tuning.slot_count(config.tune)).to_dict()
+        return tuning.tune_slot(ctx, config.tune, prepared["mlflow_run_id"], slot, n_slots).to_dict()
     except Exception as exc:
         record_failure(ctx, "tune", exc, f"tuning slot {slot}")
         raise
