@@ -37,7 +37,7 @@ def _interpreter(model_path: str) -> tuple[Any, str]:
 
 
 class TFLiteRunner:
-    """Probabilities from a TFLite flatbuffer for any number of rows (input resized as needed; one call at a time)."""
+    """Outputs (probabilities, or predictions of a regression) from a TFLite flatbuffer for any number of rows (input resized as needed; one call at a time)."""
 
     def __init__(self, model_path: str) -> None:
         self.interpreter, self.runtime = _interpreter(model_path)
@@ -69,7 +69,9 @@ class TFLiteRunner:
         import numpy as np
 
         x = np.ascontiguousarray(x, dtype=np.float32)
-        out = np.empty(len(x), dtype=np.float64)
+        width = int(np.prod(self.output["shape"][1:])) if len(self.output["shape"]) > 1 else 1
+        # One value per row (a sigmoid or linear head), or one per class (softmax).
+        out = np.empty((len(x), width) if width > 1 else len(x), dtype=np.float64)
         with self.lock:
             for start in range(0, len(x), TFLITE_CHUNK_ROWS):
                 part = self._quantize(x[start:start + TFLITE_CHUNK_ROWS])
@@ -79,7 +81,8 @@ class TFLiteRunner:
                     self.rows = len(part)
                 self.interpreter.set_tensor(self.input["index"], part)
                 self.interpreter.invoke()
-                out[start:start + len(part)] = self._dequantize(self.interpreter.get_tensor(self.output["index"])).reshape(-1)
+                result = self._dequantize(self.interpreter.get_tensor(self.output["index"]))
+                out[start:start + len(part)] = result.reshape(len(part), width) if width > 1 else result.reshape(-1)
         return out
 
 
