@@ -125,11 +125,3 @@ def object_param_schema(config: type) -> dict[str, Any]:
         "additionalProperties": False,
     }
 
-
-def knob_for_param(configs: tuple[type, ...], param: str) -> Knob | None:
-    """The knob a DAG Param named `param` sets, in the first of `configs` that has one."""
-    for config in configs:
-        for declared, _ in knobs(config).values():
-            if declared.param == param:
-                return declared
-    return None

@@ -3,7 +3,8 @@
 A file is refused with its path, the field, the value and what is allowed:
 first by the schema (`declaration.schema.json`, which editors can use too),
 then by the checks a schema cannot express (a slice that is not a feature, a
-metric of another task kind, tuning values out of their Params' bounds).
+metric of another task kind). The schema's tuning bounds are the DAG Params'
+own (`tests/unit/test_declarations.py` keeps them equal).
 Reading is cheap (PyYAML's C loader, jsonschema, no pandas), so DAG files read
 the declarations at parse time; the result is cached per folder and refreshed
 when a file changes.
@@ -28,8 +29,6 @@ log = logging.getLogger(__name__)
 SCHEMA_FILE = Path(__file__).with_name("declaration.schema.json")
 DECLARATION_SUFFIX = ".yaml"
 PLAIN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-TUNING_KEYS = ("model_family", "tuning_trials", "tuning_epochs", "tuning_sampler", "tuning_pruner", "tuning_workers",
-               "max_epochs", "cv_folds")
 
 
 @lru_cache(maxsize=1)
@@ -154,29 +153,12 @@ def spec_from_document(document: dict[str, Any], where: str) -> DatasetSpec:
         )
     except ConfigError as exc:
         raise ConfigError(f"{where}: invalid declaration: {exc}") from None
-    _check_tuning(spec, where)
     return spec
 
 
 def _cleaning(cleaning: dict[str, Any]) -> dict[str, Any]:
     """The cleaning policies as DatasetSpec's keyword arguments (YAML lists become tuples)."""
     return {key: tuple(value) if isinstance(value, list) else value for key, value in cleaning.items()}
-
-
-def _check_tuning(spec: DatasetSpec, where: str) -> None:
-    """Tuning defaults are DAG Param defaults: they must pass the same knob checks a run's Params do."""
-    if not spec.tuning:
-        return
-    from ml_tasks.config import RunConfig, TrainConfig, TuneConfig
-    from ml_tasks.params import knob_for_param
-
-    for key, value in spec.tuning.items():
-        declared = knob_for_param((TuneConfig, TrainConfig, RunConfig), key)
-        if declared is None:  # the schema lists the keys; this is a key the code lost
-            raise ConfigError(f"{where}: field tuning.{key}: no such Param")
-        if not declared.accepts(value):
-            raise ConfigError(f"{where}: invalid declaration: field tuning.{key} (value {value!r}): "
-                              f"allowed: {declared.describe()}")
 
 
 def load_declaration(path: Path) -> DatasetSpec:

@@ -51,6 +51,22 @@ def test_the_schema_allows_exactly_what_the_code_does():
     assert set(DEFAULT_PRIMARY_METRIC) == set(TASK_KINDS)
 
 
+def test_the_schemas_tuning_bounds_are_the_dag_params_own():
+    from ml_tasks.config import RunConfig, TrainConfig, TuneConfig
+    from ml_tasks.params import param_schema
+
+    tuning = schema()["properties"]["tuning"]["properties"]
+    sources = {"model_family": (TuneConfig, "family"), "tuning_trials": (TuneConfig, "trials"),
+               "tuning_epochs": (TuneConfig, "epochs"), "tuning_sampler": (TuneConfig, "sampler"),
+               "tuning_pruner": (TuneConfig, "pruner"), "tuning_workers": (TuneConfig, "workers"),
+               "max_epochs": (TrainConfig, "max_epochs"), "cv_folds": (RunConfig, "cv_folds")}
+    assert set(tuning) == set(sources)
+    for name, (config, field) in sources.items():
+        expected = param_schema(config, field)
+        expected.pop("default")
+        assert tuning[name] == expected, name
+
+
 @pytest.mark.parametrize("change, field, allowed", [
     ({"task": "ranking"}, "task", "allowed: binary, multiclass, regression"),
     ({"cleaning": {"numeric_missing": "zero"}}, "cleaning.numeric_missing", "allowed: median, mean, drop_row, fail"),
@@ -60,8 +76,8 @@ def test_the_schema_allows_exactly_what_the_code_does():
     ({"slices": ["nope"]}, "slices", "a declared feature"),
     ({"gate": {"absolute": {"rmse": 1.0}}}, "gate.absolute.rmse", "a binary metric"),
     ({"classes": [0, 1, 2]}, "classes", "exactly 2"),
-    ({"tuning": {"tuning_trials": 0}}, "tuning.tuning_trials", "allowed:"),
-    ({"tuning": {"tuning_sampler": "annealing"}}, "tuning.tuning_sampler", "one of tpe, random, grid"),
+    ({"tuning": {"tuning_trials": 0}}, "tuning.tuning_trials", "minimum"),
+    ({"tuning": {"tuning_sampler": "annealing"}}, "tuning.tuning_sampler", "allowed: tpe, random, grid"),
     ({"source": {"template": "ftp://host/{ds}"}}, "source.template", "file://, s3:// or hdfs://"),
     ({"features": {"numeric": ["x0", "label"], "categorical": []}}, "target", "cannot also be a feature"),
 ])
