@@ -148,11 +148,10 @@ class Proposal:
         lines.extend(f"threshold {t}" for t in self.thresholds)
         if self.family_note:
             lines.append(self.family_note)
-        ranges = [e for e in self.suite["expectations"] if e["type"] == "expect_column_values_to_be_between"]
-        for e in ranges:
-            kw = e["kwargs"]
-            lines.append(f"suite range {kw['column']}: [{kw['min_value']}, {kw['max_value']}] (the drop's range widened "
-                         "by 10% on each side): real bounds, if the column has any, are better")
+        ranges = [e["kwargs"] for e in self.suite["expectations"] if e["type"] == "expect_column_values_to_be_between"]
+        if ranges:
+            lines.append("suite ranges (the drop's own, widened by 10% each side; put real bounds where they exist): "
+                         + ", ".join(f"{kw['column']} [{kw['min_value']}, {kw['max_value']}]" for kw in ranges))
         rows = next(e["kwargs"] for e in self.suite["expectations"] if e["type"] == "expect_table_row_count_to_be_between")
         lines.append(f"suite row count: {rows['min_value']} to {rows['max_value']} rows per drop (half to twice this one)")
         return lines
@@ -321,9 +320,9 @@ def classify_column(p: ColumnProfile) -> ColumnProfile:
             p.kind, p.reason = ID, f"named like an id with {p.distinct} distinct values in {valid} rows: an identifier"
         else:
             p.kind = NUMERIC
-            kind = "integer" if p.integral else "float"
+            kind = "integer" if p.physical == "integer" else "whole-number float" if p.integral else "float"
             p.reason = f"{kind}, {p.distinct} distinct values in [{_num(p.minimum)}, {_num(p.maximum)}]{nulls}"
-            if p.integral and p.distinct <= FEW_INTEGER_CLASSES:
+            if p.integral and 2 < p.distinct <= FEW_INTEGER_CLASSES:
                 p.note = (f"integer with {p.distinct} values: kept numeric; move it to categorical if the values are "
                           "codes rather than amounts")
     else:  # strings
@@ -392,7 +391,7 @@ def infer_target(p: ColumnProfile, task: str | None) -> TargetProfile:
         suggestion = (f"{p.name!r} is numeric with {p.distinct} integer values, taken as classes: if they are counts or "
                       "a scale, pass --task regression")
     else:
-        kind = "integer" if p.integral else "float"
+        kind = "integer" if p.physical == "integer" else "whole-number float" if p.integral else "float"
         inferred, reason = REGRESSION, f"{kind} with {p.distinct} distinct values"
     if task is not None and task != inferred:
         if task not in TASK_KINDS:

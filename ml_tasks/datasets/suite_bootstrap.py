@@ -83,7 +83,7 @@ def _range(p: ColumnProfile) -> dict[str, Any] | None:
 def bootstrap_from_profiles(spec: DatasetSpec, profiles: list[ColumnProfile], rows: int, source: str) -> dict[str, Any]:
     """The suite payload (the format of expectations/suites/*.json) for `spec` from the drop's profiles."""
     out = [
-        _expectation("expect_table_columns_to_match_set", column_list=[p.name for p in profiles], exact_match=True),
+        _expectation("expect_table_columns_to_match_set", column_set=[p.name for p in profiles], exact_match=True),
         _expectation("expect_table_row_count_to_be_between", why="half to twice the first drop",
                      min_value=max(1, int(rows * ROW_BAND[0])), max_value=int(rows * ROW_BAND[1])),
     ]
