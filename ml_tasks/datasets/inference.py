@@ -201,6 +201,7 @@ class Columns:
     """The drop's columns, one at a time, as Arrow arrays: Parquet reads only the column asked for."""
 
     def __init__(self, files: list[Path]) -> None:
+        import pyarrow.csv as pa_csv
         import pyarrow.dataset as ds
 
         parquet = [str(p) for p in files if p.suffix.lower() != ".csv"]
@@ -211,7 +212,9 @@ class Columns:
                 parts.append(ds.dataset(parquet, format="parquet"))
             if csv:
                 # CSV is parsed whole in any case: parse it once, keep it as Arrow.
-                parts.append(ds.dataset(ds.dataset(csv, format="csv").to_table()))
+                # Empty strings are missing, as pandas reads them (read_drop, validation).
+                csv_format = ds.CsvFileFormat(convert_options=pa_csv.ConvertOptions(strings_can_be_null=True))
+                parts.append(ds.dataset(ds.dataset(csv, format=csv_format).to_table()))
             self.dataset = parts[0] if len(parts) == 1 else ds.dataset(parts)
         except Exception as exc:  # pyarrow raises several types for one cause: an unreadable or inconsistent file
             raise DataError(f"cannot read the drop ({len(files)} files): {type(exc).__name__}: {exc}") from exc
@@ -521,6 +524,8 @@ def build_document(name: str, source: str, rows: int, columns: list[ColumnProfil
         "source": {"template": source_template, "schedule": schedule},
         "tuning": {"model_family": family},
     }
+    if not document["excluded_columns"]:
+        del document["excluded_columns"]
     return document, notes, family_note
 
 
@@ -559,7 +564,7 @@ def render_yaml(document: dict[str, Any], target: TargetProfile, notes: list[str
         for column in d["features"][kind]:
             c = by_name[column]
             lines.append(f"    - {_flow(column)}  # {c.reason}" + (f"; {c.note}" if c.note else ""))
-    if d["excluded_columns"]:
+    if d.get("excluded_columns"):
         lines.append("# Validated by the suite, never learned:")
         lines.append("excluded_columns:")
         for entry in d["excluded_columns"]:
