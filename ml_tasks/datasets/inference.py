@@ -182,7 +182,8 @@ def local_drop(uri: str, options: StorageOptions | None = None) -> Iterator[list
         yield files
         return
     with tempfile.TemporaryDirectory(prefix="ratchet-datasets-add-") as scratch:
-        source, include = uri.rstrip("/"), is_data_file
+        source = uri.rstrip("/")
+        include: Callable[[str], bool] = is_data_file
         if uri.lower().endswith(DATA_FILE_SUFFIXES):  # one remote file: mirror its folder, that file only
             source, _, wanted = uri.rpartition("/")
             include = _only(wanted)
