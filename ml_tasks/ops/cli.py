@@ -130,6 +130,49 @@ def _sync_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datasets_add(args: argparse.Namespace) -> int:
+    """`ratchet datasets add NAME --from URI --target COLUMN`: a declaration and a suite to review, from a drop."""
+    from ml_tasks.datasets.inference import add, report
+    from ml_tasks.storage import HdfsOptions, StorageOptions
+
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    options = StorageOptions(hdfs=HdfsOptions(url=args.webhdfs_url))
+    proposal, written = add(args.name, args.source, args.target, task=args.task, schedule=args.schedule,
+                            source_template=args.source_template or "", force=args.force, options=options)
+    print("\n".join(report(proposal, written)))
+    return 0
+
+
+def cmd_datasets_list(args: argparse.Namespace) -> int:
+    from ml_tasks.datasets import declarations_dir
+    from ml_tasks.datasets.declarations import declaration_files, load_declaration
+
+    folder = declarations_dir()
+    rows = [("NAME", "TASK", "TARGET", "FEATURES", "SCHEDULE", "FILE")]
+    for path in declaration_files(folder):
+        spec = load_declaration(path)
+        rows.append((spec.name, spec.task, spec.target, str(len(spec.features)), spec.schedule or "-", str(path)))
+    if len(rows) == 1:
+        print(f"no declarations in {folder}")
+        return 0
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 0
+
+
+def cmd_datasets_show(args: argparse.Namespace) -> int:
+    from ml_tasks.datasets import declarations_dir, get_dataset
+    from ml_tasks.datasets.declarations import DECLARATION_SUFFIX, check_name
+
+    check_name(args.name)
+    spec = get_dataset(args.name)  # refuses an unknown or invalid declaration, naming the declared ones
+    path = declarations_dir() / f"{spec.name}{DECLARATION_SUFFIX}"
+    print(f"# {path}")
+    print(path.read_text(), end="")
+    return 0
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     from ml_tasks.release.registry import promote
 
@@ -320,6 +363,24 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the reference drop: a folder, file://, s3://bucket/prefix or hdfs://...")
     bootstrap.add_argument("--force", action="store_true")
     bootstrap.set_defaults(func=cmd_bootstrap)
+
+    datasets = sub.add_parser("datasets", help="declared data sets: add one from a drop, list, show")
+    ds_sub = datasets.add_subparsers(dest="datasets_command", required=True)
+    ds_add = ds_sub.add_parser("add", help="infer datasets/NAME.yaml and its suite from a drop, for review")
+    ds_add.add_argument("name", help="a plain name: lower-case letters, digits, underscores")
+    ds_add.add_argument("--from", dest="source", required=True,
+                        help="the drop: a folder or one CSV/Parquet file, as a path, file://, s3://... or hdfs://...")
+    ds_add.add_argument("--target", required=True, help="the column to predict")
+    ds_add.add_argument("--task", choices=("binary", "multiclass", "regression"), help="override the inferred task")
+    ds_add.add_argument("--schedule", help="the data set's DAG schedule (cron or an Airflow preset; default: none)")
+    ds_add.add_argument("--source-template", help="where a night's drop lands: a URI with {ds} (default: landing)")
+    ds_add.add_argument("--webhdfs-url", help="WebHDFS base URL for hdfs:// (default: from the URI, port 9870)")
+    ds_add.add_argument("--force", action="store_true", help="overwrite an existing declaration, suite and checkpoint")
+    ds_add.set_defaults(func=cmd_datasets_add)
+    ds_sub.add_parser("list", help="every declared data set").set_defaults(func=cmd_datasets_list)
+    ds_show = ds_sub.add_parser("show", help="print a declaration")
+    ds_show.add_argument("name")
+    ds_show.set_defaults(func=cmd_datasets_show)
 
     validate = sub.add_parser("validate", help="validate a drop (file://, s3://, hdfs://) against a committed suite")
     validate.add_argument("uri")
