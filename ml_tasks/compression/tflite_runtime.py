@@ -37,7 +37,10 @@ def _interpreter(model_path: str) -> tuple[Any, str]:
 
 
 class TFLiteRunner:
-    """Outputs (probabilities, or predictions of a regression) from a TFLite flatbuffer for any number of rows (input resized as needed; one call at a time)."""
+    """Outputs (probabilities, or a regression's predictions) of a TFLite flatbuffer for any number of rows.
+
+    The input is resized as needed; one call at a time.
+    """
 
     def __init__(self, model_path: str) -> None:
         self.interpreter, self.runtime = _interpreter(model_path)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ml_tasks.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ml_tasks.datasets import DatasetSpec
+    from ml_tasks.datasets.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def _schema_errors(document: Any) -> list[str]:
 def spec_from_document(document: dict[str, Any], where: str) -> DatasetSpec:
     """A DatasetSpec from a parsed declaration, refusing what the schema or the cross-field checks refuse."""
     from ml_tasks.constants import DEFAULT_PRIMARY_METRIC, ROBUSTNESS_MEASURES, TASK_METRICS
-    from ml_tasks.datasets import REGRESSION, DatasetSpec
+    from ml_tasks.datasets.spec import REGRESSION, DatasetSpec
 
     errors = _schema_errors(document)
     if errors:

@@ -66,7 +66,8 @@ NEGATIVE_WORDS = frozenset({
 })
 BASELINE_MARGIN = 0.02  # of ROC AUC / F1 macro
 REGRESSION_MARGIN = 0.05  # of the target's standard deviation, in RMSE units
-PREFERRED_FAMILY, FALLBACK_FAMILY = "auto", "hist_gradient_boosting"
+# New declarations search the task's families in one study (issue 16: the family is searched, not guessed).
+NEW_DATASET_FAMILY = "auto"
 
 
 @dataclass
@@ -483,18 +484,6 @@ def _round_sig(value: float, digits: int = 4) -> float:
     return round(value, digits - 1 - int(math.floor(math.log10(abs(value)))))
 
 
-def model_family() -> tuple[str, str]:
-    """`auto` where this code base knows it, else hist_gradient_boosting (and a line saying so)."""
-    from ml_tasks.config import TuneConfig
-    from ml_tasks.params import knob_for_param
-
-    declared = knob_for_param((TuneConfig,), "model_family")
-    if declared is None or declared.accepts(PREFERRED_FAMILY):
-        return PREFERRED_FAMILY, ""
-    return FALLBACK_FAMILY, (f"tuning.model_family: {FALLBACK_FAMILY} ({PREFERRED_FAMILY!r} is not a model family "
-                             "of this code base yet)")
-
-
 def build_document(name: str, source: str, rows: int, columns: list[ColumnProfile], target: TargetProfile,
                    target_profile: ColumnProfile, schedule: str | None, source_template: str
                    ) -> tuple[dict[str, Any], list[str], str]:
@@ -506,7 +495,7 @@ def build_document(name: str, source: str, rows: int, columns: list[ColumnProfil
                           f"({', '.join(f'{c.name}: {c.kind}' for c in columns if c.name != target.column)})")
     slices = [c.name for c in features if c.kind == CATEGORICAL and 2 <= c.distinct <= SLICE_LIMIT][:2]
     margin, absolute, change, notes = thresholds(target, target_profile)
-    family, family_note = model_family()
+    family, family_note = NEW_DATASET_FAMILY, ""
     kind = "regressor" if target.task == REGRESSION else "classifier"
     document: dict[str, Any] = {
         "name": name,
