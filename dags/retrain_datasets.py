@@ -2,7 +2,7 @@
 
 Each has its declaration's schedule, source template, thresholds and tuning defaults as its Params' defaults, and
 its own history; it can be paused on its own. It also runs when its landed-data Asset
-(`ratchet://datasets/<name>/landed`) gets an event (a drop arrived: `ratchet land --notify`, an upstream DAG's
+(`ratchet://datasets/<name>/landed`) gets an event (a drop arrived: an upstream DAG's
 outlet, or `POST /api/v2/assets/events`). A retrain request from `model_monitoring` starts nightly_retrain, which
 retrains the model's data set. The tasks are `nightly_retrain`'s (`ratchet_airflow.retrain`).
 """

@@ -343,3 +343,30 @@ def test_storage_sync_dag_uses_an_airflow_connection_and_masks_its_secret(module
     assert secret not in text
     for path in (module_home / "airflow" / "logs").rglob("*.log"):
         assert secret not in path.read_text(errors="replace")
+
+
+def test_datasets_add_reads_a_drop_on_s3_and_on_hdfs(s3, hdfs, tmp_path):
+    """`ratchet datasets add --from s3://... | hdfs://...`: the drop is read where it lies (copied to a scratch folder
+    by the same sync), and the declaration written is the one a local copy of the drop gives."""
+    from ml_tasks.datasets import inference, public_tables
+    from ml_tasks.datasets.declarations import load_declaration
+
+    url, bucket, client = s3
+    frame = public_tables.load("wa_churn", rows=1500)
+    body = frame.to_csv(index=False).encode()
+    client.put_object(Bucket=bucket, Key="drops/churn/2026-03-01/part-000.csv", Body=body)
+    (hdfs.root / "landing" / "churn").mkdir(parents=True)
+    (hdfs.root / "landing" / "churn" / "part-000.csv").write_bytes(body)
+    local = public_tables.write_drop(frame, tmp_path / "local")
+    written = {}
+    for name, source, opts in (("churn_s3", f"s3://{bucket}/drops/churn/2026-03-01/", options(s3_url=url)),
+                               ("churn_hdfs", "hdfs://namenode/landing/churn", options(hdfs_url=hdfs.url)),
+                               ("churn_local", local, None)):
+        _, paths = inference.add(name, source, "churn", options=opts, datasets_dir=tmp_path / "datasets",
+                                 expectations_dir=tmp_path / "expectations")
+        written[name] = load_declaration(paths.declaration)
+    for name in ("churn_s3", "churn_hdfs"):
+        spec, local_spec = written[name], written["churn_local"]
+        assert spec.task == "binary" and spec.classes == ("No", "Yes")
+        assert (spec.numeric_features, spec.categorical_features) == (local_spec.numeric_features,
+                                                                       local_spec.categorical_features)
