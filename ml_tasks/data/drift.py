@@ -98,8 +98,12 @@ class DriftReport:
         if self.label is not None:
             label = self.label
             verdict = "SHIFTED" if label["drifted"] else "stable"
-            lines.append(f"label {label['column']!r}: {verdict}, psi {label['psi']:.4f} (threshold {t.psi:g}), "
-                         f"js {label['js']:.4f}; {_fmt_freqs(label['reference'])} -> {_fmt_freqs(label['current'])}")
+            if label.get("kind") == "numeric":
+                lines.append(f"target {label['column']!r}: {verdict}, psi {label['psi']:.4f} (threshold {t.psi:g}), "
+                             f"ks {label['ks']}; mean {label['reference_mean']} -> {label['current_mean']}")
+            else:
+                lines.append(f"label {label['column']!r}: {verdict}, psi {label['psi']:.4f} (threshold {t.psi:g}), "
+                             f"js {label['js']:.4f}; {_fmt_freqs(label['reference'])} -> {_fmt_freqs(label['current'])}")
         return "\n".join(lines)
 
 
@@ -135,7 +139,11 @@ def compute_reference(frame: pd.DataFrame, spec: DatasetSpec, bins: int = 10, qu
                for name in spec.numeric_features}
     categorical = {name: _categorical_reference(frame[name], rows) for name in spec.categorical_features}
     label: dict[str, Any] | None = None
-    if spec.target in frame.columns:
+    if spec.target in frame.columns and not spec.is_classification:
+        # A regression target drifts like a numeric feature: its bins and quantile sketch.
+        label = {"column": spec.target, "kind": "numeric",
+                 **_numeric_reference(_numeric_values(frame, spec.target), rows, bins, quantiles)}
+    elif spec.target in frame.columns:
         label = {"column": spec.target, **_categorical_reference(frame[spec.target], rows)}
     else:
         log.warning("training data of %s has no target column %s: no label reference", spec.name, spec.target)
@@ -299,7 +307,12 @@ def compare(reference: dict[str, Any], frame: pd.DataFrame, spec: DatasetSpec,
         features[name] = _judge(stats, {"psi": thresholds.psi, "js": thresholds.js})
     label: dict[str, Any] | None = None
     ref_label = reference.get("label")
-    if ref_label is not None and spec.target in frame.columns:
+    if ref_label is not None and spec.target in frame.columns and ref_label.get("kind") == "numeric":
+        stats = _compare_numeric(ref_label, _numeric_values(frame, spec.target), rows)
+        label = {"column": spec.target, "kind": "numeric", "psi": stats["psi"], "ks": stats.get("ks"),
+                 "reference_mean": stats["mean_reference"], "current_mean": stats["mean_current"],
+                 "drifted": stats["psi"] > thresholds.psi}
+    elif ref_label is not None and spec.target in frame.columns:
         shift, current = _compare_categorical(ref_label, frame[spec.target], rows)
         label = {
             "column": spec.target,

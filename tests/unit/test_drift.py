@@ -238,3 +238,31 @@ def test_custom_thresholds_change_what_fires(reference: dict) -> None:
     report = compare(reference, current, SYNTHETIC, DriftThresholds(psi=10.0, ks=1.0, js=1.0))
     assert not report.drifted and report.features["x0"]["ks"] > 0.15  # raw distances are always reported
     assert report.to_dict()["thresholds"] == {"psi": 10.0, "ks": 1.0, "js": 1.0}
+
+
+def test_a_regression_target_drifts_like_a_numeric_feature():
+    import dataclasses
+
+    import numpy as np
+    import pandas as pd
+
+    from ml_tasks.data import drift
+    from ml_tasks.datasets import SYNTHETIC
+
+    spec = dataclasses.replace(SYNTHETIC, task="regression", classes=(), primary_metric="rmse", easy_cases=(),
+                               target="price")
+    rng = np.random.default_rng(0)
+
+    def frame(shift: float) -> pd.DataFrame:
+        out = pd.DataFrame({name: rng.normal(size=4000) for name in spec.numeric_features})
+        out["segment"], out["channel"] = "retail", "web"
+        out["price"] = rng.normal(1000 + shift, 100, size=4000)
+        return out
+
+    reference = drift.compute_reference(frame(0.0), spec)
+    assert reference["label"]["kind"] == "numeric" and len(reference["label"]["quantiles"]) > 10
+    stable = drift.compare(reference, frame(0.0), spec)
+    shifted = drift.compare(reference, frame(150.0), spec)
+    assert not stable.label["drifted"] and shifted.label["drifted"]
+    assert shifted.label["current_mean"] > shifted.label["reference_mean"] + 100
+    assert "target 'price': SHIFTED" in shifted.summary()
