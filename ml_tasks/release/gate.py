@@ -130,14 +130,16 @@ def _slices(thresholds: dict[str, float], slices: dict[str, dict[str, Any]]) -> 
     return checks
 
 
-def _robustness(thresholds: dict[str, float], measured: dict[str, float]) -> list[Check]:
-    """Least accuracy under each declared perturbation; one this model was not measured under is skipped."""
+def _robustness(thresholds: dict[str, float], measured: dict[str, float],
+                skipped: dict[str, str] | None = None) -> list[Check]:
+    """Least accuracy (R² for regression) under each declared perturbation; one this model was not measured under
+    is skipped, with evaluation's reason where it gave one."""
     checks = []
     for measure, threshold in sorted(thresholds.items()):
         value = measured.get(measure)
         if value is None:
-            checks.append(Check("robustness", measure, threshold, None, None,
-                                f"robustness {measure}: not measured for this model (FGSM needs a Keras model): skipped"))
+            why = (skipped or {}).get(measure.split("_")[0]) or "not measured for this model (FGSM needs a Keras model)"
+            checks.append(Check("robustness", measure, threshold, None, None, f"robustness {measure}: {why}: skipped"))
             continue
         if math.isnan(value):
             checks.append(Check("robustness", measure, threshold, value, False, f"robustness {measure} is NaN"))
@@ -179,6 +181,7 @@ def decide(
     baseline_intervals: dict[str, dict[str, Any]] | None = None,
     primary_metric: str | None = None,
     baseline_margin: float = 0.0,
+    robustness_skipped: dict[str, str] | None = None,
 ) -> GateDecision:
     """`baseline` (the naive baseline's metrics on the same rows) with `baseline_intervals` (the candidate's paired
     improvement over it) and the data set's `primary_metric` and `baseline_margin`: the first-champion floor."""
@@ -189,7 +192,7 @@ def decide(
     checks = [_absolute(m, t, candidate.get(m)) for m, t in sorted(config.absolute.items())]
     checks.extend(_slices(config.slice_absolute, slices or {}))
     checks.extend(_behaviour(behaviour or []))
-    checks.extend(_robustness(config.robustness, robustness or {}))
+    checks.extend(_robustness(config.robustness, robustness or {}, robustness_skipped))
     reasons: list[str] = []
     if champion_version is None:
         reasons.append("first run: no champion, only absolute thresholds and the naive-baseline floor apply")
@@ -232,7 +235,7 @@ def gate(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], evaluated
         intervals=evaluated.get("intervals"), slices=evaluated.get("slices"), behaviour=evaluated.get("behaviour"),
         robustness=evaluated.get("robustness"), baseline=evaluated.get("baseline"),
         baseline_intervals=evaluated.get("baseline_intervals"), primary_metric=spec.primary_metric,
-        baseline_margin=spec.baseline_margin,
+        baseline_margin=spec.baseline_margin, robustness_skipped=evaluated.get("robustness_skipped"),
     )
     record = {**decision.to_dict(),
               "thresholds": {"absolute": config.gate.absolute, "change": config.gate.change,
