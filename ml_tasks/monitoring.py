@@ -258,11 +258,11 @@ def _target_shift(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[str, A
     codes = _codes(frame["prediction"], spec).dropna().to_numpy(dtype=int)
     if not len(codes):
         return None
-    served = np.bincount(codes, minlength=len(spec.classes)) / len(codes)
-    value = drift.psi(trained, served)
-    return {"kind": "multiclass", "psi": value, "js": drift.js_distance(trained, served),
+    shares = np.bincount(codes, minlength=len(spec.classes)) / len(codes)
+    value = drift.psi(trained, shares)
+    return {"kind": "multiclass", "psi": value, "js": drift.js_distance(trained, shares),
             "training_frequencies": dict(zip(map(category_text, spec.classes), trained.tolist(), strict=True)),
-            "predicted_frequencies": dict(zip(map(category_text, spec.classes), served.tolist(), strict=True)),
+            "predicted_frequencies": dict(zip(map(category_text, spec.classes), shares.tolist(), strict=True)),
             "drifted": value > psi_threshold}
 
 
