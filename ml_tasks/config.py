@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ml_tasks.constants import MAX_TRAIN_WORKERS, ROBUSTNESS_MEASURES, STAGE_RECORD_DIR, TASK_METRICS
+from ml_tasks.constants import ALL_METRICS, MAX_TRAIN_WORKERS, ROBUSTNESS_MEASURES, STAGE_RECORD_DIR, TASK_METRICS
 from ml_tasks.datasets import get_dataset
 from ml_tasks.errors import ConfigError, UnsafePathError
 from ml_tasks.params import check_knobs, knob, same_knob
@@ -128,8 +128,6 @@ class TrainConfig:
                               "(the multi-worker loop has no FGSM step): set train_workers to 1 or adversarial_epsilon to 0")
 
 
-# Every metric a threshold may name, of any task kind (a run refuses one its data set's task does not have).
-ALL_METRICS = tuple(dict.fromkeys(m for metrics in TASK_METRICS.values() for m in metrics))
 # The JSON schema of a metric -> threshold mapping (the gate's Params): the rule GateConfig enforces. Null: the
 # data set's declared thresholds.
 METRIC_THRESHOLDS_SCHEMA: dict[str, Any] = {

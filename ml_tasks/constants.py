@@ -59,6 +59,8 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
                    "calibration_error"),
     "regression": ("rmse", "mae", "r2", "mape"),
 }
+# Every metric of any task kind, each once (threshold Params and the decay metric choose among these).
+ALL_METRICS = tuple(dict.fromkeys(m for metrics in TASK_METRICS.values() for m in metrics))
 # What a declaration gets when it names no primary metric.
 DEFAULT_PRIMARY_METRIC = {"binary": "roc_auc", "multiclass": "f1_macro", "regression": "rmse"}
 # Robustness measured in `evaluate`: accuracy with Gaussian noise on the numerics (in units of each feature's std) and

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_tasks.config import DriftConfig, checked_name
-from ml_tasks.constants import EVALUATION_METRICS, LOWER_IS_BETTER
+from ml_tasks.constants import ALL_METRICS, LOWER_IS_BETTER
 from ml_tasks.datasets import DatasetSpec, declared
 from ml_tasks.errors import ConfigError
 from ml_tasks.params import check_knobs, knob
@@ -73,6 +73,8 @@ def dataset_for_asset_uri(uri: str) -> str | None:
     return None
 
 
+# Every task kind's metric names (binary's first): what a decay threshold may name.
+
 @dataclass(frozen=True)
 class DecayConfig:
     """When live performance counts as decayed: a floor, and a largest drop below the champion's evaluation.
@@ -80,7 +82,7 @@ class DecayConfig:
     For lower-is-better metrics (log_loss, brier) `min_value` is a ceiling and the drop is an increase.
     """
 
-    metric: str = knob("roc_auc", "decay_metric", choices=EVALUATION_METRICS)
+    metric: str = knob("roc_auc", "decay_metric", choices=ALL_METRICS)
     # None switches a check off.
     min_value: float | None = knob(0.70, "decay_min_value", minimum=0, maximum=1000, nullable=True)
     max_drop: float | None = knob(0.05, "decay_max_drop", minimum=0, maximum=1000, nullable=True)
@@ -165,11 +167,20 @@ def _champion_metric(model: str, version: str | None, metric: str) -> float | No
 
 
 def _positive(labels: pd.Series, spec: DatasetSpec) -> pd.Series:
-    """Raw labels as 1 (the data set's positive label) or 0; unreadable labels are NaN and dropped."""
+    """Raw labels as 1 (the data set's positive label) or 0; labels that are no declared class are NaN and dropped."""
+    codes = _codes(labels, spec)
+    return (codes == 1).astype("float64").where(codes.notna())
+
+
+def _codes(values: pd.Series, spec: DatasetSpec) -> pd.Series:
+    """Original class values (feedback labels, logged predictions) as codes, compared as text; others NaN."""
     import pandas as pd
 
-    numeric = pd.to_numeric(labels.map(lambda v: int(v) if isinstance(v, bool) else v), errors="coerce")
-    return (numeric == spec.positive_label).astype("float64").where(numeric.notna())
+    from ml_tasks.data.transform import category_text
+
+    lookup = {category_text(c): float(i) for i, c in enumerate(spec.classes)}
+    return pd.Series([lookup.get(category_text(v), math.nan) if v is not None else math.nan for v in values],
+                     index=values.index, dtype="float64")
 
 
 def _judge_drift(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[str, Any] | None, why_not: str,
@@ -203,6 +214,8 @@ def _prediction_shift(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[st
 
     from ml_tasks.data import drift
 
+    if spec.task != "binary":
+        return _target_shift(frame, spec, reference, psi_threshold)
     frequencies = (reference.get("label") or {}).get("frequencies") or {}
     key = next((k for k in (str(spec.positive_label), str(bool(spec.positive_label))) if k in frequencies), None)
     if key is None or len(frequencies) > 2 or not len(frame):
@@ -216,12 +229,82 @@ def _prediction_shift(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[st
             "drifted": value > psi_threshold}
 
 
-def _judge_decay(frame: pd.DataFrame, labels: dict[str, Any], spec: DatasetSpec, config: MonitorConfig,
-                 champion_value: float | None) -> dict[str, Any]:
+def _target_shift(frame: pd.DataFrame, spec: DatasetSpec, reference: dict[str, Any],
+                  psi_threshold: float) -> dict[str, Any] | None:
+    """Multiclass: the served predictions' class frequencies against the training labels' (PSI). Regression: the
+    served predictions' mean against the training target's, in its std, where the reference holds them."""
+    import numpy as np
+
+    from ml_tasks.data import drift
+    from ml_tasks.data.transform import category_text
+
+    label = reference.get("label") or {}
+    if not len(frame):
+        return None
+    if spec.task == "regression":
+        mean, std = label.get("mean"), label.get("std")
+        if mean is None or not std:
+            return None  # the reference keeps no numeric statistics of the target
+        served = float(np.nanmean(np.asarray(frame["prediction"], dtype="float64")))
+        shift = abs(served - float(mean)) / float(std)
+        return {"kind": "regression", "training_mean": float(mean), "mean_prediction": served, "shift_in_std": shift,
+                "psi": math.nan, "drifted": False}
+    frequencies = label.get("frequencies") or {}
+    keys = [next((k for k in (category_text(c), str(i)) if k in frequencies), None) for i, c in enumerate(spec.classes)]
+    if any(k is None for k in keys):
+        return None  # not the declared classes the reference knows
+    trained = np.asarray([float(frequencies[k]) for k in keys if k is not None])
+    codes = _codes(frame["prediction"], spec).dropna().to_numpy(dtype=int)
+    if not len(codes):
+        return None
+    shares = np.bincount(codes, minlength=len(spec.classes)) / len(codes)
+    value = drift.psi(trained, shares)
+    return {"kind": "multiclass", "psi": value, "js": drift.js_distance(trained, shares),
+            "training_frequencies": dict(zip(map(category_text, spec.classes), trained.tolist(), strict=True)),
+            "predicted_frequencies": dict(zip(map(category_text, spec.classes), shares.tolist(), strict=True)),
+            "drifted": value > psi_threshold}
+
+
+def live_metrics(frame: pd.DataFrame, labels: pd.Series, spec: DatasetSpec) -> dict[str, float]:
+    """Live metrics of served rows with their feedback labels: every classification metric from the logged
+    probability (binary), accuracy and F1/precision/recall from the logged predictions (multiclass), RMSE, MAE, R²
+    and MAPE (regression)."""
+    import numpy as np
+
     from ml_tasks.release import metrics
 
+    if spec.task == "binary":
+        return metrics.classification_metrics(labels.to_numpy(), frame["probability"].to_numpy())
+    if spec.task == "regression":
+        return metrics.regression_metrics(labels.to_numpy(dtype="float64"),
+                                          np.asarray(frame["prediction"], dtype="float64"))
+    from sklearn import metrics as sk
+
+    y = labels.to_numpy().astype(int)
+    predicted = _codes(frame["prediction"], spec).fillna(-1).to_numpy().astype(int)
+    kw: dict[str, Any] = {"labels": list(range(len(spec.classes))), "zero_division": 0}
+    return {"accuracy": float(np.mean(predicted == y)),
+            "f1_macro": float(sk.f1_score(y, predicted, average="macro", **kw)),
+            "f1_weighted": float(sk.f1_score(y, predicted, average="weighted", **kw)),
+            "precision_macro": float(sk.precision_score(y, predicted, average="macro", **kw)),
+            "recall_macro": float(sk.recall_score(y, predicted, average="macro", **kw))}
+
+
+def _feedback_labels(values: pd.Series, spec: DatasetSpec) -> pd.Series:
+    """Feedback labels as the live metrics read them: 0/1 (binary), codes (multiclass), numbers (regression)."""
+    import pandas as pd
+
+    if spec.task == "binary":
+        return _positive(values, spec)
+    if spec.task == "multiclass":
+        return _codes(values, spec)
+    return pd.to_numeric(values, errors="coerce").astype("float64")
+
+
+def _judge_decay(frame: pd.DataFrame, labels: dict[str, Any], spec: DatasetSpec, config: MonitorConfig,
+                 champion_value: float | None) -> dict[str, Any]:
     decay = config.decay
-    labeled = frame.assign(label=_positive(frame["request_id"].map(labels), spec)).dropna(subset=["label"])
+    labeled = frame.assign(label=_feedback_labels(frame["request_id"].map(labels), spec)).dropna(subset=["label"])
     ambiguous = labeled["shared"]
     labeled = labeled[~ambiguous]
     out: dict[str, Any] = {"labeled_rows": len(labeled), "metric": decay.metric, "champion_value": champion_value,
@@ -230,11 +313,15 @@ def _judge_decay(frame: pd.DataFrame, labels: dict[str, Any], spec: DatasetSpec,
         out.update(judged=False, why_not=f"too few rows with labels to judge performance: {len(labeled)} < "
                                          f"min_labeled_rows {decay.min_labeled_rows}")
         return out
-    scores = metrics.classification_metrics(labeled["label"].to_numpy(), labeled["probability"].to_numpy())
+    scores = live_metrics(labeled, labeled["label"], spec)
     live: dict[str, float | None] = {k: (v if math.isfinite(v) else None) for k, v in scores.items()}
     value = live.get(decay.metric)
     reasons: list[str] = []
     lower = decay.metric in LOWER_IS_BETTER
+    if decay.metric not in live:
+        out.update(judged=False, live=live, why_not=f"live {decay.metric} is not measured for a {spec.task} model "
+                                                    f"(measured: {', '.join(live)})")
+        return out
     if value is None:
         out.update(judged=False, live=live, why_not=f"live {decay.metric} is undefined (one class among the labels)")
         return out
@@ -404,7 +491,10 @@ def monitor(model_name: str, window_start: datetime | str, window_end: datetime 
             fired = ", ".join(f"{m} {stats[m]:.3f} > {drift_result['thresholds'][m]:g}" for m in stats["fired"])
             reasons.append(f"feature {name} drifted ({fired})")
         shift = drift_result.get("prediction_shift")
-        if shift and shift["drifted"]:
+        if shift and shift["drifted"] and shift.get("kind") == "multiclass":
+            reasons.append(f"prediction shift: predicted class frequencies {shift['predicted_frequencies']} against "
+                           f"training {shift['training_frequencies']} (psi {shift['psi']:.3f})")
+        elif shift and shift["drifted"]:
             reasons.append(f"prediction shift: mean probability {shift['mean_probability']:.3f} against a training "
                            f"positive rate of {shift['training_positive_rate']:.3f} (psi {shift['psi']:.3f} > "
                            f"{drift_result['thresholds']['psi']:g})")

@@ -10,9 +10,17 @@ interval (missing, or NaN) fails. The candidate's behavioural tests must pass;
 one that could not run (too few rows) is recorded as skipped, never as passed,
 and fails when the data set requires it. Robustness thresholds bound the
 candidate's accuracy under noise and FGSM like any other threshold, so a more
-accurate but brittle candidate is kept out. With no champion yet only absolute
-thresholds apply; with no thresholds at all nothing is ever blessed. The
-decision is a record with every check.
+accurate but brittle candidate is kept out. Every metric's direction comes
+from LOWER_IS_BETTER (RMSE, MAE, log loss, ...), whatever the task kind.
+
+With no champion yet, absolute thresholds apply and so does the naive-baseline
+floor: the candidate must beat the baseline evaluation scored on the same rows
+(class prior of the training split, or the training mean) on the data set's
+primary metric by its `baseline_margin`, the paired bootstrap interval's lower
+bound clearing the margin. Either counts as the absolute bound a first model
+needs: with neither (no absolute thresholds, no baseline scored) it is never
+blessed; with no thresholds at all and a champion, nothing is. The decision is
+a record with every check.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Check:
-    kind: str  # "absolute", "slice", "change", "behaviour" or "robustness"
+    kind: str  # "absolute", "slice", "change", "baseline", "behaviour" or "robustness"
     metric: str
     threshold: float
     value: float | None
@@ -90,6 +98,28 @@ def _change(metric: str, threshold: float, candidate: float | None, champion: fl
     return Check("change", metric, threshold, improvement, passed, reason, (lower, upper))
 
 
+def _baseline(metric: str, margin: float, candidate: float | None, baseline: float | None,
+              interval: dict[str, Any] | None) -> Check:
+    """The naive-baseline floor: the candidate beats the baseline on `metric` by more than `margin`, the bootstrap
+    interval's lower bound included (an equally useless model, improvement 0 everywhere, fails at margin 0)."""
+    if candidate is None or baseline is None or math.isnan(candidate) or math.isnan(baseline):
+        return Check("baseline", metric, margin, None, False,
+                     f"naive baseline: {metric} missing or NaN (candidate {candidate}, baseline {baseline})")
+    improvement = baseline - candidate if metric in LOWER_IS_BETTER else candidate - baseline
+    reason = (f"naive baseline: candidate {metric} {candidate:.4f} vs baseline {baseline:.4f} "
+              f"(improvement {improvement:+.4f}; needs more than {margin:+.4f})")
+    if interval is None or interval.get("lower") is None or math.isnan(float(interval["lower"])):
+        return Check("baseline", metric, margin, improvement, False,
+                     reason + "; no confidence interval of the improvement could be computed")
+    lower, upper = float(interval["lower"]), float(interval["upper"])
+    passed = lower > margin
+    confidence = f"{100 * float(interval.get('confidence', 0.95)):g}%"
+    reason += f"; {confidence} interval [{lower:+.4f}, {upper:+.4f}]"
+    if not passed:
+        reason += ": its lower bound does not clear the margin"
+    return Check("baseline", metric, margin, improvement, passed, reason, (lower, upper))
+
+
 def _slices(thresholds: dict[str, float], slices: dict[str, dict[str, Any]]) -> list[Check]:
     checks = []
     for name, values in sorted(slices.items()):
@@ -100,14 +130,16 @@ def _slices(thresholds: dict[str, float], slices: dict[str, dict[str, Any]]) -> 
     return checks
 
 
-def _robustness(thresholds: dict[str, float], measured: dict[str, float]) -> list[Check]:
-    """Least accuracy under each declared perturbation; one this model was not measured under is skipped."""
+def _robustness(thresholds: dict[str, float], measured: dict[str, float],
+                skipped: dict[str, str] | None = None) -> list[Check]:
+    """Least accuracy (R² for regression) under each declared perturbation; one this model was not measured under
+    is skipped, with evaluation's reason where it gave one."""
     checks = []
     for measure, threshold in sorted(thresholds.items()):
         value = measured.get(measure)
         if value is None:
-            checks.append(Check("robustness", measure, threshold, None, None,
-                                f"robustness {measure}: not measured for this model (FGSM needs a Keras model): skipped"))
+            why = (skipped or {}).get(measure.split("_")[0]) or "not measured for this model (FGSM needs a Keras model)"
+            checks.append(Check("robustness", measure, threshold, None, None, f"robustness {measure}: {why}: skipped"))
             continue
         if math.isnan(value):
             checks.append(Check("robustness", measure, threshold, value, False, f"robustness {measure} is NaN"))
@@ -145,20 +177,33 @@ def decide(
     slices: dict[str, dict[str, Any]] | None = None,
     behaviour: list[dict[str, Any]] | None = None,
     robustness: dict[str, float] | None = None,
+    baseline: dict[str, float] | None = None,
+    baseline_intervals: dict[str, dict[str, Any]] | None = None,
+    primary_metric: str | None = None,
+    baseline_margin: float = 0.0,
+    robustness_skipped: dict[str, str] | None = None,
 ) -> GateDecision:
-    if not config.absolute and not config.change:
+    """`baseline` (the naive baseline's metrics on the same rows) with `baseline_intervals` (the candidate's paired
+    improvement over it) and the data set's `primary_metric` and `baseline_margin`: the first-champion floor."""
+    floor = champion_version is None and baseline is not None and primary_metric is not None
+    if not config.absolute and not config.change and not floor:
         return GateDecision(False, "keep_champion", ["no thresholds configured: nothing is ever blessed"],
                             champion_version=champion_version)
     checks = [_absolute(m, t, candidate.get(m)) for m, t in sorted(config.absolute.items())]
     checks.extend(_slices(config.slice_absolute, slices or {}))
     checks.extend(_behaviour(behaviour or []))
-    checks.extend(_robustness(config.robustness, robustness or {}))
+    checks.extend(_robustness(config.robustness, robustness or {}, robustness_skipped))
     reasons: list[str] = []
     if champion_version is None:
-        reasons.append("first run: no champion, only absolute thresholds apply")
-        if not config.absolute:
+        reasons.append("first run: no champion, only absolute thresholds and the naive-baseline floor apply")
+        if floor:
+            assert primary_metric is not None and baseline is not None
+            checks.append(_baseline(primary_metric, baseline_margin, candidate.get(primary_metric),
+                                    baseline.get(primary_metric), (baseline_intervals or {}).get(primary_metric)))
+        elif not config.absolute:
             return GateDecision(False, "keep_champion",
-                                reasons + ["no absolute thresholds: a first model is never blessed without one"])
+                                reasons + ["no absolute thresholds and no naive baseline scored: a first model is "
+                                           "never blessed without one"])
     elif champion is None:
         checks.append(Check("change", "*", 0.0, None, False,
                             champion_error or f"champion v{champion_version} could not be evaluated"))
@@ -180,18 +225,25 @@ def gate(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], evaluated
 
     from ml_tasks import tracking
     from ml_tasks.constants import BLESSING_FILE, MLFLOW_REPORT_DIR, TAG_GATE_DECISION, TAG_GATE_REASONS
+    from ml_tasks.datasets import get_dataset
     from ml_tasks.io import write_json
 
+    spec = get_dataset(ctx.dataset)
     decision = decide(
         config.gate, evaluated["candidate"], evaluated["champion"],
         evaluated["champion_version"], evaluated.get("champion_error"),
         intervals=evaluated.get("intervals"), slices=evaluated.get("slices"), behaviour=evaluated.get("behaviour"),
-        robustness=evaluated.get("robustness"),
+        robustness=evaluated.get("robustness"), baseline=evaluated.get("baseline"),
+        baseline_intervals=evaluated.get("baseline_intervals"), primary_metric=spec.primary_metric,
+        baseline_margin=spec.baseline_margin, robustness_skipped=evaluated.get("robustness_skipped"),
     )
     record = {**decision.to_dict(),
               "thresholds": {"absolute": config.gate.absolute, "change": config.gate.change,
                              "slice_absolute": config.gate.slice_absolute,
-                             "robustness": config.gate.robustness, "require_confidence": config.gate.require_confidence},
+                             "robustness": config.gate.robustness, "require_confidence": config.gate.require_confidence,
+                             "baseline_margin": spec.baseline_margin, "primary_metric": spec.primary_metric},
+              "task": spec.task, "baseline": evaluated.get("baseline"),
+              "baseline_intervals": evaluated.get("baseline_intervals"),
               "candidate": evaluated["candidate"], "champion": evaluated["champion"],
               "intervals": evaluated.get("intervals"), "behaviour": evaluated.get("behaviour"),
               "slices": evaluated.get("slices"), "robustness": evaluated.get("robustness"),

@@ -2,8 +2,11 @@
 
 The version is loaded exactly as serving will load it, `models:/<name>/<version>`
 through the one checked loader (`ml_tasks.release.model_loading`), in a fresh process; it scores its logged input example and a
-sample of held-out raw rows; the output must have the serving schema
-(`probability` in [0, 1], `prediction` in {0, 1}, one row per input row) and a
+sample of held-out raw rows; the output must keep the prediction contract
+(`expected_columns`: predictions among the declared classes with class
+probabilities in [0, 1], or finite numbers for regression; versions without a
+target record answer `probability` in [0, 1] and `prediction` in {0, 1}), one
+row per input row, and a
 single row must score within the latency budget.
 
 The budget is judged on the process's CPU time per single-row call (median),
@@ -59,24 +62,58 @@ def validate_version(ctx: RunContext, name: str, version: str, budget_ms: float 
     return InfraValidation(**result)
 
 
-def output_problems(scores: Any, rows: int) -> list[str]:
-    """What is wrong with a pyfunc's output for `rows` input rows (empty when it has the serving schema)."""
+def expected_columns(spec: Any) -> list[str]:
+    """The prediction contract's columns for a data set (`ml_tasks.release.pyfunc.prediction_frame`)."""
+    from ml_tasks.release.pyfunc import probability_column
+
+    if not spec.is_classification:
+        return ["prediction"]
+    head = ["prediction", "probability"] if spec.task == "binary" else ["prediction"]
+    return head + [probability_column(c) for c in spec.classes]
+
+
+def output_problems(scores: Any, rows: int, spec: Any = None) -> list[str]:
+    """What is wrong with a pyfunc's output for `rows` input rows (empty when it keeps the prediction contract).
+
+    Without `spec`, or for a binary 0/1 data set answered in the legacy columns: `probability` in [0, 1] and
+    `prediction` in {0, 1}. Otherwise: classification predictions among the declared classes and class
+    probabilities in [0, 1]; regression predictions finite numbers.
+    """
     import numpy as np
     import pandas as pd
 
+    from ml_tasks.data.transform import category_text
+
     if not isinstance(scores, pd.DataFrame):
-        return [f"output is a {type(scores).__name__}, not a DataFrame with columns {OUTPUT_COLUMNS}"]
+        return [f"output is a {type(scores).__name__}, not a DataFrame"]
+    legacy = list(scores.columns) == OUTPUT_COLUMNS and (
+        spec is None or (spec.task == "binary" and [category_text(c) for c in spec.classes] == ["0", "1"]))
+    wanted = OUTPUT_COLUMNS if legacy else expected_columns(spec)
     problems = []
-    if list(scores.columns) != OUTPUT_COLUMNS:
-        problems.append(f"output columns {list(scores.columns)}, expected {OUTPUT_COLUMNS}")
+    if list(scores.columns) != wanted:
+        problems.append(f"output columns {list(scores.columns)}, expected {wanted}")
         return problems
     if len(scores) != rows:
         problems.append(f"{len(scores)} output rows for {rows} input rows")
-    probability = scores["probability"].to_numpy(dtype="float64")
-    if not np.isfinite(probability).all() or (probability < 0).any() or (probability > 1).any():
-        problems.append("probability outside [0, 1] or not finite")
-    if not set(np.unique(scores["prediction"].to_numpy()).tolist()) <= {0, 1}:
-        problems.append("prediction not in {0, 1}")
+    if legacy:
+        probability = scores["probability"].to_numpy(dtype="float64")
+        if not np.isfinite(probability).all() or (probability < 0).any() or (probability > 1).any():
+            problems.append("probability outside [0, 1] or not finite")
+        if not set(np.unique(scores["prediction"].to_numpy()).tolist()) <= {0, 1}:
+            problems.append("prediction not in {0, 1}")
+        return problems
+    if not spec.is_classification:
+        values = pd.to_numeric(scores["prediction"], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        if not np.isfinite(values).all():
+            problems.append(f"{int((~np.isfinite(values)).sum())} predictions are not finite numbers")
+        return problems
+    probabilities = scores[wanted[1:]].to_numpy(dtype="float64")
+    if not np.isfinite(probabilities).all() or (probabilities < 0).any() or (probabilities > 1).any():
+        problems.append("class probabilities outside [0, 1] or not finite")
+    declared = {category_text(c) for c in spec.classes}
+    unknown = sorted({category_text(v) for v in scores["prediction"].tolist()} - declared)
+    if unknown:
+        problems.append(f"predictions {unknown[:5]} are not among the declared classes {list(spec.classes)!r}")
     return problems
 
 
@@ -126,7 +163,7 @@ def validate_in_process(ctx: dict[str, str], name: str, version: str, budget_ms:
         except Exception as exc:
             problems.append(f"scoring the {label} failed: {type(exc).__name__}: {str(exc)[:300]}")
             continue
-        problems.extend(f"{label}: {p}" for p in output_problems(scores, len(frame)))
+        problems.extend(f"{label}: {p}" for p in output_problems(scores, len(frame), spec))
         rows_scored += len(frame)
     cpu_ms, wall_ms = [], []
     row = sample.head(1)

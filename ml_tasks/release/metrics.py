@@ -1,8 +1,10 @@
-"""Metrics, slices, confidence intervals and plots of a classifier's scores on held-out rows.
+"""Metrics, slices, confidence intervals and plots of a model's scores on held-out rows.
 
 Pure functions over arrays, shared by the evaluate stage (in its isolated
-process) and the tests. Binary and multiclass alike: scores are a matrix of
-class probabilities (a vector is the positive class of a binary problem).
+process) and the tests. Every task kind: classification scores are a matrix of
+class probabilities (a vector is the positive class of a binary problem) over
+int labels (codes); regression scores are predicted values in the target's units.
+`task_metrics` gives the names of `TASK_METRICS` for a task.
 The paired bootstrap resamples the same rows for candidate and champion, so
 the interval is of the *improvement*, which is what the gate needs.
 """
@@ -16,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ml_tasks.constants import LOWER_IS_BETTER
+from ml_tasks.constants import LOWER_IS_BETTER, TASK_METRICS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,8 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CALIBRATION_BINS = 10
-# Metrics the paired bootstrap can resample with row weights (all of the gate's).
+# Metrics the paired bootstrap can resample with row weights (all of the gate's), per task kind.
 BOOTSTRAP_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier", "calibration_error")
+BINARY, MULTICLASS, REGRESSION = "binary", "multiclass", "regression"
 
 
 def probability_matrix(scores: Any, n_classes: int = 2) -> np.ndarray:
@@ -98,6 +101,89 @@ def classification_metrics(y_true: Any, scores: Any, classes: list[Any] | None =
     return out
 
 
+def regression_metrics(y_true: Any, predicted: Any, weights: np.ndarray | None = None,
+                       quiet: bool = False) -> dict[str, float]:
+    """RMSE, MAE, R² and MAPE (a fraction, not %) of predicted values; MAPE is NaN where a true value is 0."""
+    import numpy as np
+
+    y = np.asarray(y_true, dtype="float64").reshape(-1)
+    p = np.asarray(predicted, dtype="float64").reshape(-1)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype="float64")
+    total = float(w.sum())
+    if total <= 0 or len(y) == 0:
+        return {"rmse": math.nan, "mae": math.nan, "r2": math.nan, "mape": math.nan}
+    residual = y - p
+    mean = float((w * y).sum() / total)
+    spread = float((w * (y - mean) ** 2).sum())
+    squared = float((w * residual**2).sum())
+    out = {"rmse": math.sqrt(squared / total), "mae": float((w * np.abs(residual)).sum() / total),
+           "r2": 1.0 - squared / spread if spread > 0 else math.nan}
+    zeros = int(np.count_nonzero(y == 0))
+    if zeros:
+        if not quiet:
+            log.info("MAPE left out (NaN): %s of %s true values are 0, where a percentage error is undefined",
+                     zeros, len(y))
+        out["mape"] = math.nan
+    else:
+        out["mape"] = float((w * np.abs(residual / y)).sum() / total)
+    return out
+
+
+def multiclass_metrics(y_true: Any, scores: Any, n_classes: int, weights: np.ndarray | None = None) -> dict[str, float]:
+    """TASK_METRICS["multiclass"]: accuracy, F1 (macro, weighted), precision and recall (macro), log loss,
+    one-vs-rest ROC AUC (macro) and calibration error of the predicted class."""
+    import numpy as np
+    from sklearn import metrics
+
+    y = np.asarray(y_true).astype(int)
+    p = probability_matrix(scores, n_classes)
+    labels = list(range(p.shape[1]))
+    predicted = p.argmax(axis=1)
+    kw: dict[str, Any] = {"labels": labels, "zero_division": 0, "sample_weight": weights}
+    present = len(set(y.tolist())) > 1
+    try:
+        auc = float(metrics.roc_auc_score(y, p / p.sum(axis=1, keepdims=True), multi_class="ovr", average="macro",
+                                          labels=labels, sample_weight=weights)) if present else math.nan
+    except ValueError:  # a class absent from these rows: one-vs-rest AUC is undefined for it
+        auc = math.nan
+    return {
+        "accuracy": float(metrics.accuracy_score(y, predicted, sample_weight=weights)),
+        "f1_macro": float(metrics.f1_score(y, predicted, average="macro", **kw)),
+        "f1_weighted": float(metrics.f1_score(y, predicted, average="weighted", **kw)),
+        "precision_macro": float(metrics.precision_score(y, predicted, average="macro", **kw)),
+        "recall_macro": float(metrics.recall_score(y, predicted, average="macro", **kw)),
+        "log_loss": float(metrics.log_loss(y, p, labels=labels, sample_weight=weights)),
+        "roc_auc": auc,
+        "calibration_error": expected_calibration_error(y, p, weights=weights),
+    }
+
+
+def task_metrics(task: str, y_true: Any, scores: Any, classes: list[Any] | tuple[Any, ...] = (),
+                 weights: np.ndarray | None = None, quiet: bool = False) -> dict[str, float]:
+    """The metrics of TASK_METRICS[task] (binary: every classification metric, as before)."""
+    if task == REGRESSION:
+        return regression_metrics(y_true, scores, weights, quiet=quiet)
+    if task == MULTICLASS:
+        return multiclass_metrics(y_true, scores, len(classes), weights)
+    return classification_metrics(y_true, scores, weights=weights)
+
+
+def per_class_metrics(y_true: Any, scores: Any, classes: list[Any] | tuple[Any, ...]) -> dict[str, dict[str, float]]:
+    """Precision and recall of each class (its text as the key)."""
+    import numpy as np
+    from sklearn import metrics
+
+    from ml_tasks.data.transform import category_text
+
+    y = np.asarray(y_true).astype(int)
+    predicted = probability_matrix(scores, len(classes)).argmax(axis=1)
+    labels = list(range(len(classes)))
+    precision = metrics.precision_score(y, predicted, average=None, labels=labels, zero_division=0)
+    recall = metrics.recall_score(y, predicted, average=None, labels=labels, zero_division=0)
+    return {category_text(c): {"precision": float(p), "recall": float(r)}
+            for c, p, r in zip(classes, precision, recall, strict=True)}
+
+
 def per_class_f1(y_true: Any, scores: Any, classes: list[Any]) -> dict[str, float]:
     import numpy as np
     from sklearn import metrics
@@ -110,11 +196,12 @@ def per_class_f1(y_true: Any, scores: Any, classes: list[Any]) -> dict[str, floa
 
 
 def slice_metrics(frame: pd.DataFrame, y_true: Any, scores: Any, slice_columns: tuple[str, ...] | list[str],
-                  min_rows: int = 100, max_values: int = 20) -> dict[str, dict[str, Any]]:
+                  min_rows: int = 100, max_values: int = 20, task: str = BINARY,
+                  classes: list[Any] | tuple[Any, ...] = ()) -> dict[str, dict[str, Any]]:
     """Metrics per value of each declared slice column (values with at least `min_rows` rows, the largest first)."""
     import numpy as np
 
-    y = np.asarray(y_true).astype(int)
+    y = np.asarray(y_true, dtype="float64") if task == REGRESSION else np.asarray(y_true).astype(int)
     p = np.asarray(scores)
     out: dict[str, dict[str, Any]] = {}
     for column in slice_columns:
@@ -124,9 +211,9 @@ def slice_metrics(frame: pd.DataFrame, y_true: Any, scores: Any, slice_columns: 
             if count < min_rows:
                 continue
             mask = values == value
-            if len(set(y[mask].tolist())) < 2:
+            if task != REGRESSION and len(set(y[mask].tolist())) < 2:
                 continue
-            out[f"{column}={value}"] = {"rows": int(count), **classification_metrics(y[mask], p[mask])}
+            out[f"{column}={value}"] = {"rows": int(count), **task_metrics(task, y[mask], p[mask], classes, quiet=True)}
     return out
 
 
@@ -146,19 +233,24 @@ class Interval:
 
 
 def paired_bootstrap(y_true: Any, candidate: Any, champion: Any, metric_names: list[str] | tuple[str, ...],
-                     resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict[str, Interval]:
+                     resamples: int = 1000, confidence: float = 0.95, seed: int = 0, task: str = BINARY,
+                     classes: list[Any] | tuple[Any, ...] = ()) -> dict[str, Interval]:
     """Percentile intervals of candidate-minus-champion (sign flipped for lower-is-better metrics).
 
     Each resample weights the same held-out rows for both models (Poisson(1)
     weights, the streaming form of resampling with replacement), so row-level
     luck cancels and only the models' difference remains. Binary scores take
     an O(rows) path per resample (ranks computed once), so 1,000 resamples of
-    50,000 rows cost about a second.
+    50,000 rows cost about a second. Multiclass and regression metrics are
+    recomputed with each resample's weights. The "champion" may be any scores of
+    the same rows: the naive baseline's too.
     """
     import numpy as np
 
-    y = np.asarray(y_true).astype(int)
     rng = np.random.default_rng(seed)
+    if task != BINARY:
+        return _bootstrap_general(y_true, candidate, champion, metric_names, resamples, confidence, rng, task, classes)
+    y = np.asarray(y_true).astype(int)
     wanted = [m for m in metric_names if m in BOOTSTRAP_METRICS]
     p_c, p_o = probability_matrix(candidate), probability_matrix(champion)
     binary = p_c.shape[1] == 2 and p_o.shape[1] == 2
@@ -176,6 +268,32 @@ def paired_bootstrap(y_true: Any, candidate: Any, champion: Any, metric_names: l
             c, o = classification_metrics(y, p_c, weights=weights), classification_metrics(y, p_o, weights=weights)
         for m in wanted:
             samples[m].append(_improvement(m, c[m], o[m]))
+    return _intervals(wanted, samples, point_c, point_o, confidence)
+
+
+def _bootstrap_general(y_true: Any, candidate: Any, champion: Any, metric_names: list[str] | tuple[str, ...],
+                       resamples: int, confidence: float, rng: Any, task: str,
+                       classes: list[Any] | tuple[Any, ...]) -> dict[str, Interval]:
+    import numpy as np
+
+    y = np.asarray(y_true, dtype="float64") if task == REGRESSION else np.asarray(y_true).astype(int)
+    wanted = [m for m in metric_names if m in TASK_METRICS[task]]
+    point_c = task_metrics(task, y, candidate, classes)
+    point_o = task_metrics(task, y, champion, classes, quiet=True)
+    samples: dict[str, list[float]] = {m: [] for m in wanted}
+    for _ in range(resamples):
+        weights = rng.poisson(1.0, size=len(y)).astype("float64")
+        c = task_metrics(task, y, candidate, classes, weights=weights, quiet=True)
+        o = task_metrics(task, y, champion, classes, weights=weights, quiet=True)
+        for m in wanted:
+            samples[m].append(_improvement(m, c[m], o[m]))
+    return _intervals(wanted, samples, point_c, point_o, confidence)
+
+
+def _intervals(wanted: list[str], samples: dict[str, list[float]], point_c: dict[str, float],
+               point_o: dict[str, float], confidence: float) -> dict[str, Interval]:
+    import numpy as np
+
     tail = (1.0 - confidence) / 2 * 100
     out = {}
     for m in wanted:
@@ -267,20 +385,27 @@ def _improvement(metric: str, candidate: float, champion: float) -> float:
 
 
 def permutation_importance(predict: Callable[[pd.DataFrame], np.ndarray], frame: pd.DataFrame, y_true: Any,
-                           features: list[str], repeats: int = 3, seed: int = 0, metric: str = "roc_auc") -> list[dict[str, Any]]:
-    """Drop in `metric` when one raw feature's values are shuffled (through the served model, any family)."""
+                           features: list[str], repeats: int = 3, seed: int = 0, metric: str = "roc_auc",
+                           task: str = BINARY, classes: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Loss in `metric` when one raw feature's values are shuffled (through the served model, any family and task);
+    positive: the feature matters (a lower-is-better metric's rise counts as a loss)."""
     import numpy as np
 
-    y = np.asarray(y_true).astype(int)
+    y = np.asarray(y_true, dtype="float64") if task == REGRESSION else np.asarray(y_true).astype(int)
     rng = np.random.default_rng(seed)
-    base = classification_metrics(y, predict(frame))[metric]
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+
+    def score(rows: pd.DataFrame) -> float:
+        return sign * task_metrics(task, y, predict(rows), classes, quiet=True)[metric]
+
+    base = score(frame)
     rows = []
     for feature in features:
         drops = []
         for _ in range(repeats):
             shuffled = frame.copy()
             shuffled[feature] = shuffled[feature].to_numpy()[rng.permutation(len(frame))]
-            drops.append(base - classification_metrics(y, predict(shuffled))[metric])
+            drops.append(base - score(shuffled))
         rows.append({"feature": feature, "importance": float(np.mean(drops)), "std": float(np.std(drops))})
     return sorted(rows, key=lambda r: -r["importance"])
 
@@ -288,8 +413,10 @@ def permutation_importance(predict: Callable[[pd.DataFrame], np.ndarray], frame:
 # ---------------------------------------------------------------- plots
 
 
-def save_plots(y_true: Any, scores: Any, folder: Path, title: str, importance: list[dict[str, Any]] | None = None) -> list[Path]:
-    """ROC and PR curves, confusion matrix, calibration curve (and importance) as PNG files in `folder`."""
+def save_plots(y_true: Any, scores: Any, folder: Path, title: str, importance: list[dict[str, Any]] | None = None,
+               task: str = BINARY, classes: list[Any] | tuple[Any, ...] = (), metric: str = "roc_auc") -> list[Path]:
+    """PNG files in `folder`: binary, ROC and PR curves, calibration curve and confusion matrix; multiclass, the
+    confusion matrix with class names; regression, predicted vs actual and residuals; and the importance."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -298,8 +425,6 @@ def save_plots(y_true: Any, scores: Any, folder: Path, title: str, importance: l
     from sklearn import metrics
     from sklearn.calibration import calibration_curve
 
-    y = np.asarray(y_true).astype(int)
-    p = probability_matrix(scores)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
 
@@ -310,6 +435,27 @@ def save_plots(y_true: Any, scores: Any, folder: Path, title: str, importance: l
         plt.close(fig)
         paths.append(path)
 
+    if task == REGRESSION:
+        actual = np.asarray(y_true, dtype="float64")
+        predicted_values = np.asarray(scores, dtype="float64").reshape(-1)
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        ax.scatter(actual, predicted_values, s=6, alpha=0.4, label=title)
+        bounds = [float(min(actual.min(), predicted_values.min())), float(max(actual.max(), predicted_values.max()))]
+        ax.plot(bounds, bounds, linestyle=":", color="grey", label="perfect")
+        ax.set_xlabel("actual")
+        ax.set_ylabel("predicted")
+        ax.legend()
+        save(fig, "predicted_vs_actual.png")
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        ax.scatter(predicted_values, actual - predicted_values, s=6, alpha=0.4)
+        ax.axhline(0.0, linestyle=":", color="grey")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("residual (actual - predicted)")
+        save(fig, "residuals.png")
+        _importance_plot(plt, importance, metric, save)
+        return paths
+    y = np.asarray(y_true).astype(int)
+    p = probability_matrix(scores, len(classes) if task == MULTICLASS else 2)
     if p.shape[1] == 2:
         fig, ax = plt.subplots(figsize=(4.5, 4))
         metrics.RocCurveDisplay.from_predictions(y, p[:, 1], ax=ax, name=title)
@@ -326,13 +472,24 @@ def save_plots(y_true: Any, scores: Any, folder: Path, title: str, importance: l
         ax.set_ylabel("observed frequency")
         ax.legend()
         save(fig, "calibration_curve.png")
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    metrics.ConfusionMatrixDisplay.from_predictions(y, p.argmax(axis=1), ax=ax, colorbar=False)
+    from ml_tasks.data.transform import category_text
+
+    names = [category_text(c) for c in classes] if task == MULTICLASS else None
+    size = max(4.5, 0.5 * p.shape[1] + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    metrics.ConfusionMatrixDisplay.from_predictions(y, p.argmax(axis=1), ax=ax, colorbar=False,
+                                                    labels=list(range(p.shape[1])), display_labels=names)
+    if names:
+        ax.tick_params(axis="x", labelrotation=45)
     save(fig, "confusion_matrix.png")
+    _importance_plot(plt, importance, metric, save)
+    return paths
+
+
+def _importance_plot(plt: Any, importance: list[dict[str, Any]] | None, metric: str, save: Callable[..., None]) -> None:
     if importance:
         top = importance[:20][::-1]
         fig, ax = plt.subplots(figsize=(5, 0.3 * len(top) + 1.2))
         ax.barh([r["feature"] for r in top], [r["importance"] for r in top], xerr=[r["std"] for r in top])
-        ax.set_xlabel("drop in ROC AUC when shuffled")
+        ax.set_xlabel(f"loss in {metric} when shuffled")
         save(fig, "permutation_importance.png")
-    return paths

@@ -50,7 +50,11 @@ def render(ctx: RunContext, name: str, version: str, run_id: str, stages: dict[s
                      f"{features}; largest PSI {_number((drifted.get('largest') or {}).get('psi'))}")
     elif drifted:
         lines.append(f"- **Drift**: not checked ({drifted.get('reason')})")
-    lines += ["", "## Model",
+    task = evaluated.get("task") or spec.task
+    target_line = (f"- **Task**: {task}; target `{spec.target}`"
+                   + (f", classes {list(spec.classes)!r}" if spec.is_classification else " (values in its own units)")
+                   + f"; primary metric `{spec.primary_metric}`")
+    lines += ["", "## Model", target_line,
               f"- **Family**: `{trained.get('family', 'keras_mlp')}`; parameters: `{tuned.get('best_params')}`",
               f"- **Training**: {trained.get('epochs_run', 'n/a')} epochs (best {trained.get('best_epoch', 'n/a')}); "
               f"fit: {trained.get('fit_diagnosis', 'n/a')}"]
@@ -64,10 +68,20 @@ def render(ctx: RunContext, name: str, version: str, run_id: str, stages: dict[s
         shown = (f"{interval['improvement']:+.4f} [{interval['lower']:+.4f}, {interval['upper']:+.4f}]"
                  if interval else "n/a")
         lines.append(f"| {metric} | {_number(value)} | {_number((champion or {}).get(metric))} | {shown} |")
+    baseline = evaluated.get("baseline")
+    if baseline:
+        primary = spec.primary_metric
+        lines += ["", f"Naive baseline ({'training mean' if task == 'regression' else 'training class prior'}) on the "
+                      f"same rows: {primary} {_number(baseline.get(primary))}"]
+    per_class = evaluated.get("per_class") or {}
+    if per_class:
+        lines += ["", "| class | precision | recall |", "|---|---|---|"]
+        lines += [f"| {c} | {_number(v.get('precision'))} | {_number(v.get('recall'))} |" for c, v in per_class.items()]
     slices = evaluated.get("slices") or {}
     if slices:
-        lines += ["", "## Slices", "", "| slice | rows | ROC AUC | accuracy |", "|---|---|---|---|"]
-        lines += [f"| {s} | {v.get('rows')} | {_number(v.get('roc_auc'))} | {_number(v.get('accuracy'))} |"
+        first, second = _SLICE_METRICS.get(task, _SLICE_METRICS["binary"])
+        lines += ["", "## Slices", "", f"| slice | rows | {first} | {second} |", "|---|---|---|---|"]
+        lines += [f"| {s} | {v.get('rows')} | {_number(v.get(first))} | {_number(v.get(second))} |"
                   for s, v in sorted(slices.items())]
     lines += ["", "## Gate", f"**{gated.get('decision', 'n/a')}**" + (" (blessed)" if gated.get("blessed") else ""), ""]
     lines += [f"- {reason}" for reason in gated.get("reasons") or []]
@@ -79,10 +93,18 @@ def render(ctx: RunContext, name: str, version: str, run_id: str, stages: dict[s
     status_word = {"passed": "pass", "failed": "FAIL", "skipped": "SKIPPED"}
     lines += [f"- {status_word[behaviour_status(b)]}: {b['test']}: {b['detail']}" for b in behaviour]
     if robustness:
-        lines.append("- accuracy under noise: " + ", ".join(f"{k} {_number(v, 3)}" for k, v in robustness.items()))
-    lines += ["", "## Plots", "MLflow run artifacts: " + ", ".join(f"`evaluation/{p}`" for p in PLOTS)]
+        measure = "R²" if task == "regression" else "accuracy"
+        lines.append(f"- {measure} under noise: " + ", ".join(f"{k} {_number(v, 3)}" for k, v in robustness.items()))
+    plots = _TASK_PLOTS.get(task, PLOTS)
+    lines += ["", "## Plots", "MLflow run artifacts: " + ", ".join(f"`evaluation/{p}`" for p in plots)]
     lines += ["", "## Limitations"] + [f"- {item}" for item in limitations(spec.name, evaluated)]
     return "\n".join(lines) + "\n"
+
+
+_SLICE_METRICS = {"binary": ("roc_auc", "accuracy"), "multiclass": ("f1_macro", "accuracy"),
+                  "regression": ("rmse", "r2")}
+_TASK_PLOTS = {"multiclass": ("confusion_matrix.png", "permutation_importance.png"),
+               "regression": ("predicted_vs_actual.png", "residuals.png", "permutation_importance.png")}
 
 
 def limitations(dataset: str, evaluated: dict[str, Any]) -> list[str]:
@@ -97,8 +119,16 @@ def limitations(dataset: str, evaluated: dict[str, Any]) -> list[str]:
     robustness = evaluated.get("robustness") or {}
     if "clean" in robustness and robustness:
         noisiest = max(robustness, key=lambda k: float(k.split("_")[1]) if k.startswith("noise_") else 0.0)
-        items.append(f"Accuracy falls from {_number(robustness['clean'], 3)} to {_number(robustness[noisiest], 3)} "
+        measure = "R²" if evaluated.get("task") == "regression" else "Accuracy"
+        items.append(f"{measure} falls from {_number(robustness['clean'], 3)} to {_number(robustness[noisiest], 3)} "
                      f"under {noisiest.replace('_', ' ')} x std feature noise.")
-    items.append("Decisions use a 0.5 probability threshold; scores are not calibrated beyond what the calibration "
-                 "error above shows.")
+    task = evaluated.get("task", "binary")
+    if task == "binary":
+        items.append("Decisions use a 0.5 probability threshold; scores are not calibrated beyond what the calibration "
+                     "error above shows.")
+    elif task == "multiclass":
+        items.append("The prediction is the most probable class; probabilities are not calibrated beyond what the "
+                     "calibration error above shows.")
+    else:
+        items.append("Predictions are point estimates in the target's units, with no interval.")
     return items

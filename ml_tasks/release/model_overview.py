@@ -27,6 +27,10 @@ from ml_tasks.release.registry import history_from_tags
 log = logging.getLogger(__name__)
 
 KEY_METRICS = ("roc_auc", "accuracy", "f1", "log_loss", "brier")
+# The key metrics of each task kind (binary's are KEY_METRICS); evaluation tags the run with its task.
+TASK_KEY_METRICS = {"binary": KEY_METRICS, "multiclass": ("f1_macro", "accuracy", "roc_auc", "log_loss"),
+                    "regression": ("rmse", "mae", "r2", "mape")}
+TAG_TASK = "ratchet.task"
 RECENT_VERSIONS = 10
 # The newest alias moves the view lists (the registry keeps them all).
 ALIAS_MOVES_SHOWN = 50
@@ -47,10 +51,10 @@ def version_url(name: str, version: str) -> str:
     return f"{mlflow_ui_url()}/#/models/{quote(name, safe='')}/versions/{quote(str(version), safe='')}"
 
 
-def _key_metrics(metrics: dict[str, float]) -> dict[str, float]:
+def _key_metrics(metrics: dict[str, float], names: tuple[str, ...] = KEY_METRICS) -> dict[str, float]:
     """The held-out metrics of a run (`test.<metric>` as evaluation logs them; a bare name as a fallback)."""
     found = {}
-    for name in KEY_METRICS:
+    for name in names:
         value = metrics.get(f"test.{name}", metrics.get(name))
         if value is not None:
             found[name] = float(value)
@@ -68,12 +72,15 @@ def _version_summary(client: Any, name: str, version: Any, aliases: list[str],
             log.warning("%s v%s: run %s unreadable: %s", name, version.version, run_id, exc)
             runs[run_id] = None
     run = runs.get(run_id)
+    task = str((run.data.tags or {}).get(TAG_TASK, "binary")) if run is not None else "binary"
     return {
+        "task": task,
         "version": str(version.version),
         "aliases": sorted(aliases),
         "created_at": int(version.creation_timestamp or 0),
         "run_id": run_id,
-        "metrics": _key_metrics(dict(run.data.metrics)) if run is not None else {},
+        "metrics": _key_metrics(dict(run.data.metrics), TASK_KEY_METRICS.get(task, KEY_METRICS))
+        if run is not None else {},
         "gate_decision": tags.get(TAG_GATE_DECISION, ""),
         "gate_reasons": [r for r in tags.get(TAG_GATE_REASONS, "").split("; ") if r],
         "review": tags.get(TAG_REVIEW, ""),
@@ -108,8 +115,12 @@ def model_overview(client: Any, name: str, recent: int = RECENT_VERSIONS) -> dic
     wanted = {str(v.version) for v in versions[:recent]} | set(by_version)
     summaries = {str(v.version): _version_summary(client, name, v, by_version.get(str(v.version), []), runs)
                  for v in versions if str(v.version) in wanted}
+    shown = summaries.get(aliases[CHAMPION_ALIAS] or "") or next(iter(summaries.values()), None)
+    task = shown["task"] if shown else "binary"
     return {
         "name": name,
+        "task": task,
+        "key_metrics": list(TASK_KEY_METRICS.get(task, KEY_METRICS)),
         "champion": summaries.get(aliases[CHAMPION_ALIAS] or ""),
         "challenger": summaries.get(aliases[CHALLENGER_ALIAS] or ""),
         "versions": [summaries[str(v.version)] for v in versions[:recent]],

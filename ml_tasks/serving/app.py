@@ -44,7 +44,7 @@ from ml_tasks.serving.config import (
     token_source,
 )
 from ml_tasks.serving.inference_log import InferenceLog
-from ml_tasks.serving.loading import LoadedModel
+from ml_tasks.serving.loading import LoadedModel, Scored
 from ml_tasks.serving.payloads import (
     CSV_TYPE,
     JSON_TYPE,
@@ -74,11 +74,9 @@ def _error(status: int, message: str, error_code: str, headers: dict[str, str] |
     return Response(body, status_code=status, media_type=JSON_TYPE, headers=headers)
 
 
-def _score(model: LoadedModel, mime: str, body: bytes, max_rows: int) -> tuple[dict[str, list[Any]], int, list[float],
-                                                                             list[int]]:
+def _score(model: LoadedModel, mime: str, body: bytes, max_rows: int) -> tuple[dict[str, list[Any]], int, Scored]:
     columns, n_rows = (parse_json if mime == JSON_TYPE else parse_csv)(model, body, max_rows)
-    probability, prediction = model.predict(columns, n_rows)
-    return columns, n_rows, probability, prediction
+    return columns, n_rows, model.predict(columns, n_rows)
 
 
 def create_app(config: ServeConfig, token: str | None = None) -> FastAPI:
@@ -154,14 +152,13 @@ def create_app(config: ServeConfig, token: str | None = None) -> FastAPI:
             body = await read_body(request, config.max_body_bytes)
             if len(body) <= INLINE_BYTES:  # a few rows: parsed on the loop, scored with the others that came along
                 columns, n_rows = (parse_json if mime == JSON_TYPE else parse_csv)(model, body, config.max_rows)
-                probability, prediction = await batcher.submit(model, columns, n_rows)
+                scored = await batcher.submit(model, columns, n_rows)
             else:
-                columns, n_rows, probability, prediction = await run_in_threadpool(
-                    _score, model, mime, body, config.max_rows)
+                columns, n_rows, scored = await run_in_threadpool(_score, model, mime, body, config.max_rows)
         except PayloadError as exc:
             return _error(exc.status, exc.message, exc.error_code, headers)
-        inference_log.submit(request_id, model.version, columns, n_rows, probability, prediction)
-        return Response(predictions_json(probability, prediction), media_type=JSON_TYPE, headers=headers)
+        inference_log.submit(request_id, model.version, columns, n_rows, scored.probability, scored.prediction)
+        return Response(predictions_json(scored.outputs), media_type=JSON_TYPE, headers=headers)
 
     def openapi() -> dict[str, Any]:
         """The schema of the version served now (columns can change with the champion)."""

@@ -59,7 +59,7 @@ class MicroBatcher:
             model = entries[0][0]
             merged = {name: [v for entry in entries for v in entry[1][name]] for name in model.column_names}
             try:
-                probability, prediction = model.predict(merged, sum(entry[2] for entry in entries))
+                scored = model.predict(merged, sum(entry[2] for entry in entries))
             except Exception:
                 for entry in entries:
                     self._alone(*entry)
@@ -67,5 +67,12 @@ class MicroBatcher:
             start = 0
             for _, _, n_rows, future in entries:
                 if not future.done():
-                    future.set_result((probability[start:start + n_rows], prediction[start:start + n_rows]))
+                    future.set_result(_rows(scored, start, start + n_rows))
                 start += n_rows
+
+
+def _rows(scored: Any, start: int, stop: int) -> Any:
+    """One request's rows of a batch's answer: a `Scored` (its columns), or a tuple of per-row lists."""
+    if hasattr(scored, "rows"):
+        return scored.rows(start, stop)
+    return tuple(part[start:stop] for part in scored)

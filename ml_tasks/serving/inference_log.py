@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import random
 import threading
@@ -92,7 +93,7 @@ class InferenceLog:
             self._thread.start()
 
     def submit(self, request_id: str, version: str, columns: dict[str, list[Any]], n_rows: int,
-               probability: list[float], prediction: list[int]) -> None:
+               probability: list[float] | None, prediction: list[Any]) -> None:
         if self.sample <= 0:
             return
         rows: Any = None  # all rows
@@ -113,13 +114,15 @@ class InferenceLog:
         ts = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         if rows is not None:
             columns = {name: [values[i] for i in rows] for name, values in columns.items()}
-            probability, prediction = [probability[i] for i in rows], [prediction[i] for i in rows]
+            probability = [probability[i] for i in rows] if probability is not None else None
+            prediction = [prediction[i] for i in rows]
         head = (f'{{"ts":{json.dumps(ts)},"request_id":{json.dumps(request_id)},"model":{json.dumps(self.model)},'
                 f'"version":{json.dumps(version)},"inputs":{{')
         keys = [json.dumps(name) + ":" for name in columns]
         pieces = [[key + text for text in json_values(values)] for key, values in zip(keys, columns.values(), strict=True)]
-        lines = [f'{head}{inputs}}},"probability":{p},"prediction":{int(k)}}}\n' for inputs, p, k in
-                 zip(map(",".join, zip(*pieces, strict=True)), json_values(probability), prediction, strict=True)]
+        probabilities = json_values(probability) if probability is not None else ["null"] * len(prediction)
+        lines = [f'{head}{inputs}}},"probability":{p},"prediction":{k}}}\n' for inputs, p, k in
+                 zip(map(",".join, zip(*pieces, strict=True)), probabilities, json_values(prediction), strict=True)]
         return when.strftime("%Y-%m-%d"), "".join(lines)
 
     def _file(self, day: str) -> Any:
@@ -212,6 +215,11 @@ class LogWindow:
     versions: dict[str, int]
 
 
+def _probability(value: Any) -> float:
+    """The logged positive-class probability; null (multiclass, regression) reads as NaN."""
+    return math.nan if value is None else float(value)
+
+
 def read_log_window(model: str, spec: DatasetSpec, start: datetime, end: datetime, max_rows: int) -> LogWindow:
     """Stream the window's log lines; keep only the features, ids and outputs, at most `max_rows` of them.
 
@@ -239,7 +247,7 @@ def read_log_window(model: str, spec: DatasetSpec, start: datetime, end: datetim
                     if ts.tzinfo is None:
                         raise ValueError("naive timestamp")
                     inputs = entry["inputs"]
-                    row = [str(entry["request_id"]), str(entry.get("version", "")), float(entry["probability"]),
+                    row = [str(entry["request_id"]), str(entry.get("version", "")), _probability(entry["probability"]),
                            entry.get("prediction"), False]
                     row.extend([inputs.get(name) for name in features])
                 except (ValueError, KeyError, TypeError, AttributeError):
@@ -273,9 +281,15 @@ def read_log_window(model: str, spec: DatasetSpec, start: datetime, end: datetim
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
     frame["probability"] = frame["probability"].astype("float64")
     frame["shared"] = frame["shared"].astype(bool)
-    predicted = pd.to_numeric(frame["prediction"], errors="coerce")
-    frame["prediction"] = predicted.where(predicted.notna(), (frame["probability"] >= 0.5).astype("float64"))
-    frame["prediction"] = frame["prediction"].astype("float64")
+    from ml_tasks.data.transform import category_text
+
+    if spec.task == "binary" and [category_text(c) for c in spec.classes] == ["0", "1"]:
+        # 0/1 targets keep their numeric predictions (lines of versions without a target record too)
+        predicted = pd.to_numeric(frame["prediction"].map(lambda v: int(v) if isinstance(v, bool) else v),
+                                  errors="coerce")
+        frame["prediction"] = predicted.where(predicted.notna(), (frame["probability"] >= 0.5).astype("float64"))
+        frame["prediction"] = frame["prediction"].astype("float64")
+    # other targets keep `prediction` in the target's original values (strings, or numbers for regression)
     log.info("%s: %d served rows in %s .. %s from %d file(s), %d kept", model, seen, start, end, len(files), len(frame))
     return LogWindow(frame, len(files), seen, malformed, dict(sorted(versions.items())))
 

@@ -22,6 +22,33 @@ from ml_tasks.serving.payloads import BOOLEAN, CATEGORY, INTEGER, NUMBER, STRING
 if TYPE_CHECKING:
     import pandas as pd
 
+
+@dataclass
+class Scored:
+    """One request's (or batch's) answer: the prediction contract's columns in order (`prediction` in the target's
+    original values; `probability` and `probability_<class>` for classification), one list per column."""
+
+    outputs: dict[str, list[Any]]
+
+    @property
+    def prediction(self) -> list[Any]:
+        return self.outputs["prediction"]
+
+    @property
+    def probability(self) -> list[float] | None:
+        """The positive class's probability (binary and versions without a target record), else None."""
+        return self.outputs.get("probability")
+
+    def __len__(self) -> int:
+        return len(self.outputs["prediction"])
+
+    def __iter__(self) -> Any:
+        """`probability, prediction = model.predict(...)`, as callers unpacked the answer before the contract."""
+        return iter((self.probability, self.prediction))
+
+    def rows(self, start: int, stop: int) -> Scored:
+        return Scored({name: values[start:stop] for name, values in self.outputs.items()})
+
 _KINDS = {"double": NUMBER, "float": NUMBER, "long": INTEGER, "integer": INTEGER, "string": STRING, "boolean": BOOLEAN}
 
 
@@ -47,7 +74,8 @@ class LoadedModel:
     columns: tuple[Column, ...]
     pyfunc: Any
     transform: Any = None  # FittedTransform on the fast path
-    score: Callable[[Any], Any] | None = None  # float32 features -> probabilities
+    score: Callable[[Any], Any] | None = None  # float32 features -> the model's raw scores (RatchetClassifier.raw_scores)
+    target: dict[str, Any] | None = None  # the version's target record; None: a binary 0/1 classifier
     folder: Any = None  # keeps the downloaded files for the life of the model
     column_names: tuple[str, ...] = field(init=False)
     column_set: frozenset[str] = field(init=False)
@@ -85,12 +113,12 @@ class LoadedModel:
 
         return pd.DataFrame(self.arrays(columns))
 
-    def predict(self, columns: dict[str, list[Any]], n_rows: int) -> tuple[list[float], list[int]]:
-        """Probabilities and 0/1 predictions of validated columns; a PayloadError for values the model cannot take."""
+    def predict(self, columns: dict[str, list[Any]], n_rows: int) -> Scored:
+        """The prediction contract's columns for validated columns; a PayloadError for values the model cannot take."""
         import numpy as np
 
         from ml_tasks.errors import DataError
-        from ml_tasks.release.pyfunc import DECISION_THRESHOLD
+        from ml_tasks.release.pyfunc import prediction_frame
 
         if self.score is not None:
             try:
@@ -101,17 +129,17 @@ class LoadedModel:
             finite = np.isfinite(features)
             if not finite.all():
                 _raise_out_of_range(self, finite, columns)
-            probability = np.asarray(self.score(features), dtype="float64").reshape(-1)
-            prediction = (probability >= DECISION_THRESHOLD).astype("int64")
+            out = prediction_frame(np.asarray(self.score(features), dtype="float64"), self.target)
         else:
             out = self.pyfunc.predict(self.frame(columns))
-            probability = np.asarray(out["probability"], dtype="float64").reshape(-1)
-            prediction = np.asarray(out["prediction"], dtype="int64").reshape(-1)
-        if probability.shape[0] != n_rows or not np.isfinite(probability).all():
-            bad = np.flatnonzero(~np.isfinite(probability))[:5].tolist()
-            raise PayloadError(422, f"the model gives no finite probability for rows {bad}: inputs out of the range it "
-                                    "can take", "INVALID_PARAMETER_VALUE")
-        return probability.tolist(), prediction.tolist()
+        numbers = [c for c in out.columns if c.startswith("probability")] or (
+            ["prediction"] if self.target is not None and self.target.get("task") == "regression" else [])
+        values = np.asarray(out[numbers], dtype="float64").reshape(len(out), -1) if numbers else np.zeros((len(out), 0))
+        if len(out) != n_rows or not np.isfinite(values).all():
+            bad = np.flatnonzero(~np.isfinite(values).all(axis=1))[:5].tolist()
+            raise PayloadError(422, f"the model gives no finite probability or prediction for rows {bad}: inputs out "
+                                    "of the range it can take", "INVALID_PARAMETER_VALUE")
+        return Scored({name: out[name].tolist() for name in out.columns})
 
 
 class _ColumnFrame:
@@ -174,14 +202,17 @@ def load_version(name: str, version: str, alias: str) -> LoadedModel:
         inner = pyfunc.unwrap_python_model()
     except Exception:  # a loader-module pyfunc (TFLite): served through its own predict
         inner = None
-    transform = score = None
+    transform = score = target = None
     if isinstance(inner, RatchetClassifier):
         transform = inner.transform
+        target = getattr(inner, "target", None)
         if inner.network is not None:
-            score = _keras_scorer(inner.network, len(transform.feature_names))
+            network_score = _keras_scorer(inner.network, len(transform.feature_names))
+            multiclass = inner.task == "multiclass"
+            score = lambda features: (network_score(features) if multiclass
+                                      else network_score(features).reshape(-1))
         else:
-            estimator = inner.estimator
-            score = lambda features: estimator.predict_proba(features)[:, 1]
+            score = inner.raw_scores
     if schema is not None and schema.has_input_names():
         columns = _columns_from_schema(schema)
     elif transform is not None:
@@ -191,9 +222,8 @@ def load_version(name: str, version: str, alias: str) -> LoadedModel:
         raise ModelLoadError(f"{name} v{version} has no input signature with column names; cannot check payloads")
     model = LoadedModel(name=name, version=str(version), alias=alias, run_id=str(details.run_id or ""),
                         loaded_at=datetime.now(UTC).isoformat(timespec="seconds"), columns=columns, pyfunc=pyfunc,
-                        transform=transform, score=score, folder=folder)
+                        transform=transform, score=score, target=target, folder=folder)
     warm = {c.name: [None if c.kind in (STRING, CATEGORY, BOOLEAN) else 0] for c in columns}
-    probability, _ = model.predict(warm, 1)
-    if len(probability) != 1:
+    if len(model.predict(warm, 1)) != 1:
         raise ModelLoadError(f"{name} v{version} did not answer one row with one prediction")
     return model

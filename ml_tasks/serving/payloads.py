@@ -376,8 +376,10 @@ def json_values(values: list[Any]) -> list[str]:
 
 
 
-def predictions_json(probability: list[float], prediction: list[int]) -> str:
-    """MLflow's answer, {"predictions": [{"probability": p, "prediction": k}, ...]}, written without a dict per row."""
-    rows = [f'{{"probability": {p}, "prediction": {int(k)}}}'
-            for p, k in zip(json_values(probability), prediction, strict=True)]
+def predictions_json(outputs: dict[str, list[Any]]) -> str:
+    """MLflow's answer, {"predictions": [{"probability": p, "prediction": k, ...}, ...]}: one object per row with the
+    prediction contract's columns in order, written a column at a time (no dict per row)."""
+    keys = [json.dumps(name) + ": " for name in outputs]
+    pieces = [[key + text for text in json_values(values)] for key, values in zip(keys, outputs.values(), strict=True)]
+    rows = ["{" + ", ".join(row) + "}" for row in zip(*pieces, strict=True)]
     return '{"predictions": [' + ", ".join(rows) + "]}"

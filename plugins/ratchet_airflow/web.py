@@ -134,9 +134,10 @@ def _model_section(model: dict[str, Any], names: list[str]) -> str:
         f"<tr><td>{_e(h.get('at', ''))}</td><td>{_e(h.get('alias', ''))}</td><td>v{_e(h.get('version', ''))}</td>"
         f"<td>{'v' + _e(h['previous']) if h.get('previous') else '–'}</td><td>{_e(h.get('reason', ''))}</td></tr>"
         for h in model["alias_history"] if isinstance(h, dict)) or "<tr><td colspan=5>no alias moves yet</td></tr>"
+    task = _e(model.get("task", "binary"))
     return f"""
 <section class=model data-model="{_e(model['name'])}">
-  <h2>{_link(model['mlflow_url'], model['name'])} <small>{_e(model['version_count'])} versions</small></h2>
+  <h2>{_link(model['mlflow_url'], model['name'])} <small>{task} · {_e(model['version_count'])} versions</small></h2>
   <table class=aliases><thead><tr><th></th><th>version</th>{heads}<th>gate</th><th>Airflow run</th></tr></thead>
   <tbody>{''.join(rows)}</tbody></table>
   <h3>Gate decisions of recent versions</h3>
@@ -170,7 +171,8 @@ document.getElementById('filter').addEventListener('input', function (e) {
 def render_models(data: dict[str, Any]) -> str:
     """The Models view: one section per registered model. Every value from MLflow is HTML-escaped."""
     names = list(data["key_metrics"])
-    sections = "".join(_model_section(m, names) for m in data["models"]) or "<p>No registered models yet.</p>"
+    sections = "".join(_model_section(m, list(m.get("key_metrics") or names)) for m in data["models"]) or \
+        "<p>No registered models yet.</p>"
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>Ratchet models</title>
 <meta name=color-scheme content="light dark"><style>{STYLE}</style></head>
