@@ -177,6 +177,7 @@ def noise_robustness(predict: Any, features: pd.DataFrame, labels: Any, spec: Da
     """Accuracy (classification; `labels` are codes) or R² (regression) when numerics get Gaussian noise (in units of
     their std) and as many categoricals are resampled. `predict` answers a prediction frame or bare scores."""
     import numpy as np
+    import pandas as pd
 
     from ml_tasks.release.metrics import regression_metrics
 
@@ -195,7 +196,11 @@ def noise_robustness(predict: Any, features: pd.DataFrame, labels: Any, spec: Da
         noisy = features.copy()
         for column in spec.numeric_features:
             values = noisy[column].astype("float64")
-            noisy[column] = values + rng.normal(scale=level * float(values.std() or 1.0), size=len(noisy))
+            moved = values + rng.normal(scale=level * float(values.std() or 1.0), size=len(noisy))
+            # An integer column stays integer (rounded): the model's signature refuses floats there, as it would
+            # refuse them from a client.
+            integer = pd.api.types.is_integer_dtype(noisy[column].dtype)
+            noisy[column] = np.rint(moved).astype(noisy[column].dtype) if integer else moved
         for column in spec.categorical_features:
             swap = rng.random(len(noisy)) < level
             noisy.loc[swap, column] = rng.choice(noisy[column].to_numpy(), size=int(swap.sum()))
