@@ -192,3 +192,20 @@ def test_monitoring_measures_live_regression_error_from_feedback():
     config = MonitorConfig(decay=DecayConfig(metric="accuracy", min_value=0.5, max_drop=None, min_labeled_rows=1))
     judged = _judge_decay(multi, {"a": "Basic", "b": "Plus", "c": "Basic", "d": "Plus"}, MULTI, config, None)
     assert judged["value"] == pytest.approx(0.75) and not judged["decayed"]
+
+
+def test_the_multiclass_bootstrap_fast_path_gives_sklearns_numbers_under_weights():
+    import numpy as np
+
+    from ml_tasks.release.metrics import _MulticlassScores, multiclass_metrics
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(5, size=3000)
+    p = rng.dirichlet(np.ones(5), size=3000)
+    p[np.arange(3000), y] += 0.3
+    p /= p.sum(axis=1, keepdims=True)
+    for weights in (np.ones(3000), rng.poisson(1.0, size=3000).astype("float64")):
+        expected, fast = multiclass_metrics(y, p, 5, weights), _MulticlassScores(y, p, 5).metrics(weights)
+        assert fast.keys() == expected.keys()
+        for name in expected:
+            assert abs(fast[name] - expected[name]) < 1e-9, name
