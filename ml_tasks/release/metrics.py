@@ -152,7 +152,8 @@ def multiclass_metrics(y_true: Any, scores: Any, n_classes: int, weights: np.nda
         "f1_weighted": float(metrics.f1_score(y, predicted, average="weighted", **kw)),
         "precision_macro": float(metrics.precision_score(y, predicted, average="macro", **kw)),
         "recall_macro": float(metrics.recall_score(y, predicted, average="macro", **kw)),
-        "log_loss": float(metrics.log_loss(y, p, labels=labels, sample_weight=weights)),
+        # Rows renormalised after clipping (sklearn warns on rows that do not sum to one).
+        "log_loss": float(metrics.log_loss(y, p / p.sum(axis=1, keepdims=True), labels=labels, sample_weight=weights)),
         "roc_auc": auc,
         "calibration_error": expected_calibration_error(y, p, weights=weights),
     }
