@@ -60,8 +60,8 @@ def _reference(prepared_uri: str, spec: Any) -> dict[str, float]:
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
     from ml_tasks.constants import TEST_FILE, TRAIN_FILE
+    from ml_tasks.release.metrics import task_metrics
     from ml_tasks.storage import local_path
-    from ml_tasks.training.scoring import Objective
 
     folder = local_path(prepared_uri)
 
@@ -73,14 +73,13 @@ def _reference(prepared_uri: str, spec: Any) -> dict[str, float]:
 
     x_train, y_train = arrays(TRAIN_FILE)
     x_test, y_test = arrays(TEST_FILE)
-    objective = Objective.for_spec(spec)
     if spec.is_classification:
         model = HistGradientBoostingClassifier(random_state=0).fit(x_train, y_train.astype("int64"))
         scores = model.predict_proba(x_test)
         scores = scores[:, 1] if spec.task == "binary" else scores
-        return objective.all_metrics(y_test.astype("int64"), scores)
+        return task_metrics(spec.task, y_test.astype("int64"), scores, spec.classes)
     model = HistGradientBoostingRegressor(random_state=0).fit(x_train, y_train)
-    return objective.all_metrics(y_test, model.predict(x_test))
+    return task_metrics(spec.task, y_test, model.predict(x_test), spec.classes)
 
 
 def one_case(name: str, table: str, rows: int | None, trials: int, home: Path) -> dict[str, Any]:

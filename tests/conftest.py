@@ -35,6 +35,16 @@ def ratchet_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     get_settings.cache_clear()
 
 
+@pytest.fixture
+def dirs(ratchet_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Empty declaration and GE folders (RATCHET_DATASETS_DIR, RATCHET_EXPECTATIONS_DIR) for `datasets add`."""
+    out = {"datasets": tmp_path / "datasets", "expectations": tmp_path / "expectations"}
+    monkeypatch.setenv("RATCHET_DATASETS_DIR", str(out["datasets"]))
+    monkeypatch.setenv("RATCHET_EXPECTATIONS_DIR", str(out["expectations"]))
+    get_settings.cache_clear()
+    return out
+
+
 @pytest.fixture(scope="module")
 def module_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One RATCHET_HOME for a module whose tests build on each other (a champion, then challengers)."""

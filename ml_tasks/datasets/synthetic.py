@@ -85,3 +85,33 @@ def generate_wide(n_rows: int, n_numeric: int = 22, n_categorical: int = 7, seed
                 columns[name][blank] = np.nan
     columns[spec.target] = label
     return pd.DataFrame(columns, copy=False)
+
+
+TIERS = ("bronze", "silver", "gold", "platinum")
+
+
+def generate_multiclass(n_rows: int, seed: int = 0) -> pd.DataFrame:
+    """`generate`'s features with a four-class string target `tier` (the argmax of noisy linear scores)."""
+    import numpy as np
+
+    frame = generate(n_rows, seed=seed).drop(columns=[SYNTHETIC.target])
+    rng = np.random.default_rng(seed + 1)
+    x = frame[list(SYNTHETIC.numeric_features)].to_numpy()
+    weights = np.array([[1.5, 0.0, -1.0, 0.2], [0.0, 1.5, 0.5, -1.0], [-1.0, 0.5, 1.0, 0.0],
+                        [0.0, 0.0, 0.0, 0.0], [0.3, -0.3, 0.3, 0.8], [-0.5, 0.2, 0.0, 0.6]])
+    scores = x @ weights + rng.gumbel(scale=0.5, size=(n_rows, len(TIERS)))
+    frame["tier"] = np.asarray(TIERS, dtype=object)[scores.argmax(axis=1)]
+    return frame
+
+
+def generate_regression(n_rows: int, seed: int = 0, missing_target: float = 0.0) -> pd.DataFrame:
+    """`generate`'s features with a positive numeric target `amount` in the hundreds (missing where asked)."""
+    import numpy as np
+
+    frame = generate(n_rows, seed=seed).drop(columns=[SYNTHETIC.target])
+    rng = np.random.default_rng(seed + 2)
+    x = frame[list(SYNTHETIC.numeric_features)].to_numpy()
+    segment_effect = frame["segment"].map({"retail": 0.0, "business": 60.0, "public": -30.0}).to_numpy()
+    amount = 400 + x @ np.array([80.0, -50.0, 30.0, 0.0, 20.0, -10.0]) + segment_effect + rng.normal(0, 25, n_rows)
+    frame["amount"] = np.where(rng.random(n_rows) < missing_target, np.nan, np.round(amount, 2))
+    return frame

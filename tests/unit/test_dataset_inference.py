@@ -11,18 +11,8 @@ import pytest
 from ml_tasks.datasets.declarations import load_declaration
 from ml_tasks.datasets.inference import add, propose, report
 from ml_tasks.errors import ConfigError, DataValidationError
-from ml_tasks.settings import get_settings
 
 ROWS = 400
-
-
-@pytest.fixture
-def dirs(ratchet_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    out = {"datasets": tmp_path / "datasets", "expectations": tmp_path / "expectations"}
-    monkeypatch.setenv("RATCHET_DATASETS_DIR", str(out["datasets"]))
-    monkeypatch.setenv("RATCHET_EXPECTATIONS_DIR", str(out["expectations"]))
-    get_settings.cache_clear()
-    return out
 
 
 def drop(tmp_path: Path, frame: pd.DataFrame, name: str = "drop", fmt: str = "parquet") -> Path:

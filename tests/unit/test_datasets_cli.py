@@ -11,16 +11,6 @@ import pytest
 
 from ml_tasks.datasets.declarations import load_declaration
 from ml_tasks.ops.cli import main
-from ml_tasks.settings import get_settings
-
-
-@pytest.fixture
-def dirs(ratchet_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    out = {"datasets": tmp_path / "datasets", "expectations": tmp_path / "expectations"}
-    monkeypatch.setenv("RATCHET_DATASETS_DIR", str(out["datasets"]))
-    monkeypatch.setenv("RATCHET_EXPECTATIONS_DIR", str(out["expectations"]))
-    get_settings.cache_clear()
-    return out
 
 
 @pytest.fixture

@@ -233,3 +233,54 @@ def test_csv_drops_and_integer_categoricals_match_parquet(ratchet_home, tmp_path
     assert from_csv.split_fingerprints == from_parquet.split_fingerprints
     assert _transform(from_csv).categorical[1] == ("channel", ["1", "2", "3", "4"])
     assert _read(from_csv, TEST_RAW_FILE)["channel"].dtype == "int64"
+
+
+def _kind_spec(task: str) -> object:
+    if task == "multiclass":
+        return dataclasses.replace(SYNTHETIC, name="tiers", task="multiclass", target="tier", classes=synthetic.TIERS,
+                                   primary_metric="f1_macro", easy_cases=(), absolute_thresholds={}, change_thresholds={})
+    return dataclasses.replace(SYNTHETIC, name="amounts", task="regression", target="amount", classes=(),
+                               primary_metric="rmse", easy_cases=(), absolute_thresholds={}, change_thresholds={})
+
+
+def test_a_multiclass_target_is_coded_in_declared_order_and_split_stratified(ratchet_home, tmp_path):
+    spec = _kind_spec("multiclass")
+    frame = synthetic.generate_multiclass(ROWS, seed=3)
+    frame.loc[frame.index[:7], "tier"] = None
+    result = prepare(RunContext("synthetic", "mc"), _drop(tmp_path, frame), spec=spec, cv_folds=3)
+    assert result.missing_target_dropped == 7 and result.positive_rate is None and result.task == "multiclass"
+    assert sum(result.class_counts.values()) == result.rows_out and set(result.class_counts) == set(synthetic.TIERS)
+    shares = {}
+    for name in (TRAIN_FILE, VALIDATION_SPLIT_FILE, TEST_FILE):
+        labels = _read(result, name)["tier"].to_numpy()
+        assert labels.dtype == np.int64 and set(labels) <= {0, 1, 2, 3}
+        shares[name] = np.bincount(labels, minlength=4) / len(labels)
+    assert np.abs(shares[TRAIN_FILE] - shares[TEST_FILE]).max() < 0.02  # stratified
+    raw = _read(result, TEST_RAW_FILE)
+    assert set(raw["tier"]) <= set(synthetic.TIERS)  # the held-out raw rows keep the target's own values
+    codes = _read(result, TEST_FILE)["tier"].to_numpy()
+    assert [synthetic.TIERS[c] for c in codes] == raw["tier"].tolist()
+
+
+def test_an_undeclared_class_is_refused_naming_its_rows(ratchet_home, tmp_path):
+    frame = synthetic.generate_multiclass(ROWS, seed=3)
+    frame.loc[frame.index[:4], "tier"] = "diamond"
+    with pytest.raises(DataError, match=r"values the declaration does not list \(rows per value: \{'diamond': 4\}\)"):
+        prepare(RunContext("synthetic", "mc"), _drop(tmp_path, frame), spec=_kind_spec("multiclass"))
+
+
+def test_a_regression_target_keeps_its_values_and_drops_missing_ones(ratchet_home, tmp_path):
+    spec = _kind_spec("regression")
+    frame = synthetic.generate_regression(ROWS, seed=4, missing_target=0.02)
+    missing = int(frame["amount"].isna().sum())
+    result = prepare(RunContext("synthetic", "reg"), _drop(tmp_path, frame), spec=spec, cv_folds=3)
+    assert missing > 0 and result.missing_target_dropped == missing and result.class_counts == {}
+    assert abs(result.target_summary["mean"] - frame["amount"].mean()) < 10
+    train = _read(result, TRAIN_FILE)["amount"].to_numpy()
+    assert train.dtype == np.float64 and len(np.unique(train)) > 100  # values, not classes
+    assert _read(result, TEST_RAW_FILE)["amount"].tolist() == _read(result, TEST_FILE)["amount"].tolist()
+    folds = pd.read_parquet(local_path(result.prepared_uri) / FOLDS_FILE)
+    assert sorted(folds["fold"].unique()) == [0, 1, 2]
+    with pytest.raises(ConfigError, match="regression: SMOTE"):
+        prepare(RunContext("synthetic", "reg2"), _drop(tmp_path, frame, "again"), spec=spec,
+                augment={"smote": {"ratio": 1.0}})
