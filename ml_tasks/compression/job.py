@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,18 @@ class CompressionResult:
     measurements_reused: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-safe, as XCom needs: a measure that does not apply to the task kind (NaN) becomes null."""
+        return _json_safe(asdict(self))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------- entry points
@@ -310,7 +322,6 @@ def quality_loss(result: CompressedModel, original: CompressedModel) -> float:
 
 
 def _gate(result: CompressedModel, original: CompressedModel, max_loss: float) -> CompressedModel:
-    import math
 
     loss = quality_loss(result, original)
     passed = not math.isnan(loss) and loss <= max_loss
@@ -844,7 +855,6 @@ def _log_model(result: CompressedModel, run_id: str, signature: Any) -> str:
 def _register_all(model_name: str, version: str, config: CompressionConfig, results: dict[str, CompressedModel],
                   prepared_uri: str, transform_path: str, run_id: str, log_metrics: bool) -> dict[str, CompressedModel]:
     """Register every passing result (every result with `register_failed`) once; a rerun finds it by its key tag."""
-    import math
 
     import mlflow
 

@@ -94,12 +94,18 @@ class TFLiteClassifier:
 
     def __init__(self, folder: str) -> None:
         from ml_tasks.data.transform import FittedTransform
+        from ml_tasks.release.pyfunc import TARGET_FILE
 
         self.transform = FittedTransform.from_dict(json.loads((Path(folder) / TRANSFORM_COPY).read_text()))
         self.runner = TFLiteRunner(str(Path(folder) / TFLITE_FILE))
+        # What the model predicts (task, classes); versions compressed before it existed are binary 0/1.
+        record = Path(folder) / TARGET_FILE
+        self.target: dict[str, Any] | None = json.loads(record.read_text()) if record.is_file() else None
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        """The same prediction contract as every other version (`ml_tasks.release.pyfunc.prediction_frame`)."""
         import pandas as pd
 
-        probability = self.runner(self.transform.apply(pd.DataFrame(model_input)))
-        return pd.DataFrame({"probability": probability, "prediction": (probability >= DECISION_THRESHOLD).astype("int64")})
+        from ml_tasks.release.pyfunc import prediction_frame
+
+        return prediction_frame(self.runner(self.transform.apply(pd.DataFrame(model_input))), self.target)

@@ -81,8 +81,11 @@ def prediction_frame(raw: Any, record: dict[str, Any] | None) -> Any:
             raise ValueError(f"the model gives {matrix.shape[1]} class probabilities; the target has {len(classes)} "
                              f"classes {classes!r}")
         codes = matrix.argmax(axis=1)
-    labels = np.empty(len(codes), dtype=object)
+    labels: Any = np.empty(len(codes), dtype=object)
     labels[:] = [classes[c] for c in codes]
+    kinds = {type(c) for c in classes}
+    if kinds in ({int}, {bool}):  # integer or boolean classes answer in that type, not as Python objects
+        labels = labels.astype("int64" if kinds == {int} else "bool")
     columns: dict[str, Any] = {"prediction": labels}
     if task == "binary":
         columns["probability"] = matrix[:, 1]

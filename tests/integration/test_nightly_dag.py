@@ -89,7 +89,8 @@ def test_champion_loads_through_pyfunc_and_scores_raw_rows(first_night):
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     rows = synthetic.generate(20, seed=99).drop(columns=[SYNTHETIC.target])
     scores = model.predict(rows)
-    assert list(scores.columns) == ["probability", "prediction"] and len(scores) == 20
+    assert list(scores.columns) == ["prediction", "probability", "probability_0", "probability_1"] and len(scores) == 20
+    assert scores["prediction"].dtype == "int64"  # the target's own values: 0/1 integers here
     assert scores["probability"].between(0, 1).all()
 
 

@@ -177,7 +177,7 @@ def _expected(version: str, rows: Any) -> Any:
 def _assert_same(answer: Any, expected: Any) -> None:
     assert list(answer) == ["predictions"] and len(answer["predictions"]) == len(expected["predictions"])
     for got, want in zip(answer["predictions"], expected["predictions"], strict=True):
-        assert set(got) == set(want) == {"probability", "prediction"}
+        assert set(got) == set(want) == {"prediction", "probability", "probability_0", "probability_1"}
         assert got["prediction"] == want["prediction"]
         assert got["probability"] == pytest.approx(want["probability"], abs=1e-6)
 

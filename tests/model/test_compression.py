@@ -120,7 +120,8 @@ def test_every_method_registers_and_scores_raw_rows_like_the_original(compressed
     original = mlflow.pyfunc.load_model(f"models:/{MODEL}/{compressed['version']}").predict(rows)
     for name, version in result.registered.items():
         scores = mlflow.pyfunc.load_model(f"models:/{name}/{version}").predict(rows)
-        assert list(scores.columns) == list(original.columns) == ["probability", "prediction"], name
+        expected = ["prediction", "probability", "probability_0", "probability_1"]  # the one prediction contract
+        assert list(scores.columns) == list(original.columns) == expected, name
         assert len(scores) == len(rows) and scores["probability"].between(0, 1).all(), name
         assert set(scores["prediction"].unique()) <= {0, 1}
         gap = float(np.abs(scores["probability"] - original["probability"]).mean())

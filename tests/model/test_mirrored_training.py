@@ -41,9 +41,9 @@ def fit_source(train, val, batch_size, **kwargs):
     seen["batch_size"] = batch_size
     return real_fit_source(train, val, batch_size, **kwargs)
 
-def build_mlp(n_features, params, seed=0):
+def build_mlp(n_features, params, seed=0, **head):
     seen["replicas"] = tf.distribute.get_strategy().num_replicas_in_sync
-    model = real_build(n_features, params, seed)
+    model = real_build(n_features, params, seed, **head)
     seen["compute_dtype"] = model.layers[1].dtype_policy.compute_dtype
     seen["variable_dtype"] = model.layers[1].dtype_policy.variable_dtype
     return model

@@ -114,7 +114,7 @@ def train_and_score(home: Path, family: str) -> tuple[RunContext, str, Any]:
     tracking.configure()
     scores = mlflow.pyfunc.load_model(result.model_uri).predict(
         synthetic.generate(30, seed=9).drop(columns=[SYNTHETIC.target]))
-    assert list(scores.columns) == ["probability", "prediction"] and len(scores) == 30
+    assert list(scores.columns) == ["prediction", "probability", "probability_0", "probability_1"] and len(scores) == 30
     assert scores["probability"].between(0, 1).all() and set(scores["prediction"]) <= {0, 1}
     assert tracking.client().get_run(run_id).data.params["train.family"] == family
     return ctx, run_id, result
