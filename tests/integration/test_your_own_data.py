@@ -30,7 +30,7 @@ FIRST, SCRAMBLED = "2026-03-01", "2026-03-02"
 # (data set name a user picks, public table, rows sampled: diamonds is cut to keep the suite in its budget)
 CASES = [("churn", "wa_churn", None), ("diamond_cut", "diamonds", 12_000), ("tx_median_price", "txhousing", None)]
 # What a reviewer of a first declaration might set before committing it: a small tuning budget for the suite.
-TEST_TUNING = {"tuning_trials": 4, "tuning_epochs": 3, "max_epochs": 8}
+TEST_TUNING = {"tuning_trials": 3, "tuning_epochs": 3, "max_epochs": 8}
 
 
 @pytest.fixture(scope="module")
