@@ -10,7 +10,7 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ml_tasks.datasets import ACS_EMPLOYMENT
+from ml_tasks.datasets import get_dataset
 from ml_tasks.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -30,18 +30,19 @@ def load_all() -> pd.DataFrame:
     """All 277,677 rows with the target, the survey year, and the declared columns."""
     import pandas as pd
 
+    acs = get_dataset("acs_employment")  # its declaration: datasets/acs_employment.yaml
     folder = data_dir()
     reference = pd.read_parquet(folder / "employment_MA_reference.pq")
     analysis = pd.read_parquet(folder / "employment_MA_analysis.pq")
     targets = pd.read_parquet(folder / "employment_MA_analysis_target.pq")
     analysis = analysis.merge(targets, on="id", how="inner", validate="one_to_one")
     frame = pd.concat([reference, analysis], ignore_index=True)
-    columns = list(ACS_EMPLOYMENT.columns)
+    columns = list(acs.columns)
     out = frame[[*columns, "year"]].copy()
-    for column in ACS_EMPLOYMENT.categorical_features:
+    for column in acs.categorical_features:
         out[column] = out[column].astype("int64")
     out["AGEP"] = out["AGEP"].astype("float64")
-    out[ACS_EMPLOYMENT.target] = out[ACS_EMPLOYMENT.target].astype("int64")
+    out[acs.target] = out[acs.target].astype("int64")
     return out
 
 
@@ -50,4 +51,4 @@ def load_year(year: int) -> pd.DataFrame:
     if year not in YEARS:
         raise ConfigError(f"ACS employment has years {YEARS}, not {year}")
     frame = load_all()
-    return frame.loc[frame["year"] == year, list(ACS_EMPLOYMENT.columns)].reset_index(drop=True)
+    return frame.loc[frame["year"] == year, list(get_dataset("acs_employment").columns)].reset_index(drop=True)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ml_tasks.datasets import SYNTHETIC, DatasetSpec
+from ml_tasks.datasets.spec import DatasetSpec
 
 if TYPE_CHECKING:
     import pandas as pd
 
+# The generator's columns: datasets/synthetic.yaml declares exactly these (tests/unit/test_declarations.py checks).
+# Kept here, not read from the declaration, so the generator works whatever RATCHET_DATASETS_DIR points at.
+NUMERIC_FEATURES = ("x0", "x1", "x2", "x3", "x4", "x5")
+CATEGORICAL_FEATURES = ("segment", "channel")
+TARGET = "label"
 SEGMENTS = ("retail", "business", "public")
 CHANNELS = ("web", "store", "phone", "partner")
 
@@ -23,7 +28,7 @@ def generate(n_rows: int, seed: int = 0, drift: float = 0.0, label_noise: float 
     import pandas as pd
 
     rng = np.random.default_rng(seed)
-    numeric = rng.normal(loc=drift, scale=1.0, size=(n_rows, len(SYNTHETIC.numeric_features)))
+    numeric = rng.normal(loc=drift, scale=1.0, size=(n_rows, len(NUMERIC_FEATURES)))
     segment = rng.choice(len(SEGMENTS), size=n_rows, p=[0.5, 0.3, 0.2])
     channel = rng.choice(len(CHANNELS), size=n_rows)
     weights = np.array([1.5, -1.0, 0.8, 0.0, 0.5, -0.6])
@@ -32,10 +37,10 @@ def generate(n_rows: int, seed: int = 0, drift: float = 0.0, label_noise: float 
     if label_noise > 0:
         flip = rng.random(n_rows) < label_noise
         label = np.where(flip, 1 - label, label)
-    frame = pd.DataFrame(numeric, columns=list(SYNTHETIC.numeric_features))
+    frame = pd.DataFrame(numeric, columns=list(NUMERIC_FEATURES))
     frame["segment"] = np.asarray(SEGMENTS, dtype=object)[segment]
     frame["channel"] = np.asarray(CHANNELS, dtype=object)[channel]
-    frame[SYNTHETIC.target] = label
+    frame[TARGET] = label
     return frame
 
 
@@ -94,9 +99,9 @@ def generate_multiclass(n_rows: int, seed: int = 0) -> pd.DataFrame:
     """`generate`'s features with a four-class string target `tier` (the argmax of noisy linear scores)."""
     import numpy as np
 
-    frame = generate(n_rows, seed=seed).drop(columns=[SYNTHETIC.target])
+    frame = generate(n_rows, seed=seed).drop(columns=[TARGET])
     rng = np.random.default_rng(seed + 1)
-    x = frame[list(SYNTHETIC.numeric_features)].to_numpy()
+    x = frame[list(NUMERIC_FEATURES)].to_numpy()
     weights = np.array([[1.5, 0.0, -1.0, 0.2], [0.0, 1.5, 0.5, -1.0], [-1.0, 0.5, 1.0, 0.0],
                         [0.0, 0.0, 0.0, 0.0], [0.3, -0.3, 0.3, 0.8], [-0.5, 0.2, 0.0, 0.6]])
     scores = x @ weights + rng.gumbel(scale=0.5, size=(n_rows, len(TIERS)))
@@ -108,9 +113,9 @@ def generate_regression(n_rows: int, seed: int = 0, missing_target: float = 0.0)
     """`generate`'s features with a positive numeric target `amount` in the hundreds (missing where asked)."""
     import numpy as np
 
-    frame = generate(n_rows, seed=seed).drop(columns=[SYNTHETIC.target])
+    frame = generate(n_rows, seed=seed).drop(columns=[TARGET])
     rng = np.random.default_rng(seed + 2)
-    x = frame[list(SYNTHETIC.numeric_features)].to_numpy()
+    x = frame[list(NUMERIC_FEATURES)].to_numpy()
     segment_effect = frame["segment"].map({"retail": 0.0, "business": 60.0, "public": -30.0}).to_numpy()
     amount = 400 + x @ np.array([80.0, -50.0, 30.0, 0.0, 20.0, -10.0]) + segment_effect + rng.normal(0, 25, n_rows)
     frame["amount"] = np.where(rng.random(n_rows) < missing_target, np.nan, np.round(amount, 2))

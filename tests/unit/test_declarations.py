@@ -40,6 +40,15 @@ def test_the_built_in_data_sets_are_declared_in_files_only():
         assert " = DatasetSpec(" not in source, f"a data set is declared in Python again ({module})"
 
 
+def test_the_synthetic_generator_makes_the_declared_columns():
+    from ml_tasks.datasets import synthetic
+
+    spec = load_folder(ROOT / "datasets")["synthetic"]
+    assert (spec.numeric_features, spec.categorical_features, spec.target) == (
+        synthetic.NUMERIC_FEATURES, synthetic.CATEGORICAL_FEATURES, synthetic.TARGET)
+    assert list(synthetic.generate(5).columns) == list(spec.columns)
+
+
 def test_the_schema_allows_exactly_what_the_code_does():
     properties = schema()["properties"]
     assert properties["task"]["enum"] == list(TASK_KINDS)
