@@ -123,6 +123,17 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
+# AUTO starts from each family's defaults, strongest first (as FLAML and AutoGluon do): the search then only ever
+# improves on what a user gets from a family's defaults, untuned HistGradientBoosting included.
+DEFAULTS_FIRST = (HIST_GRADIENT_BOOSTING, LOGISTIC_REGRESSION, RIDGE, RANDOM_FOREST, KERAS_MLP)
+
+
+def default_points(task: str) -> list[dict[str, Any]]:
+    """The task's families at their default parameters, as an AUTO study names them, in DEFAULTS_FIRST order."""
+    allowed = families_for(task)
+    return [study_params(f, DEFAULT_PARAMS[f]) for f in DEFAULTS_FIRST if f in allowed]
+
+
 def check_family(family: str, allow_auto: bool = False) -> str:
     """`family` if it is a concrete family (or AUTO, with `allow_auto`); else a ConfigError."""
     allowed = MODEL_FAMILIES if allow_auto else FAMILIES

@@ -269,6 +269,21 @@ def enqueue_auto_grid(study: Any, config: TuneConfig, task: str) -> int:
     return len(points)
 
 
+def enqueue_family_defaults(study: Any, config: TuneConfig, task: str) -> int:
+    """AUTO with TPE or random: the first trials are the task's families at their defaults (strongest first,
+    within the budget), so the sampler searches from there. Once per study: a retried plan adds none."""
+    from ml_tasks.training.families import default_points
+
+    if any(t.user_attrs.get("family_default") for t in study.get_trials(deepcopy=False)):
+        return 0
+    points = default_points(task)[:budget(config, task)]
+    for point in points:
+        study.enqueue_trial(point, user_attrs={"family_default": True}, skip_if_exists=True)
+    log.info("auto: the first %d trials are the families at their defaults: %s", len(points),
+             [p["family"] for p in points])
+    return len(points)
+
+
 def tune_plan(ctx: RunContext, config: TuneConfig) -> TunePlan:
     """Create (or find) the run's study, warm-start it once, and name the trial slots."""
     from ml_tasks.datasets import get_dataset
@@ -280,6 +295,8 @@ def tune_plan(ctx: RunContext, config: TuneConfig) -> TunePlan:
     if config.sampler == "grid" and config.family == AUTO:
         enqueue_auto_grid(study, config, spec.task)
     seeded = warm_start(study, ctx.dataset, config)
+    if config.sampler != "grid" and config.family == AUTO:
+        enqueue_family_defaults(study, config, spec.task)
     n_slots = slot_count(config, spec.task)
     return TunePlan(study_name=ctx.tracking_key, budget=budget(config, spec.task), slots=list(range(n_slots)),
                     warm_start=seeded)

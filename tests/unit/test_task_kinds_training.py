@@ -201,3 +201,19 @@ def test_fit_diagnosis_of_a_lower_is_better_metric():
     assert diagnose_fit(10.0, 11.0, metric="rmse").startswith("good fit")
     assert diagnose_fit(0.4, 0.3, metric="f1_macro").startswith("underfitting")
     assert diagnose_fit(0.91, 0.89) == "good fit: train AUC 0.910, validation AUC 0.890"  # binary wording unchanged
+
+
+def test_auto_starts_from_each_familys_defaults_strongest_first_once():
+    import optuna
+
+    from ml_tasks.config import TuneConfig
+    from ml_tasks.training.families import DEFAULT_PARAMS, HIST_GRADIENT_BOOSTING, plain_params
+    from ml_tasks.training.tuning import enqueue_family_defaults
+
+    study = optuna.create_study(direction="minimize")
+    config = TuneConfig(trials=3, family="auto")
+    assert enqueue_family_defaults(study, config, "regression") == 3
+    assert enqueue_family_defaults(study, config, "regression") == 0  # a retried plan adds none
+    waiting = [t.system_attrs["fixed_params"] for t in study.get_trials(deepcopy=False)]
+    assert [p["family"] for p in waiting] == ["hist_gradient_boosting", "ridge", "random_forest"]
+    assert plain_params(waiting[0]) == {"family": HIST_GRADIENT_BOOSTING, **DEFAULT_PARAMS[HIST_GRADIENT_BOOSTING]}
