@@ -360,3 +360,40 @@ def test_task_instance_page_links_to_mlflow_run_model_version_and_data_docs(ui):
     text = page.inner_text("body")
     assert "Expectation Validation Result" in text and "Expectation Suite: synthetic" in text
     page.screenshot(path=str(ARTIFACTS / "data_docs.png"))
+
+
+def test_a_landed_drop_event_starts_the_data_sets_own_dag(airflow_api, module_home):
+    """An event on `ratchet://datasets/synthetic/landed` (here through the REST API, as an upstream system would
+    post it) makes the scheduler start `retrain__synthetic`, which syncs the day's landed drop. The run is then
+    stopped: the rest of a retraining run is what the other tests here run to the end."""
+    from datetime import UTC, datetime
+
+    from ml_tasks.datasets import landed_asset_uri
+
+    base, session = airflow_api
+    dag_id = "retrain__synthetic"
+    land_frame(synthetic.generate(2000, seed=12), "synthetic", datetime.now(UTC).strftime("%Y-%m-%d"))
+    deadline = time.monotonic() + 120
+    while not session.get(f"{base}/api/v2/dags/{dag_id}", timeout=10).ok and time.monotonic() < deadline:
+        time.sleep(2)
+    assert session.patch(f"{base}/api/v2/dags/{dag_id}", json={"is_paused": False}, timeout=30).ok
+    assets = session.get(f"{base}/api/v2/assets", params={"uri_pattern": "datasets/synthetic/landed"}, timeout=30).json()
+    (asset,) = [a for a in assets["assets"] if a["uri"] == landed_asset_uri("synthetic")]
+    posted = session.post(f"{base}/api/v2/assets/events", json={"asset_id": asset["id"], "extra": {"drop": "today"}},
+                          timeout=30)
+    assert posted.ok, posted.text
+    run: dict = {}
+    synced = None
+    while time.monotonic() < deadline + 180 and synced != "success":
+        runs = session.get(f"{base}/api/v2/dags/{dag_id}/dagRuns", timeout=30).json()["dag_runs"]
+        run = next((r for r in runs if r["run_type"] == "asset_triggered"), {})
+        if run:
+            tasks = session.get(f"{base}/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances",
+                                timeout=30).json()["task_instances"]
+            synced = next((t["state"] for t in tasks if t["task_id"] == "sync"), None)
+            assert synced != "failed", tasks
+        time.sleep(3)
+    assert run, "no asset-triggered run of retrain__synthetic"
+    assert synced == "success"
+    session.patch(f"{base}/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}", json={"state": "failed"}, timeout=30)
+    session.patch(f"{base}/api/v2/dags/{dag_id}", json={"is_paused": True}, timeout=30)
