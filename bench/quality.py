@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -146,8 +147,6 @@ def main() -> None:
             env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
             env.update(RATCHET_HOME=tmp, RATCHET_DATASETS_DIR=str(Path(tmp) / "datasets"),
                        RATCHET_EXPECTATIONS_DIR=str(Path(tmp) / "expectations"))
-            import shutil
-
             shutil.copytree(ROOT / "expectations", Path(tmp) / "expectations")
             (Path(tmp) / "datasets").mkdir()
             rows = quick_rows if args.quick or table == "synthetic" else 0

@@ -305,7 +305,7 @@ class RunConfig:
         same default as the DAG's.
         """
         spec = get_dataset(str(params["dataset"]))
-        params = {**spec.tuning, **{k: v for k, v in params.items() if v is not None or k not in spec.tuning}}
+        params = {**spec.tuning, **{k: v for k, v in params.items() if v is not None}}
         return cls(
             dataset=str(params["dataset"]),
             source_uri=str(params.get("source_uri") or ""),

@@ -39,19 +39,14 @@ def stack(module_home):
     from ml_tasks import settings
     from ml_tasks.ops.airflow_cli import init_airflow
 
-    saved = {k: os.environ.get(k) for k in ("RATCHET_DATASETS_DIR", "RATCHET_EXPECTATIONS_DIR")}
     shutil.copytree(ROOT / "datasets", module_home / "datasets")
     shutil.copytree(ROOT / "expectations", module_home / "expectations")
-    os.environ["RATCHET_DATASETS_DIR"] = str(module_home / "datasets")
-    os.environ["RATCHET_EXPECTATIONS_DIR"] = str(module_home / "expectations")
-    settings.get_settings.cache_clear()
-    init_airflow()
-    yield module_home
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RATCHET_DATASETS_DIR", str(module_home / "datasets"))
+        env.setenv("RATCHET_EXPECTATIONS_DIR", str(module_home / "expectations"))
+        settings.get_settings.cache_clear()
+        init_airflow()
+        yield module_home
     settings.get_settings.cache_clear()
 
 
@@ -98,7 +93,7 @@ def first_night(stack, request):
     run_seconds = time.perf_counter() - start
     report = _report(stack, "nightly_retrain", name, FIRST)
     _record(stack, name, rows=len(frame), datasets_add_s=round(add_seconds, 1), first_night_s=round(run_seconds, 1),
-            champion_metrics=report.get("candidate_metrics"), family=(report.get("best_params") or {}).get("family"))
+            champion_metrics=report.get("candidate_metrics"))
     return {"name": name, "table": table, "frame": frame, "added": added.stdout, "document": document,
             "code": code, "log": log, "report": report}
 
