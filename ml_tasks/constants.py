@@ -19,6 +19,10 @@ TAG_ALIAS_HISTORY = "ratchet.alias_history"
 TAG_DRIFT = "ratchet.drift"
 TAG_INFRA_VALIDATION = "ratchet.infra_validation"
 TAG_REVIEW = "ratchet.review"
+# Explanations (ml_tasks.explain): the explainer of a version ({"method", "output_space", "exact", "tolerance",
+# "baseline", "additivity_error"}, JSON) and its top features by mean |attribution| on the held-out rows (JSON list).
+TAG_EXPLAINER = "ratchet.explainer"
+TAG_TOP_FEATURES = "ratchet.top_features"
 
 # Files inside a run's folders.
 MANIFEST_FILE = "manifest.json"
@@ -45,6 +49,15 @@ MLFLOW_DATA_DIR = "data"
 MODEL_CARD_FILE = "model_card.md"
 INFRA_VALIDATION_FILE = "infra_validation.json"
 LEARNING_CURVE_FILE = "learning_curve.png"
+# Under the run's evaluation artifacts: attributions of the held-out rows, their summary and plots.
+EXPLANATION_ARTIFACT_DIR = "evaluation/explanation"
+# {"explainer": {...}, "rows", "global": [{"feature", "mean_abs_attribution", "mean_attribution"}, ...]}: the
+# version's global attributions, the reference that the gate and attribution-drift monitoring rank against.
+GLOBAL_ATTRIBUTIONS_FILE = "global_attributions.json"
+# How many top features NDCG compares (SageMaker Clarify's default for attribution drift), and the top features a
+# version's tag, the model card and the Models view name.
+ATTRIBUTION_TOP_K = 10
+TOP_FEATURES_SHOWN = 5
 
 DATA_FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 

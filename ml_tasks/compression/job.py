@@ -379,11 +379,12 @@ def _download_source(model_name: str, version: str, target: Path) -> tuple[Path,
         transform_path = _find_one(local, "transform*.json", "fitted transform")
         shutil.copyfile(keras_path, target / KERAS_FILE)
         shutil.copyfile(transform_path, target / TRANSFORM_COPY)
-        from ml_tasks.release.pyfunc import TARGET_FILE
+        from ml_tasks.release.pyfunc import EXPLANATION_FILE, TARGET_FILE
 
-        records = sorted(local.rglob(TARGET_FILE))
-        if records:
-            shutil.copyfile(records[0], target / TARGET_FILE)
+        for record_file in (TARGET_FILE, EXPLANATION_FILE):
+            records = sorted(local.rglob(record_file))
+            if records:
+                shutil.copyfile(records[0], target / record_file)
     return target / KERAS_FILE, target / TRANSFORM_COPY
 
 
@@ -562,7 +563,7 @@ def _measure_all(model_name: str, version: str, prepared_uri: str, config: Compr
     from ml_tasks.storage import local_path
 
     keras.utils.set_random_seed(config.seed)
-    from ml_tasks.release.pyfunc import TARGET_FILE
+    from ml_tasks.release.pyfunc import EXPLANATION_FILE, TARGET_FILE
 
     keras_path, transform_path = _download_source(model_name, version, out / ORIGINAL)
     record = _target_record(keras_path.parent)
@@ -584,8 +585,9 @@ def _measure_all(model_name: str, version: str, prepared_uri: str, config: Compr
         folder = out / method
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(transform_path, folder / TRANSFORM_COPY)
-        if (keras_path.parent / TARGET_FILE).is_file():  # logged with the compressed version (`_log_model`)
-            shutil.copyfile(keras_path.parent / TARGET_FILE, folder / TARGET_FILE)
+        for record_file in (TARGET_FILE, EXPLANATION_FILE):  # logged with the compressed version (`_log_model`)
+            if (keras_path.parent / record_file).is_file():
+                shutil.copyfile(keras_path.parent / record_file, folder / record_file)
         if method in TFLITE_METHODS:
             path = _write_tflite(original, folder / TFLITE_FILE, method, data, config.representative_rows)
             runner = _tflite_predict(path, data)
@@ -836,7 +838,15 @@ def _signature(prepared_uri: str, transform_path: str) -> Any:
 def _log_model(result: CompressedModel, run_id: str, signature: Any) -> str:
     import mlflow
 
-    from ml_tasks.release.pyfunc import KERAS_ARTIFACT, TARGET_ARTIFACT, TARGET_FILE, TRANSFORM_ARTIFACT, RatchetClassifier
+    from ml_tasks.release.pyfunc import (
+        EXPLANATION_ARTIFACT,
+        EXPLANATION_FILE,
+        KERAS_ARTIFACT,
+        TARGET_ARTIFACT,
+        TARGET_FILE,
+        TRANSFORM_ARTIFACT,
+        RatchetClassifier,
+    )
 
     folder = Path(result.path).parent
     with mlflow.start_run(run_id=run_id):
@@ -847,6 +857,8 @@ def _log_model(result: CompressedModel, run_id: str, signature: Any) -> str:
             artifacts = {KERAS_ARTIFACT: result.path, TRANSFORM_ARTIFACT: str(folder / TRANSFORM_COPY)}
             if (folder / TARGET_FILE).is_file():  # the source's target record (TFLite: inside data_path)
                 artifacts[TARGET_ARTIFACT] = str(folder / TARGET_FILE)
+            if (folder / EXPLANATION_FILE).is_file():  # the source's baseline: explained as the source is
+                artifacts[EXPLANATION_ARTIFACT] = str(folder / EXPLANATION_FILE)
             info = mlflow.pyfunc.log_model(name=result.method, python_model=RatchetClassifier(), artifacts=artifacts,
                                            signature=signature, pip_requirements=_pip_requirements())
     return str(info.model_uri)

@@ -22,6 +22,9 @@ TRANSFORM_ARTIFACT = "transform"
 # Versions logged before it existed are binary 0/1 classifiers.
 TARGET_ARTIFACT = "target"
 TARGET_FILE = "target.json"
+# {"baseline", "baseline_kind", "rows"}: the row explanations measure from (see ml_tasks.explain.attribution).
+EXPLANATION_ARTIFACT = "explanation"
+EXPLANATION_FILE = "explanation.json"
 DECISION_THRESHOLD = 0.5
 
 
@@ -120,6 +123,7 @@ class RatchetClassifier(PythonModel):
         if TARGET_ARTIFACT in context.artifacts:
             with open(context.artifacts[TARGET_ARTIFACT]) as handle:
                 self.target = json.load(handle)
+        self.explanation_path: str | None = context.artifacts.get(EXPLANATION_ARTIFACT)
         self.network: Any = None
         self.estimator: Any = None
         if KERAS_ARTIFACT in context.artifacts:

@@ -349,6 +349,7 @@ def log_trained_model(run_ctx: RunContext, parent_run_id: str, family: str, mode
                       val_auc: float) -> str:
     """Log a trained model into the run as every path does: per-epoch `train.*` metrics, params, learning curve,
     and the pyfunc over the model file, the fitted transform and the target record. Returns the logged model's URI."""
+    import json
     import tempfile
 
     import mlflow
@@ -356,8 +357,16 @@ def log_trained_model(run_ctx: RunContext, parent_run_id: str, family: str, mode
     from mlflow.models import infer_signature
 
     from ml_tasks import tracking
+    from ml_tasks.data.transform import FittedTransform
     from ml_tasks.datasets import get_dataset
-    from ml_tasks.release.pyfunc import TARGET_ARTIFACT, TRANSFORM_ARTIFACT, RatchetClassifier
+    from ml_tasks.explain import training_baseline, write_explanation_record
+    from ml_tasks.release.pyfunc import (
+        EXPLANATION_ARTIFACT,
+        EXPLANATION_FILE,
+        TARGET_ARTIFACT,
+        TRANSFORM_ARTIFACT,
+        RatchetClassifier,
+    )
 
     spec = get_dataset(run_ctx.dataset)
     folder = run_ctx.prepared_dir
@@ -376,6 +385,9 @@ def log_trained_model(run_ctx: RunContext, parent_run_id: str, family: str, mode
         artifacts = {**model_artifacts, TRANSFORM_ARTIFACT: str(folder / TRANSFORM_FILE)}
         target_dir = Path(tempfile.mkdtemp(prefix="ratchet-target-"))
         artifacts[TARGET_ARTIFACT] = str(write_target_record(spec, target_dir))
+        transform = FittedTransform.from_dict(json.loads((folder / TRANSFORM_FILE).read_text()))
+        artifacts[EXPLANATION_ARTIFACT] = str(write_explanation_record(
+            training_baseline(folder / TRAIN_FILE, transform.feature_names), target_dir / EXPLANATION_FILE))
         try:
             classifier.load_context(type("Context", (), {"artifacts": artifacts})())
             signature = infer_signature(example, classifier.predict(None, example))
