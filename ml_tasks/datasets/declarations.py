@@ -150,6 +150,8 @@ def spec_from_document(document: dict[str, Any], where: str) -> DatasetSpec:
             absolute_thresholds=dict(gate.get("absolute", {})), change_thresholds=dict(gate.get("change", {})),
             slice_thresholds=dict(gate.get("slice", {})), robustness_thresholds=dict(gate.get("robustness", {})),
             tuning=dict(document.get("tuning", {})),
+            attribution_gate_min_ndcg=document.get("explanation", {}).get("gate_min_ndcg"),
+            attribution_monitoring_min_ndcg=document.get("explanation", {}).get("monitoring_min_ndcg"),
         )
     except ConfigError as exc:
         raise ConfigError(f"{where}: invalid declaration: {exc}") from None

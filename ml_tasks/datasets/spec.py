@@ -69,6 +69,11 @@ class DatasetSpec:
     robustness_thresholds: dict[str, float] = field(default_factory=dict)
     # Tuning defaults as the DAG Params' defaults (model_family, tuning_trials, tuning_sampler, ...).
     tuning: dict[str, Any] = field(default_factory=dict)
+    # What drives the model (ml_tasks.explain.drift): the least NDCG@10 of the candidate's attribution ranking against
+    # the champion's at the gate, and of the served rows' against the champion's evaluation in monitoring.
+    # None: measured and recorded, not judged.
+    attribution_gate_min_ndcg: float | None = None
+    attribution_monitoring_min_ndcg: float | None = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
