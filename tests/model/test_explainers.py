@@ -222,3 +222,51 @@ def test_ndcg_is_one_for_the_same_ranking_and_falls_as_the_top_features_sink() -
                               [{"feature": k, "mean_abs_attribution": v} for k, v in
                                {"a": 0.1, "b": 0.2, "c": 1.0, "d": 5.0}.items()], threshold=0.9)
     assert shift.shifted and shift.current_top[0] == "d" and shift.to_dict()["shifted"] is True
+
+
+JAX_EXPLAIN = """
+import json, sys
+import numpy as np
+import keras
+from ml_tasks.explain.explainers import IntegratedGradients
+assert keras.backend.backend() == "jax", keras.backend.backend()
+folder = sys.argv[1]
+report = {}
+for task in sys.argv[2:]:
+    network = keras.saving.load_model(f"{folder}/{task}.keras", compile=False)
+    features = np.load(folder + "/features.npy")
+    explained = IntegratedGradients(network, task, np.load(folder + "/baseline.npy")).explain(features)
+    np.save(f"{folder}/{task}_jax.npy", explained.values)
+    report[task] = float(explained.additivity_errors().max())
+print(json.dumps(report))
+"""
+
+
+def test_integrated_gradients_give_the_same_attributions_on_jax(data, keras_models, tmp_path) -> None:
+    """The saved networks a version holds, explained under KERAS_BACKEND=jax in a fresh process (Keras' backend is
+    fixed per process): the same attributions as under TensorFlow, within the method's tolerance."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ml_tasks.explain.explainers import IntegratedGradients
+
+    frame, labels, transform, features = data
+    baseline = features.mean(axis=0)
+    np.save(tmp_path / "features.npy", features[:30])
+    np.save(tmp_path / "baseline.npy", baseline)
+    tasks = ["binary", "multiclass", "regression"]
+    ours = {}
+    for task in tasks:
+        keras_models[task].save(tmp_path / f"{task}.keras")
+        ours[task] = IntegratedGradients(keras_models[task], task, baseline).explain(features[:30])
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", JAX_EXPLAIN, str(tmp_path), *tasks], env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    errors = json.loads(done.stdout.strip().splitlines()[-1])
+    for task in tasks:
+        assert errors[task] <= ours[task].tolerance
+        scale = max(1.0, float(np.abs(ours[task].values).max()))
+        np.testing.assert_allclose(np.load(tmp_path / f"{task}_jax.npy"), ours[task].values, atol=5e-3 * scale)
