@@ -32,10 +32,13 @@ Every hour (cron `{SCHEDULE}` UTC, set by `RATCHET_MONITORING_SCHEDULE`), for ea
   with the champion (PSI, KS, Jensen-Shannon per feature, prediction shift against the training labels:
   `drift_thresholds`), and scores the rows whose labels have arrived in `RATCHET_HOME/feedback/<model>/`
   (`request_id,label`) against `decay_min_value` and the champion's evaluated `decay_metric` less
-  `decay_max_drop`. Too few rows (`min_rows`, `min_labeled_rows`) means no judgement, said so.
+  `decay_max_drop`. It explains up to 500 of the window's rows with the champion's explainer and ranks their
+  attributions against the champion's at evaluation (NDCG@10): attribution drift below the data set's
+  `explanation.monitoring_min_ndcg`. Too few rows (`min_rows`, `min_labeled_rows`), or a champion without
+  attributions from its evaluation, means no judgement, said so.
   The numbers go to MLflow (experiment `ratchet-monitoring`, one run per model, one point per window) with a
   plot over time; a JSON record per window goes to `RATCHET_HOME/reports/monitoring/<model>/`.
-* **request_retrain** runs only when drift or decay was found: it updates the Asset
+* **request_retrain** runs only when drift (input, prediction or attribution) or decay was found: it updates the Asset
   `ratchet://models/<model>/retrain-request` (the reasons in the event's extra), which `nightly_retrain` is
   also scheduled on, so retraining starts early; not again within `retrain_cooldown_hours` of the model's last
   request (a model the gate would not replace is not retrained every hour). Its success callback alerts: a WARNING log line always,

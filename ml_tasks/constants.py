@@ -58,6 +58,11 @@ GLOBAL_ATTRIBUTIONS_FILE = "global_attributions.json"
 # version's tag, the model card and the Models view name.
 ATTRIBUTION_TOP_K = 10
 TOP_FEATURES_SHOWN = 5
+# Attribution drift in monitoring: served rows of a window explained with the champion's explainer, at most this many
+# (a seeded uniform sample above it): explaining costs per row (integrated gradients: a forward and backward pass per
+# step), while a window may hold `MonitorConfig.max_rows` rows.
+MONITORING_ATTRIBUTION_ROWS = 500
+MONITORING_ATTRIBUTION_SEED = 0
 
 DATA_FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 

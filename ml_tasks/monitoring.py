@@ -5,10 +5,13 @@ log; labels that arrive later land in a feedback folder as (request_id, label); 
 their reader live in `ml_tasks.serving.inference_log`. `monitor` reads one window of that log, measures
 it against the drift reference stored with the champion (the same `ml_tasks.data.drift` statistics the
 nightly drift stage uses), scores the rows whose labels have arrived, and judges both against
-`MonitorConfig`. Each window's result is a JSON record keyed by the window (a rerun rewrites the
-same file), a point per metric in one MLflow run per model (step = the window's end, so the points
-form a time series), and a plot of every window so far. Too few rows in the window means no
-judgement, said so in the result, never a guess.
+`MonitorConfig`. It also explains a seeded sample of the window's rows with the champion's explainer
+and ranks their global attributions against the champion's own at evaluation (NDCG@10, as SageMaker
+Clarify measures feature-attribution drift), judged against the data set's declared
+`explanation.monitoring_min_ndcg`. Each window's result is a JSON record keyed by the window (a rerun
+rewrites the same file), a point per metric in one MLflow run per model (step = the window's end, so
+the points form a time series), and a plot of every window so far. Too few rows in the window, or a
+champion with no attributions to compare with, means no judgement, said so in the result, never a guess.
 
 This module stays light at import time: DAG files import `retrain_request_uri` from it.
 """
@@ -338,6 +341,103 @@ def _judge_decay(frame: pd.DataFrame, labels: dict[str, Any], spec: DatasetSpec,
     return out
 
 
+def champion_attributions(model: str, version: str) -> tuple[dict[str, Any] | None, str]:
+    """The champion's global attributions from its evaluation (GLOBAL_ATTRIBUTIONS_FILE in its run), or why not."""
+    import tempfile
+
+    import mlflow
+
+    from ml_tasks import tracking
+    from ml_tasks.constants import EXPLANATION_ARTIFACT_DIR, GLOBAL_ATTRIBUTIONS_FILE
+    from ml_tasks.io import read_json
+
+    client = tracking.client()
+    run_id = str(client.get_model_version(model, version).run_id)
+    stored = {Path(a.path).name for a in client.list_artifacts(run_id, EXPLANATION_ARTIFACT_DIR)}
+    if GLOBAL_ATTRIBUTIONS_FILE not in stored:
+        return None, (f"champion version {version} has no {EXPLANATION_ARTIFACT_DIR}/{GLOBAL_ATTRIBUTIONS_FILE} in its "
+                      f"run (evaluated before explanations were recorded): no attributions to compare with")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=f"{EXPLANATION_ARTIFACT_DIR}/{GLOBAL_ATTRIBUTIONS_FILE}", dst_path=tmp,
+            tracking_uri=get_settings().mlflow_tracking_uri)
+        payload = read_json(Path(local))
+    if not isinstance(payload, dict) or not payload.get("global"):
+        return None, f"champion version {version}'s {GLOBAL_ATTRIBUTIONS_FILE} holds no global attributions"
+    return payload, ""
+
+
+def served_attributions(model: str, version: str, rows: dict[str, list[Any]]) -> dict[str, Any]:
+    """Global attributions of served rows (columns of raw inputs) with the champion's explainer, or why it cannot
+    explain them. Runs through `run_isolated`: loading a Keras champion imports TensorFlow."""
+    import tempfile
+
+    import pandas as pd
+
+    from ml_tasks import tracking
+    from ml_tasks.explain import ExplainerError, model_explainer
+    from ml_tasks.release.model_loading import ModelLoadError, load_checked
+
+    tracking.configure()
+    frame = pd.DataFrame(rows)
+    with tempfile.TemporaryDirectory(prefix="ratchet-monitoring-") as tmp:
+        try:
+            loaded, _ = load_checked(f"models:/{model}/{version}", Path(tmp))
+            explainer = model_explainer(loaded)
+            explained = explainer.explain(frame)
+        except (ExplainerError, ModelLoadError) as exc:
+            return {"skipped": f"champion version {version} cannot be explained: {exc}"}
+    return {"explainer": explainer.describe(), "rows": len(frame), "global": explained.global_importance(),
+            "max_additivity_error": explained.max_additivity_error()}
+
+
+def _judge_attributions(frame: pd.DataFrame, spec: DatasetSpec, model: str, version: str | None,
+                        config: MonitorConfig) -> dict[str, Any]:
+    """Attribution drift: NDCG of the served rows' attribution ranking against the champion's at evaluation.
+
+    Measured whenever it can be; judged only where the data set declares `explanation.monitoring_min_ndcg`.
+    What cannot be measured (no champion, too few rows, no reference, a champion that cannot be explained) is
+    skipped with its reason, never passed.
+    """
+    from ml_tasks.constants import MONITORING_ATTRIBUTION_ROWS, MONITORING_ATTRIBUTION_SEED
+    from ml_tasks.errors import RatchetError
+    from ml_tasks.explain import attribution_shift
+    from ml_tasks.isolation import run_isolated
+    from ml_tasks.release.pyfunc import needs_tensorflow
+
+    def skipped(why: str) -> dict[str, Any]:
+        return {"judged": False, "skipped": True, "why_not": f"attribution drift skipped: {why}"}
+
+    if version is None:
+        return skipped(f"{model} has no champion yet: no explainer to measure with")
+    if len(frame) < config.min_rows:
+        return skipped(f"too few served rows: {len(frame)} < min_rows {config.min_rows}")
+    reference, why_not = champion_attributions(model, version)
+    if reference is None:
+        return skipped(why_not)
+    sample = frame[list(spec.features)]
+    if len(sample) > MONITORING_ATTRIBUTION_ROWS:
+        sample = sample.sample(n=MONITORING_ATTRIBUTION_ROWS, random_state=MONITORING_ATTRIBUTION_SEED)
+    uri = f"models:/{model}/{version}"
+    try:
+        current = run_isolated("ml_tasks.monitoring:served_attributions",
+                               {"model": model, "version": version, "rows": sample.to_dict(orient="list")},
+                               fresh_process=needs_tensorflow(uri))
+    except RatchetError as exc:  # the fresh process failed (its traceback is in the task log) or was killed
+        return skipped(f"explaining champion version {version} failed: {exc}")
+    if "skipped" in current:
+        return skipped(current["skipped"])
+    threshold = spec.attribution_monitoring_min_ndcg
+    shift = attribution_shift(reference["global"], current["global"], threshold)
+    out = {**shift.to_dict(), "rows": current["rows"], "explainer": current["explainer"],
+           "max_additivity_error": current["max_additivity_error"], "reference_rows": reference.get("rows"),
+           "reference_explainer": reference.get("explainer"), "skipped": False, "judged": threshold is not None}
+    if threshold is None:
+        out["why_not"] = (f"attribution drift measured (NDCG@{shift.k} {shift.ndcg:.3f}), not judged: data set "
+                          f"{spec.name} declares no explanation.monitoring_min_ndcg")
+    return out
+
+
 # --- MLflow, records and the plot ----------------------------------------------------------------------------
 
 
@@ -384,6 +484,9 @@ def series_metrics(record: dict[str, Any]) -> dict[str, float]:
                     out[f"drift.{name}.{measure}"] = float(stats[measure])
         if drift.get("prediction_shift"):
             out["drift.prediction.psi"] = float(drift["prediction_shift"]["psi"])
+    ndcg = (record.get("attribution_drift") or {}).get("ndcg")
+    if ndcg is not None:
+        out["attribution.ndcg"] = float(ndcg)
     for name, value in (record["decay"].get("live") or {}).items():
         if value is not None:
             out[f"live.{name}"] = float(value)
@@ -419,7 +522,7 @@ def _load_records(folder: Path) -> list[dict[str, Any]]:
 
 
 def plot_over_time(records: list[dict[str, Any]], target: Path, config: MonitorConfig) -> Path:
-    """Rows, drift and live performance per window, with their thresholds (one PNG)."""
+    """Rows, drift, attribution NDCG and live performance per window, with their thresholds (one PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -428,7 +531,7 @@ def plot_over_time(records: list[dict[str, Any]], target: Path, config: MonitorC
     from ml_tasks.io import atomic_path
 
     ends = [datetime.fromisoformat(r["window"]["end"]) for r in records]
-    fig, axes = plt.subplots(3, 1, figsize=(8, 7.5), sharex=True)
+    fig, axes = plt.subplots(4, 1, figsize=(8, 10), sharex=True)
     axes[0].plot(ends, [r["rows"]["served"] for r in records], marker=".", label="served rows")
     axes[0].plot(ends, [r["decay"].get("labeled_rows", 0) for r in records], marker=".", label="rows with labels")
     axes[0].set_ylabel("rows")
@@ -439,12 +542,19 @@ def plot_over_time(records: list[dict[str, Any]], target: Path, config: MonitorC
                      label=f"max {measure}")
         axes[1].axhline(thresholds[measure], color=colour, linestyle=":", linewidth=1)
     axes[1].set_ylabel("drift (largest feature)")
+    values = [(r.get("attribution_drift") or {}).get("ndcg") for r in records]
+    axes[2].plot(ends, [math.nan if v is None else v for v in values], marker=".", label="attribution NDCG@k")
+    floor = next((t for r in reversed(records) if (t := (r.get("attribution_drift") or {}).get("threshold")) is not None),
+                 None)  # the latest declared monitoring_min_ndcg
+    if floor is not None:
+        axes[2].axhline(floor, color="tab:red", linestyle=":", linewidth=1, label="threshold")
+    axes[2].set_ylabel("attribution NDCG")
     metric = config.decay.metric
     values = [((r["decay"].get("live") or {}).get(metric)) for r in records]
-    axes[2].plot(ends, [math.nan if v is None else v for v in values], marker=".", label=f"live {metric}")
+    axes[3].plot(ends, [math.nan if v is None else v for v in values], marker=".", label=f"live {metric}")
     if config.decay.min_value is not None:
-        axes[2].axhline(config.decay.min_value, color="tab:red", linestyle=":", linewidth=1, label="threshold")
-    axes[2].set_ylabel(metric)
+        axes[3].axhline(config.decay.min_value, color="tab:red", linestyle=":", linewidth=1, label="threshold")
+    axes[3].set_ylabel(metric)
     for ax in axes:
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
@@ -462,10 +572,12 @@ def plot_over_time(records: list[dict[str, Any]], target: Path, config: MonitorC
 
 def monitor(model_name: str, window_start: datetime | str, window_end: datetime | str,
             config: MonitorConfig | None = None) -> dict[str, Any]:
-    """Judge one window of the served model: drift against the champion's training data, live performance.
+    """Judge one window of the served model: drift against the champion's training data, attribution drift against
+    the champion's evaluation, live performance.
 
-    Returns small JSON: {model, window, drift_detected, decay_detected, judged, reasons, metrics,
-    record_uri, mlflow_run_id, champion_version}.
+    Returns small JSON: {model, window, drift_detected (input, prediction or attribution drift),
+    attribution_drift_detected, decay_detected, judged, reasons, metrics, record_uri, mlflow_run_id,
+    champion_version}.
     """
     from ml_tasks.io import write_json
     from ml_tasks.release.registry import champion_drift_reference
@@ -483,6 +595,7 @@ def monitor(model_name: str, window_start: datetime | str, window_end: datetime 
     drift_result = _judge_drift(window.frame, spec, reference, why_not, config)
     labels, feedback_problems = read_feedback(model, set(window.frame["request_id"])) if len(window.frame) else ({}, [])
     decay_result = _judge_decay(window.frame, labels, spec, config, _champion_metric(model, version, config.decay.metric))
+    attribution_result = _judge_attributions(window.frame, spec, model, version, config)
 
     reasons: list[str] = []
     if drift_result.get("judged"):
@@ -498,10 +611,16 @@ def monitor(model_name: str, window_start: datetime | str, window_end: datetime 
             reasons.append(f"prediction shift: mean probability {shift['mean_probability']:.3f} against a training "
                            f"positive rate of {shift['training_positive_rate']:.3f} (psi {shift['psi']:.3f} > "
                            f"{drift_result['thresholds']['psi']:g})")
-    drift_detected = bool(reasons)
+    attribution_detected = bool(attribution_result.get("judged") and attribution_result["shifted"])
+    if attribution_detected:
+        a = attribution_result
+        reasons.append(f"attribution drift: NDCG@{a['k']} {a['ndcg']:.3f} < {a['threshold']:g} of the served rows' "
+                       f"attribution ranking against the champion's evaluation (top now {', '.join(a['current_top'][:3])};"
+                       f" was {', '.join(a['reference_top'][:3])}; {a['rows']} rows explained)")
+    drift_detected = bool(reasons)  # input, prediction or attribution drift: each may request a retrain
     reasons.extend(decay_result.get("reasons", []))
     decay_detected = bool(decay_result.get("decayed"))
-    not_judged = [r["why_not"] for r in (drift_result, decay_result) if not r.get("judged")]
+    not_judged = [r["why_not"] for r in (drift_result, decay_result, attribution_result) if not r.get("judged")]
 
     record: dict[str, Any] = {
         "model": model,
@@ -512,8 +631,10 @@ def monitor(model_name: str, window_start: datetime | str, window_end: datetime 
                  "malformed_lines": window.malformed, "by_version": window.versions},
         "drift": drift_result,
         "decay": decay_result,
+        "attribution_drift": attribution_result,
         "feedback_problems": feedback_problems,
         "drift_detected": drift_detected,
+        "attribution_drift_detected": attribution_detected,
         "decay_detected": decay_detected,
         "reasons": reasons,
         "not_judged": not_judged,
@@ -540,8 +661,10 @@ def monitor(model_name: str, window_start: datetime | str, window_end: datetime 
                 or k in ("drift.features_drifted", "drift.prediction.psi")}
     return {
         "model": model, "dataset": spec.name, "window": record["window"], "champion_version": version,
-        "drift_detected": drift_detected, "decay_detected": decay_detected,
-        "judged": {"drift": bool(drift_result.get("judged")), "decay": bool(decay_result.get("judged"))},
+        "drift_detected": drift_detected, "attribution_drift_detected": attribution_detected,
+        "decay_detected": decay_detected,
+        "judged": {"drift": bool(drift_result.get("judged")), "decay": bool(decay_result.get("judged")),
+                   "attribution": bool(attribution_result.get("judged"))},
         "reasons": reasons, "not_judged": not_judged, "metrics": headline,
         "record_uri": record_path.as_uri(), "mlflow_run_id": run_id, "points_logged": logged,
     }

@@ -3,8 +3,10 @@
 Real Airflow (SQLite), a real MLflow store, a real SMTP conversation and a real HTTP webhook (both tiny
 servers on 127.0.0.1 in this process, standing in for a mail relay and Slack, which cannot be reached
 here). The champion is a registered stand-in (a constant pyfunc with the drift reference and evaluated
-metric a nightly run stores): monitoring never loads the model, and a nightly run to make a real one
-would add minutes to the suite (tests/integration/test_nightly_dag.py checks what a real one stores).
+metric a nightly run stores): drift and decay never load the model, attribution drift is skipped (the
+stand-in's run holds no attributions from an evaluation; tests/unit/test_monitoring.py explains a real
+champion), and a nightly run to make a real one would add minutes to the suite
+(tests/integration/test_nightly_dag.py checks what a real one stores).
 """
 
 from __future__ import annotations

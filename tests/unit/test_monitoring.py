@@ -1,7 +1,10 @@
 """monitor() on a real MLflow store (SQLite + local artifacts) and inference logs written here in the documented format.
 
-The champion is a registered stand-in (a constant pyfunc): monitoring never loads the model, it only
-reads the drift reference and the evaluated metrics stored with the champion's run.
+The champion is a registered stand-in (a constant pyfunc): drift and decay never load the model, they only
+read the drift reference and the evaluated metrics stored with the champion's run. Attribution drift does load
+it, and only when the champion's run holds its evaluation's global attributions: the stand-in's does not, so
+those tests record attribution drift as skipped; the attribution-drift tests promote a real, explainable
+champion (a logistic regression logged as training logs every version) for their windows only.
 """
 
 from __future__ import annotations
@@ -114,7 +117,7 @@ def test_undrifted_window_with_good_labels_finds_nothing(champion):
     write_log(frame, start, prefix="good")
     write_feedback(frame, prefix="good", name="good.csv")
     result = monitor(MODEL, start, end)
-    assert result["judged"] == {"drift": True, "decay": True}, result["not_judged"]
+    assert result["judged"] == {"drift": True, "decay": True, "attribution": False}, result["not_judged"]
     assert not result["drift_detected"] and not result["decay_detected"], result["reasons"]
     assert result["reasons"] == [] and result["champion_version"] == champion
     assert result["metrics"]["monitoring.rows"] == 1500 and result["metrics"]["monitoring.rows_labeled"] == 1500
@@ -124,6 +127,11 @@ def test_undrifted_window_with_good_labels_finds_nothing(champion):
     assert set(record["drift"]["features"]) == set(SYNTHETIC.features)
     shift = record["drift"]["prediction_shift"]
     assert not shift["drifted"] and abs(shift["mean_probability"] - shift["training_positive_rate"]) < 0.05
+    # the stand-in champion's run holds no attributions from an evaluation: skipped, with the reason, not passed
+    attribution = record["attribution_drift"]
+    assert attribution["skipped"] and not attribution["judged"] and "ndcg" not in attribution
+    assert "has no evaluation/explanation/global_attributions.json in its run" in attribution["why_not"]
+    assert attribution["why_not"] in result["not_judged"] and "attribution.ndcg" not in result["metrics"]
 
 
 def test_a_model_that_suddenly_says_yes_to_everyone_is_a_prediction_shift(champion):
@@ -170,7 +178,7 @@ def test_too_few_rows_gives_no_judgement(champion):
     write_feedback(frame, prefix="few", name="few.jsonl")
     result = monitor(MODEL, start, end)
     assert not result["drift_detected"] and not result["decay_detected"]
-    assert result["judged"] == {"drift": False, "decay": False}
+    assert result["judged"] == {"drift": False, "decay": False, "attribution": False}
     assert "too few served rows to judge drift: 60 < min_rows 500" in result["not_judged"]
     assert any("60 < min_labeled_rows 200" in r for r in result["not_judged"])
 
@@ -242,6 +250,129 @@ def test_no_champion_means_no_judgement(champion):
     assert result["champion_version"] is None and not result["drift_detected"]
     assert result["metrics"]["monitoring.rows"] == 0
     assert any("no champion yet" in r for r in result["not_judged"])
+
+
+# --- attribution drift: a real, explainable champion ----------------------------------------------------------
+
+
+def register_explained_version(home: Path) -> str:
+    """A logistic regression fitted on the synthetic rule, logged as training logs every version
+    (`log_trained_model`: pyfunc, transform, target record, explanation baseline) and registered; its run holds
+    the global attributions of held-out rows from the version's own explainer, as evaluation writes them."""
+    import mlflow
+    import pandas as pd
+
+    from ml_tasks import tracking
+    from ml_tasks.config import RunContext
+    from ml_tasks.constants import (
+        EXPLANATION_ARTIFACT_DIR,
+        GLOBAL_ATTRIBUTIONS_FILE,
+        TEST_RAW_FILE,
+        TRAIN_FILE,
+        TRANSFORM_FILE,
+    )
+    from ml_tasks.data.transform import FittedTransform
+    from ml_tasks.monitoring import served_attributions
+    from ml_tasks.release import registry
+    from ml_tasks.release.pyfunc import SKLEARN_ARTIFACT
+    from ml_tasks.training.sklearn_models import build_sklearn, save_sklearn
+    from ml_tasks.training.trainer import log_trained_model
+
+    ctx = RunContext("synthetic", "explained-champion")
+    folder = ctx.prepared_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    train = synthetic.generate(4000, seed=1)
+    transform = FittedTransform.fit(train, list(SYNTHETIC.numeric_features), list(SYNTHETIC.categorical_features))
+    features = transform.apply(train)
+    pd.DataFrame(features, columns=transform.feature_names).to_parquet(folder / TRAIN_FILE)
+    (folder / TRANSFORM_FILE).write_text(json.dumps(transform.to_dict()))
+    train.head(20).to_parquet(folder / TEST_RAW_FILE)
+    model_path = home / "explained" / "model.skops"
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    save_sklearn(build_sklearn("logistic_regression", {}, 0, "binary").fit(features, train["label"]), model_path)
+    tracking.configure()
+    with mlflow.start_run() as run:
+        pass
+    run_id = run.info.run_id
+    uri = log_trained_model(ctx, run_id, "logistic_regression", {SKLEARN_ARTIFACT: str(model_path)},
+                            {"roc_auc": [0.9], "val_roc_auc": [0.9]}, {}, 0.9, 0.9)
+    version = registry.register_candidate(MODEL, uri, run_id, {})
+    held_out = synthetic.generate(2000, seed=2)[list(SYNTHETIC.features)]
+    explained = served_attributions(MODEL, version, held_out.to_dict(orient="list"))
+    reference = home / "explained" / GLOBAL_ATTRIBUTIONS_FILE
+    reference.write_text(json.dumps({k: explained[k] for k in ("explainer", "rows", "global")}))
+    tracking.client().log_artifact(run_id, str(reference), artifact_path=EXPLANATION_ARTIFACT_DIR)
+    return version
+
+
+@pytest.fixture(scope="module")
+def explained_version(champion, module_home):
+    return register_explained_version(module_home)
+
+
+@pytest.fixture
+def explained_champion(champion, explained_version):
+    """The explainable version is champion for one test; then the stand-in is again, as the other tests expect."""
+    from ml_tasks.release import registry
+
+    registry.compare_and_set_champion(MODEL, explained_version, champion, "attribution-drift test")
+    yield explained_version
+    registry.compare_and_set_champion(MODEL, champion, explained_version, "attribution-drift test done")
+
+
+def test_attribution_drift_alerts_when_what_drives_the_champion_changes_and_not_on_a_clean_window(
+        explained_champion):
+    """Served-row attribution drift answers a change in the served rows' feature distribution.
+
+    The champion is fixed and labels do not enter attributions: a row's attributions are the champion's output
+    on that row taken apart, so they move only where the rows the champion sees move. Here its top feature x0 is
+    held at its training mean (its attributions fall to 0) while x4, a weak feature, spreads fourfold (its
+    attributions grow fourfold): what drives the champion's output on these rows is no longer what drove it on
+    the held-out rows at evaluation, and NDCG@10 of the ranking falls below the declared 0.9. A changed label
+    relationship on the same inputs leaves the attributions where they were: live decay and the gate's
+    candidate-against-champion attribution check catch that, not this. A clean window from the training
+    distribution ranks the features as evaluation did, and does not alert.
+    """
+    from ml_tasks.monitoring import request_retrain
+
+    assert SYNTHETIC.attribution_monitoring_min_ndcg == 0.9  # declared in datasets/synthetic.yaml
+    start, end = window(10)
+    write_log(synthetic.generate(1500, seed=30), start, prefix="attr-clean", part="attr-clean")
+    clean = monitor(MODEL, start, end)
+    assert clean["champion_version"] == explained_champion and clean["judged"]["attribution"]
+    assert not clean["drift_detected"] and not clean["attribution_drift_detected"], clean["reasons"]
+    assert clean["metrics"]["attribution.ndcg"] > 0.95
+
+    shifted = synthetic.generate(1500, seed=31)
+    shifted["x0"] = 0.0
+    shifted["x4"] = shifted["x4"] * 4.0
+    start, end = window(11)
+    write_log(shifted, start, prefix="attr-shift", part="attr-shift")
+    result = monitor(MODEL, start, end)
+    record = json.loads(Path(result["record_uri"].removeprefix("file://")).read_text())
+    found = record["attribution_drift"]
+    assert result["attribution_drift_detected"] and result["drift_detected"] and found["shifted"]
+    assert found["judged"] and found["threshold"] == 0.9 and found["ndcg"] < 0.9 and found["rows"] == 500
+    assert found["reference_top"][0] == "x0" and found["current_top"][0] == "x4" and found["current_top"][-1] == "x0"
+    assert found["explainer"]["method"] == "linear_shap" and found["max_additivity_error"] < 1e-6
+    assert result["metrics"]["attribution.ndcg"] == found["ndcg"]
+    # this version's run holds no drift reference: input drift is not judged, and attribution drift alone alerts
+    assert result["judged"]["drift"] is False and not result["decay_detected"]
+    (reason,) = result["reasons"]
+    assert reason.startswith("attribution drift: NDCG@10 ") and f"{found['ndcg']:.3f} < 0.9" in reason
+    assert "top now x4" in reason and "was x0" in reason
+    request = request_retrain(MODEL, result, timedelta(0), lambda: None)  # the drift alerts' retrain request
+    assert request.extra is not None and reason in request.extra["reasons"]
+
+
+def test_a_champion_that_cannot_be_explained_is_skipped_with_the_reason(champion):
+    """The stand-in's pyfunc is not ours: the checked loader refuses it, and the explanation says why, unscored."""
+    from ml_tasks.monitoring import served_attributions
+
+    rows = synthetic.generate(20, seed=40)[list(SYNTHETIC.features)].to_dict(orient="list")
+    answer = served_attributions(MODEL, champion, rows)
+    assert set(answer) == {"skipped"} and answer["skipped"].startswith(f"champion version {champion} cannot be explained")
+    assert "refused" in answer["skipped"]
 
 
 @pytest.mark.parametrize("params", [
