@@ -146,6 +146,8 @@ RATCHET_SERVE_MAX_ROWS = EnvironmentVariable(
     "RATCHET_SERVE_MAX_ROWS", int, 10_000, "Most rows one request may carry (413 above).")
 RATCHET_SERVE_MAX_BODY_BYTES = EnvironmentVariable(
     "RATCHET_SERVE_MAX_BODY_BYTES", int, 16 * 1024 * 1024, "Largest request body in bytes (413 above).")
+RATCHET_SERVE_EXPLAIN_MAX_ROWS = EnvironmentVariable(
+    "RATCHET_SERVE_EXPLAIN_MAX_ROWS", int, 100, "Most rows one `POST /explain` request may carry (413 above).")
 RATCHET_INFERENCE_LOG_SAMPLE = EnvironmentVariable(
     "RATCHET_INFERENCE_LOG_SAMPLE", float, 1.0, "Fraction of served rows written to the inference log.")
 RATCHET_SERVE_CONFIG = EnvironmentVariable(

@@ -1,7 +1,7 @@
 """The configuration of one `ratchet serve`: what to serve and how, its limits, and the bearer token it requires.
 
-`ServeConfig` travels to uvicorn's worker processes as JSON (`--workers` > 1). `/invocations` and `/version`
-need `Authorization: Bearer <token>`: RATCHET_SERVE_TOKEN, or a token generated once into a 0600 file under
+`ServeConfig` travels to uvicorn's worker processes as JSON (`--workers` > 1). `/invocations`, `/explain` and
+`/version` need `Authorization: Bearer <token>`: RATCHET_SERVE_TOKEN, or a token generated once into a 0600 file under
 RATCHET_HOME, so every worker and every restart agree on it.
 """
 
@@ -21,6 +21,7 @@ from ml_tasks.constants import CHAMPION_ALIAS
 from ml_tasks.environment_variables import (
     RATCHET_INFERENCE_LOG_SAMPLE,
     RATCHET_SERVE_CONFIG,
+    RATCHET_SERVE_EXPLAIN_MAX_ROWS,
     RATCHET_SERVE_MAX_BODY_BYTES,
     RATCHET_SERVE_MAX_ROWS,
     RATCHET_SERVE_TOKEN,
@@ -58,6 +59,7 @@ class ServeConfig:
     workers: int = 1
     max_rows: int = _declared_default(RATCHET_SERVE_MAX_ROWS)
     max_body_bytes: int = _declared_default(RATCHET_SERVE_MAX_BODY_BYTES)
+    explain_max_rows: int = _declared_default(RATCHET_SERVE_EXPLAIN_MAX_ROWS)
 
     def __post_init__(self) -> None:
         checked_name(self.model, "registered model name")
@@ -70,8 +72,8 @@ class ServeConfig:
             raise ConfigError(f"workers must be 1..64, got {self.workers}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
-        if self.max_rows < 1 or self.max_body_bytes < 1024:
-            raise ConfigError("max rows must be at least 1 and max body bytes at least 1024")
+        if self.max_rows < 1 or self.explain_max_rows < 1 or self.max_body_bytes < 1024:
+            raise ConfigError("max rows (and explain max rows) must be at least 1 and max body bytes at least 1024")
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -89,6 +91,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         log_sample=float(sample), workers=int(args.workers),
         max_rows=_from_environment(RATCHET_SERVE_MAX_ROWS),
         max_body_bytes=_from_environment(RATCHET_SERVE_MAX_BODY_BYTES),
+        explain_max_rows=_from_environment(RATCHET_SERVE_EXPLAIN_MAX_ROWS),
     )
 
 

@@ -5,10 +5,15 @@ validation use too): nothing in it is unpickled unless it is our pyfunc class or
 shipped code. A `LoadedModel` then scores on the fast path where it can: the same
 `FittedTransform.apply` as in training over column arrays, then the unwrapped Keras network (a traced
 `tf.function`) or scikit-learn estimator; other pyfuncs (TFLite) go through their `predict`.
+
+The version's explainer (`ml_tasks.explain.model_explainer`) is built from that same pyfunc when the version
+loads, and warmed up with it: `/explain` answers from the model that answers `/invocations`. A version that
+cannot be explained (a compressed TFLite runtime) still serves predictions; `/explain` then says why not (501).
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +26,10 @@ from ml_tasks.serving.payloads import BOOLEAN, CATEGORY, INTEGER, NUMBER, STRING
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ml_tasks.explain import ModelExplainer, RowExplanations
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,6 +57,17 @@ class Scored:
 
     def rows(self, start: int, stop: int) -> Scored:
         return Scored({name: values[start:stop] for name, values in self.outputs.items()})
+
+
+@dataclass
+class Explained:
+    """One `/explain` request's answer: the rows' predictions (as `/invocations` gives them), their attributions on
+    the raw input columns, and the class each row's attributions explain (target values; None for regression)."""
+
+    scored: Scored
+    rows: RowExplanations
+    classes: list[Any] | None
+
 
 _KINDS = {"double": NUMBER, "float": NUMBER, "long": INTEGER, "integer": INTEGER, "string": STRING, "boolean": BOOLEAN}
 
@@ -77,6 +97,8 @@ class LoadedModel:
     score: Callable[[Any], Any] | None = None  # float32 features -> the model's raw scores (RatchetClassifier.raw_scores)
     target: dict[str, Any] | None = None  # the version's target record; None: a binary 0/1 classifier
     folder: Any = None  # keeps the downloaded files for the life of the model
+    explainer: ModelExplainer | None = None  # built from `pyfunc` at load; None when the version cannot be explained
+    explain_error: str | None = None  # why it cannot (answered by /explain)
     column_names: tuple[str, ...] = field(init=False)
     column_set: frozenset[str] = field(init=False)
 
@@ -87,7 +109,8 @@ class LoadedModel:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "alias": self.alias, "run_id": self.run_id,
                 "loaded_at": self.loaded_at, "columns": {c.name: c.kind for c in self.columns},
-                "fast_path": self.score is not None}
+                "fast_path": self.score is not None,
+                "explainer": self.explainer.describe() if self.explainer is not None else None}
 
     def arrays(self, columns: dict[str, list[Any]]) -> dict[str, Any]:
         """Validated columns as numpy arrays: float64 numbers (NaN where missing), int64 integers, objects otherwise."""
@@ -140,6 +163,37 @@ class LoadedModel:
             raise PayloadError(422, f"the model gives no finite probability or prediction for rows {bad}: inputs out "
                                     "of the range it can take", "INVALID_PARAMETER_VALUE")
         return Scored({name: out[name].tolist() for name in out.columns})
+
+    def check_explainable(self) -> ModelExplainer:
+        """The version's explainer; a 501 naming why when this version cannot be explained."""
+        if self.explainer is None:
+            why = self.explain_error or "this version cannot be explained"
+            raise PayloadError(501, f"{self.name} v{self.version}: {why}; /invocations still serves its predictions",
+                               "NOT_IMPLEMENTED")
+        return self.explainer
+
+    def explain(self, columns: dict[str, list[Any]], n_rows: int) -> Explained:
+        """Validated columns' predictions (exactly as `predict`) and each row's attributions on the raw columns.
+
+        Binary classifiers explain the positive class's output, multiclass ones each row's predicted class (the
+        explainer picks the largest output, which is the predicted class), regressors the prediction itself.
+        """
+        import numpy as np
+
+        explainer = self.check_explainable()
+        scored = self.predict(columns, n_rows)  # refuses what /invocations refuses, with the same messages
+        with np.errstate(over="ignore", invalid="ignore"):
+            rows = explainer.explain(_ColumnFrame(self.arrays(columns), n_rows))
+        finite = np.isfinite(rows.values).all(axis=1) & np.isfinite(rows.base_values) & np.isfinite(rows.outputs)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)[:5].tolist()
+            raise PayloadError(422, f"the explainer gives no finite attributions for rows {bad}: inputs out of the "
+                                    "range it can take", "INVALID_PARAMETER_VALUE")
+        classes: list[Any] | None = None
+        if explainer.task != "regression":
+            codes = rows.classes if rows.classes is not None else np.ones(n_rows, dtype="int64")  # binary: positive
+            classes = [explainer.class_value(int(code)) for code in codes]
+        return Explained(scored, rows, classes)
 
 
 class _ColumnFrame:
@@ -226,4 +280,25 @@ def load_version(name: str, version: str, alias: str) -> LoadedModel:
     warm = {c.name: [None if c.kind in (STRING, CATEGORY, BOOLEAN) else 0] for c in columns}
     if len(model.predict(warm, 1)) != 1:
         raise ModelLoadError(f"{name} v{version} did not answer one row with one prediction")
+    _attach_explainer(model, warm)
     return model
+
+
+def _attach_explainer(model: LoadedModel, warm: dict[str, list[Any]]) -> None:
+    """The version's explainer, from the pyfunc that serves it, warmed up on the warm-up row; or why there is none.
+
+    Predictions keep serving either way: a version the explainer cannot take (a compressed runtime, a family with no
+    explainer), or whose explainer fails to build, answers /explain with a 501 that says why.
+    """
+    from ml_tasks.explain import ExplainerError, model_explainer
+
+    try:
+        model.explainer = model_explainer(model.pyfunc)
+        model.explain(warm, 1)  # the first tree walk or gradient pays its set-up here, not in a request
+    except ExplainerError as exc:
+        model.explainer, model.explain_error = None, str(exc)
+        log.info("%s v%s serves no explanations: %s", model.name, model.version, exc)
+    except Exception as exc:  # served anyway: predictions do not depend on the explainer
+        model.explainer = None
+        model.explain_error = f"this version cannot be explained: its explainer failed ({type(exc).__name__}: {exc})"
+        log.exception("%s v%s serves no explanations: %s", model.name, model.version, model.explain_error)

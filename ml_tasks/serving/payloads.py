@@ -1,10 +1,12 @@
-"""The bodies of `/invocations`: a request parsed and checked against the served version's columns, the answer written.
+"""The bodies of `/invocations` and `/explain`: a request parsed and checked against the served version's columns,
+the answer written.
 
 A request speaks MLflow's scoring protocol: JSON in one of `FORMATS` (`dataframe_split`, `dataframe_records`,
 `instances`, `inputs`) or CSV with a header row. Every body is checked before it reaches the model (unknown or
 missing columns, wrong types, non-finite numbers, too many rows or bytes) and refused with a `PayloadError` whose
 status and message name the problem. The checks work a column at a time on plain lists: no pandas frame per
 request, which would cost more than scoring a few rows. The JSON schema of the same rules goes into `/openapi.json`.
+`/explain` takes the same bodies (with its own row limit) and answers each row's attributions (`explanations_json`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ml_tasks.serving.loading import LoadedModel
+    from ml_tasks.serving.loading import Explained, LoadedModel
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 JSON_TYPE = "application/json"
@@ -383,3 +385,35 @@ def predictions_json(outputs: dict[str, list[Any]]) -> str:
     pieces = [[key + text for text in json_values(values)] for key, values in zip(keys, outputs.values(), strict=True)]
     rows = ["{" + ", ".join(row) + "}" for row in zip(*pieces, strict=True)]
     return '{"predictions": [' + ", ".join(rows) + "]}"
+
+
+def top_k_param(text: str | None) -> int | None:
+    """`/explain?top_k=N`: how many of each row's attributions to answer (largest |attribution| first); None: all."""
+    if text is None:
+        return None
+    digits = text.strip()
+    try:
+        value = int(digits) if digits.isdigit() else None
+    except ValueError:  # more digits than Python converts, or digits of another script
+        value = None
+    if value is None or value < 1:
+        raise PayloadError(422, f"top_k must be a whole number of at least 1, got {_short(text)}", "INVALID_PARAMETER_VALUE")
+    return value
+
+
+def explanations_json(model: LoadedModel, explained: Explained, top_k: int | None) -> str:
+    """`/explain`'s answer: the version, its explainer once, then per row its prediction (as `/invocations` gives it),
+    the class explained (classification), the explained output, its base value and the attributions on the raw
+    input columns, largest |attribution| first (`top_k` of them, or all); they add up to output - base_value."""
+    rows, predictions = explained.rows, explained.scored.prediction
+    space = rows.output_space
+    answers = []
+    for i, prediction in enumerate(predictions):
+        answer: dict[str, Any] = {"prediction": prediction}
+        if explained.classes is not None:
+            answer["explained_class"] = explained.classes[i]
+        answer.update(output=float(rows.outputs[i]), base_value=float(rows.base_values[i]), output_space=space,
+                      attributions=rows.row(i, top_k))
+        answers.append(answer)
+    return json.dumps({"model": model.name, "version": model.version, "explainer": model.check_explainable().describe(),
+                       "max_additivity_error": rows.max_additivity_error(), "explanations": answers})

@@ -1,10 +1,11 @@
-"""`ratchet serve` as a real process on a real MLflow registry: formats, refusals, swaps, rollback, log, fuzzing, load.
+"""`ratchet serve` as a real process on a real MLflow registry: formats, refusals, explanations, swaps, rollback,
+log, fuzzing, load.
 
 One module-scoped registry holds v1 (logistic regression), v2 (a tiny Keras MLP)
 and v3 (v1's model registered again), all trained by the real training stage;
 one `ratchet serve` process on a free port serves `champion` and polls it every
 half second. Tests build on each other in file order (v1, then v2, then a
-rollback to v1). Nothing is mocked.
+rollback to v1, then a compressed TFLite version and back). Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ POLL_SECONDS = 0.5
 SWAP_SECONDS = 120
 FEATURES = list(SYNTHETIC.features)
 MLP = {"n_layers": 1, "units": 16, "dropout": 0.0, "l2": 1e-6, "learning_rate": 3e-3, "batch_size": 128}
+EXPLAIN_MAX_ROWS = 30
+LEGACY_TFLITE = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_models" / "tflite_dynamic_range"
 
 
 def _free_port() -> int:
@@ -71,6 +74,9 @@ class Server:
 
     def score(self, payload: dict[str, Any], **kwargs: Any) -> tuple[int, dict[str, str], Any]:
         return self.request("POST", "/invocations", json.dumps(payload), **kwargs)
+
+    def explain(self, payload: dict[str, Any], query: str = "", **kwargs: Any) -> tuple[int, dict[str, str], Any]:
+        return self.request("POST", f"/explain{query}", json.dumps(payload), **kwargs)
 
     def version(self) -> str | None:
         status, _, body = self.request("GET", "/version")
@@ -128,7 +134,8 @@ def versions(module_home: Path) -> dict[str, str]:
 def server(versions: dict[str, str], module_home: Path) -> Any:
     port, token = _free_port(), secrets.token_urlsafe(16)
     log_path = module_home / "serve.log"
-    env = {**os.environ, "RATCHET_HOME": str(module_home), "RATCHET_SERVE_TOKEN": token, "RATCHET_SERVE_MAX_ROWS": "500"}
+    env = {**os.environ, "RATCHET_HOME": str(module_home), "RATCHET_SERVE_TOKEN": token, "RATCHET_SERVE_MAX_ROWS": "500",
+           "RATCHET_SERVE_EXPLAIN_MAX_ROWS": str(EXPLAIN_MAX_ROWS)}
     ratchet = Path(sys.executable).parent / "ratchet"
     with log_path.open("w") as out:
         proc = subprocess.Popen([str(ratchet), "serve", MODEL, "--port", str(port), "--poll-seconds", str(POLL_SECONDS)],
@@ -265,6 +272,58 @@ def test_bad_payloads_get_a_4xx_that_names_the_problem(server: Server) -> None:
     assert got == 413 and "bytes" in answer["message"]
 
 
+def _assert_explained(answer: Any, predictions: list[dict[str, Any]], version: str, method: str) -> None:
+    """/explain's contract: the version, its explainer once, per row /invocations' prediction, the explained class,
+    attributions on every raw column, largest |attribution| first, adding up to output - base_value."""
+    assert answer["model"] == MODEL and answer["version"] == version
+    explainer = answer["explainer"]
+    assert explainer["method"] == method and explainer["output_space"] == "log_odds"
+    assert explainer["baseline"] == "training_mean"  # the version's logged record, not the fallback
+    tolerance = explainer["tolerance"]
+    assert answer["max_additivity_error"] <= tolerance
+    assert len(answer["explanations"]) == len(predictions)
+    for row, predicted in zip(answer["explanations"], predictions, strict=True):
+        assert row["prediction"] == predicted["prediction"] and row["explained_class"] == 1  # the positive class
+        assert row["output_space"] == "log_odds"
+        assert (row["output"] > 0) == (predicted["probability"] > 0.5)  # the log-odds of what /invocations answers
+        features = [a["feature"] for a in row["attributions"]]
+        magnitudes = [abs(a["attribution"]) for a in row["attributions"]]
+        assert sorted(features) == sorted(FEATURES) and magnitudes == sorted(magnitudes, reverse=True)
+        total = sum(a["attribution"] for a in row["attributions"]) + row["base_value"]
+        assert total == pytest.approx(row["output"], abs=tolerance)
+
+
+def test_explain_answers_the_predictions_with_attributions_that_add_up(server: Server, versions: dict[str, str]) -> None:
+    rows = _rows(EXPLAIN_MAX_ROWS, seed=6)
+    rows.loc[2, "x2"] = None
+    split = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+    _, _, scored = server.score(split)
+    status, headers, answer = server.explain(split, headers={"X-Request-ID": "why-1"})
+    assert status == 200, answer
+    assert headers["x-model-version"] == versions["lr"] and headers["x-request-id"] == "why-1"
+    _assert_explained(answer, scored["predictions"], versions["lr"], "linear_shap")
+    status, _, top = server.request("POST", "/explain?top_k=3", rows.to_csv(index=False), content_type="text/csv")
+    assert status == 200, top
+    assert [row["attributions"] for row in top["explanations"]] == [
+        row["attributions"][:3] for row in answer["explanations"]]
+
+
+def test_explain_refuses_what_invocations_refuses(server: Server) -> None:
+    for body, content_type, status, words in BAD:
+        refused = [server.request("POST", path, body, content_type=content_type) for path in ("/invocations", "/explain")]
+        assert [got for got, _, _ in refused] == [status, status] and refused[0][2] == refused[1][2], (body, refused)
+        assert words in refused[1][2]["message"]
+    status, _, answer = server.explain({"dataframe_records": [_row()] * (EXPLAIN_MAX_ROWS + 1)})
+    assert status == 413 and f"at most {EXPLAIN_MAX_ROWS}" in answer["message"], answer
+    assert answer["error_code"] == "REQUEST_LIMIT_EXCEEDED"
+    for query in ("?top_k=0", "?top_k=-2", "?top_k=two"):
+        status, _, answer = server.explain({"dataframe_records": [_row()]}, query)
+        assert status == 422 and "top_k" in answer["message"], (query, answer)
+    assert server.explain({"dataframe_records": [_row()]}, auth=False)[0] == 401
+    status, headers, _ = server.explain({"dataframe_records": [_row()]}, headers={"Authorization": "Bearer no"}, auth=False)
+    assert status == 401 and headers["www-authenticate"] == "Bearer"
+
+
 def test_request_ids_and_auth(server: Server) -> None:
     status, headers, _ = server.score({"dataframe_records": [_row()]}, headers={"X-Request-ID": "order-42.a"})
     assert status == 200 and headers["x-request-id"] == "order-42.a"
@@ -337,6 +396,9 @@ def test_promotion_is_picked_up_without_a_failed_request(server: Server, version
     status, _, answer = server.score({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))})
     assert status == 200
     _assert_same(answer, _expected(versions["mlp"], rows))  # the Keras fast path equals pyfunc predict
+    status, _, explained = server.explain({"dataframe_split": json.loads(rows.head(10).to_json(orient="split", index=False))})
+    assert status == 200, explained  # the swapped-in version explains with its own explainer, built when it loaded
+    _assert_explained(explained, answer["predictions"][:10], versions["mlp"], "integrated_gradients")
 
 
 def test_rollback_restores_the_previous_champion_within_a_poll(server: Server, versions: dict[str, str]) -> None:
@@ -385,8 +447,32 @@ def test_fuzzed_payloads_never_get_a_server_error(server: Server, tmp_path: Path
     print(done.stdout[-1500:])
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     # every generated case passed (a warning about how often the schema's values are refused is not an issue)
-    assert re.search(r"Tested: 4\b", done.stdout), done.stdout[-2000:]
+    assert re.search(r"Tested: 5\b", done.stdout), done.stdout[-2000:]  # /health, /ping, /version, /invocations, /explain
     assert re.search(r"(\d+) generated, \1 passed", done.stdout), done.stdout[-2000:]
+
+
+def test_a_compressed_version_serves_but_says_why_it_cannot_explain(server: Server, versions: dict[str, str]) -> None:
+    """A TFLite version (made by `ml_tasks.compression`, see tests/fixtures/legacy_models) has no model to walk or
+    differentiate: /explain answers 501 naming why, /invocations keeps serving it."""
+    import mlflow
+
+    from ml_tasks import tracking
+    from ml_tasks.release.registry import promote
+
+    tracking.configure()
+    with mlflow.start_run(run_name="serve-tflite") as run:
+        mlflow.log_artifacts(str(LEGACY_TFLITE), artifact_path="model")
+    tflite = str(mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL,
+                                       tags={TAG_INFRA_VALIDATION: "passed: served by this test"}).version)
+    promote(MODEL, tflite, "serving test: a compressed champion")
+    server.wait_for_version(tflite)
+    status, _, answer = server.explain({"dataframe_records": [_row()]})
+    assert status == 501 and answer["error_code"] == "NOT_IMPLEMENTED", answer
+    assert f"{MODEL} v{tflite}: this version cannot be explained: it is a compressed runtime" in answer["message"]
+    status, headers, scored = server.score({"dataframe_records": [_row()]})
+    assert status == 200 and headers["x-model-version"] == tflite and len(scored["predictions"]) == 1
+    promote(MODEL, versions["lr"], "serving test: back to the logistic regression")
+    server.wait_for_version(versions["lr"])
 
 
 @pytest.mark.slow

@@ -174,17 +174,22 @@ def test_config_limits_come_from_the_environment_or_the_declared_defaults(monkey
     from ml_tasks.serving.config import config_from_args, config_from_environment, pass_to_workers
 
     args = Namespace(model="m", alias="champion", host="127.0.0.1", port=0, poll_seconds=1, log_sample=None, workers=2)
-    for variable in (env.RATCHET_SERVE_MAX_ROWS, env.RATCHET_SERVE_MAX_BODY_BYTES, env.RATCHET_INFERENCE_LOG_SAMPLE):
+    variables = (env.RATCHET_SERVE_MAX_ROWS, env.RATCHET_SERVE_MAX_BODY_BYTES, env.RATCHET_INFERENCE_LOG_SAMPLE,
+                 env.RATCHET_SERVE_EXPLAIN_MAX_ROWS)
+    for variable in variables:
         monkeypatch.delenv(variable.name, raising=False)
     config = config_from_args(args)
-    assert (config.max_rows, config.max_body_bytes, config.log_sample) == (
-        env.RATCHET_SERVE_MAX_ROWS.default, env.RATCHET_SERVE_MAX_BODY_BYTES.default, env.RATCHET_INFERENCE_LOG_SAMPLE.default)
+    assert (config.max_rows, config.max_body_bytes, config.log_sample, config.explain_max_rows) == tuple(
+        variable.default for variable in variables)
     assert config == ServeConfig(model="m", port=0, poll_seconds=1, workers=2)  # one default per knob
     monkeypatch.setenv("RATCHET_SERVE_MAX_ROWS", "25")
     monkeypatch.setenv("RATCHET_SERVE_MAX_BODY_BYTES", "4096")
     monkeypatch.setenv("RATCHET_INFERENCE_LOG_SAMPLE", "0.5")
+    monkeypatch.setenv("RATCHET_SERVE_EXPLAIN_MAX_ROWS", "7")
     config = config_from_args(args)
-    assert (config.max_rows, config.max_body_bytes, config.log_sample) == (25, 4096, 0.5)
+    assert (config.max_rows, config.max_body_bytes, config.log_sample, config.explain_max_rows) == (25, 4096, 0.5, 7)
+    with pytest.raises(ConfigError, match="explain max rows"):
+        ServeConfig(model="m", explain_max_rows=0)
     assert config_from_args(Namespace(**{**vars(args), "log_sample": 0.1})).log_sample == 0.1  # the flag wins
     monkeypatch.setenv("RATCHET_SERVE_MAX_ROWS", "many")
     with pytest.raises(ConfigError, match="RATCHET_SERVE_MAX_ROWS"):
