@@ -13,12 +13,12 @@ method is exact (`output_space`):
   independent features, `w * (x - baseline)`, in log-odds, logits or units;
 * the Keras MLP: integrated gradients from the baseline to the row, written
   with Keras 3 ops; only the gradient itself is backend-specific (TensorFlow,
-  JAX or PyTorch), in `_gradient`. It explains the output layer's
+  JAX or PyTorch), in `compiled_gradient`. It explains the output layer's
   pre-activation (log-odds, logits) or the prediction in target units.
 
 Attributions add up to the explained output minus the base value: to float
 rounding for the exact methods, within the declared `tolerance` for
-integrated gradients, whose step count doubles until every row is within it.
+integrated gradients, whose step count doubles for the rows not yet within it.
 """
 
 from __future__ import annotations
@@ -95,8 +95,10 @@ class Explainer:
         """The explained output of every row: (rows,) for binary and regression, (rows, classes) for multiclass."""
         raise NotImplementedError
 
-    def attribute(self, features: np.ndarray, classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """(values (rows, features), base values (rows,)) for each row's class (None: the single output)."""
+    def attribute(self, features: np.ndarray, classes: np.ndarray | None,
+                  outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(values (rows, features), base values (rows,)) for each row's class (None: the single output);
+        `outputs` is what the rows' values must add up to, less the base value."""
         raise NotImplementedError
 
     def explain(self, features: Any, classes: Any = None) -> Attributions:
@@ -111,7 +113,7 @@ class Explainer:
             outputs = margins[np.arange(len(x)), picked]
         else:
             outputs = margins.reshape(-1)
-        values, base = self.attribute(x, picked)
+        values, base = self.attribute(x, picked, outputs)
         result = Attributions(values=np.asarray(values, dtype="float64"), base_values=np.asarray(base, dtype="float64"),
                               outputs=outputs, classes=picked, method=self.method, output_space=self.output_space,
                               tolerance=self.tolerance, steps=getattr(self, "last_steps", 0))
@@ -157,7 +159,8 @@ class TreeShap(Explainer):
             return probabilities[:, 1] if self.task == "binary" else probabilities
         return np.asarray(self.estimator.decision_function(features), dtype="float64")
 
-    def attribute(self, features: np.ndarray, classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def attribute(self, features: np.ndarray, classes: np.ndarray | None,
+                  outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import numpy as np
 
         values = np.asarray(self.explainer.shap_values(features, check_additivity=False), dtype="float64")
@@ -189,7 +192,8 @@ class LinearShap(Explainer):
         scores = np.asarray(features, dtype="float64") @ self.coef.T + self.intercept
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
-    def attribute(self, features: np.ndarray, classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def attribute(self, features: np.ndarray, classes: np.ndarray | None,
+                  outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import numpy as np
 
         rows = self.coef[classes] if classes is not None else np.broadcast_to(self.coef[0], features.shape)
@@ -217,6 +221,9 @@ class IntegratedGradients(Explainer):
         self.baseline = np.asarray(baseline, dtype="float32").reshape(1, -1)
         self.tolerance = _scale_tolerance(task, target_std)
         self.last_steps = 0
+        self._gradient: Any = None
+        self._base_row: np.ndarray | None = None
+        self._compiled_scores: Any = None
         if task == "regression":
             self.head = None
             self.body = network
@@ -241,35 +248,45 @@ class IntegratedGradients(Explainer):
         import numpy as np
         from keras import ops
 
-        out = np.concatenate([ops.convert_to_numpy(self._scores(ops.convert_to_tensor(features[i:i + 8192])))
+        if self._compiled_scores is None:
+            self._compiled_scores = compiled_scores(self._scores)
+        out = np.concatenate([ops.convert_to_numpy(self._compiled_scores(ops.convert_to_tensor(features[i:i + 8192])))
                               for i in range(0, max(len(features), 1), 8192)]).astype("float64")
         return out[:, 0] if out.shape[1] == 1 else out
 
-    def attribute(self, features: np.ndarray, classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def attribute(self, features: np.ndarray, classes: np.ndarray | None,
+                  outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integrate every row with IG_FIRST_STEPS; only rows still outside the tolerance are integrated again
+        with twice the steps (a batch costs what its hardest rows need, not every row that much)."""
         import numpy as np
 
-        base_scores = self.margins(self.baseline)
-        base_row = np.atleast_1d(base_scores.reshape(-1))
-        base = base_row[classes] if classes is not None else np.full(len(features), base_row[0])
+        if self._base_row is None:
+            self._base_row = np.atleast_1d(self.margins(self.baseline).reshape(-1))
+        base = self._base_row[classes] if classes is not None else np.full(len(features), self._base_row[0])
         column = classes if classes is not None else np.zeros(len(features), dtype="int64")
-        target = self.margins(features)
-        target = target[np.arange(len(features)), column] if target.ndim == 2 else target
+        target = outputs
+        values = np.zeros(features.shape, dtype="float64")
+        todo = np.arange(len(features))
         steps = IG_FIRST_STEPS
-        while True:
-            values = self._integrate(features, column, steps)
-            worst = float(np.max(np.abs(values.sum(axis=1) + base - target), initial=0.0))
-            if worst <= self.tolerance or steps >= IG_MAX_STEPS:
+        while todo.size:
+            values[todo] = self._integrate(features[todo], column[todo], steps)
+            errors = np.abs(values[todo].sum(axis=1) + base[todo] - target[todo])
+            todo = todo[errors > self.tolerance]
+            if not todo.size or steps >= IG_MAX_STEPS:
                 break
             steps *= 2
-        if worst > self.tolerance:
-            log.warning("integrated gradients: worst additivity error %.3g after %s steps (tolerance %.3g)",
-                        worst, steps, self.tolerance)
+        if todo.size:
+            worst = float(np.max(np.abs(values.sum(axis=1) + base - target)))
+            log.warning("integrated gradients: %s rows outside the tolerance %.3g after %s steps (worst %.3g)",
+                        todo.size, self.tolerance, steps, worst)
         self.last_steps = steps
         return values, base
 
     def _integrate(self, features: np.ndarray, column: np.ndarray, steps: int) -> np.ndarray:
         import numpy as np
 
+        if self._gradient is None:
+            self._gradient = compiled_gradient(self._scores)
         alphas = ((np.arange(steps) + 0.5) / steps).astype("float32")
         delta = features - self.baseline
         mean_grads = np.zeros(features.shape, dtype="float64")
@@ -279,43 +296,78 @@ class IntegratedGradients(Explainer):
             n = len(features[chunk])
             points = self.baseline[None, :, :] + alphas[None, :, None] * delta[chunk][:, None, :]
             picked = np.repeat(column[chunk], steps)
-            grads = _gradient(self._scores, points.reshape(n * steps, -1), picked)
+            grads = self._gradient(points.reshape(n * steps, -1).astype("float32"), picked)
             mean_grads[chunk] = grads.reshape(n, steps, -1).mean(axis=1)
         return delta * mean_grads
 
 
-def _gradient(scores: Any, points: np.ndarray, picked: np.ndarray) -> np.ndarray:
-    """d scores(points)[i, picked[i]] / d points[i], per point: the one backend-specific step."""
+def compiled_scores(scores: Any) -> Any:
+    """`scores` traced once (TensorFlow) or jitted (JAX); PyTorch runs it eagerly."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(scores, reduce_retracing=True)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(scores)
+    return scores
+
+
+def compiled_gradient(scores: Any) -> Any:
+    """(points, picked) -> d scores(points)[i, picked[i]] / d points[i]: the one backend-specific step, compiled
+    once per explainer (a traced TensorFlow function, a jitted JAX gradient; PyTorch runs eagerly)."""
     import keras
     import numpy as np
     from keras import ops
 
     backend = keras.backend.backend()
-    onehot = np.zeros((len(points), int(picked.max(initial=0)) + 1), dtype="float32")
-    onehot[np.arange(len(points)), picked] = 1.0
 
-    def selected(x: Any) -> Any:
+    def selected(x: Any, weights: Any) -> Any:
         out = scores(x)
-        return ops.sum(out * ops.convert_to_tensor(onehot[:, :out.shape[1]]))
+        return ops.sum(out * weights[:, : out.shape[1]])
+
+    def weights_for(picked: np.ndarray, rows: int) -> np.ndarray:
+        onehot = np.zeros((rows, int(picked.max(initial=0)) + 1), dtype="float32")
+        onehot[np.arange(rows), picked] = 1.0
+        return onehot
 
     if backend == "tensorflow":
         import tensorflow as tf
 
-        x = tf.convert_to_tensor(points)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            total = selected(x)
-        return np.asarray(tape.gradient(total, x), dtype="float64")
+        @tf.function(reduce_retracing=True)
+        def tf_gradient(x: Any, weights: Any) -> Any:
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                total = selected(x, weights)
+            return tape.gradient(total, x)
+
+        def run_tf(points: np.ndarray, picked: np.ndarray) -> np.ndarray:
+            return np.asarray(tf_gradient(tf.constant(points), tf.constant(weights_for(picked, len(points)))),
+                              dtype="float64")
+
+        return run_tf
     if backend == "jax":
         import jax
 
-        return np.asarray(jax.grad(selected)(jax.numpy.asarray(points)), dtype="float64")
+        jax_gradient = jax.jit(jax.grad(selected))
+
+        def run_jax(points: np.ndarray, picked: np.ndarray) -> np.ndarray:
+            return np.asarray(jax_gradient(points, weights_for(picked, len(points))), dtype="float64")
+
+        return run_jax
     if backend == "torch":
         import torch
 
-        x = torch.tensor(points, requires_grad=True)
-        selected(x).backward()
-        return x.grad.detach().cpu().numpy().astype("float64")
+        def run_torch(points: np.ndarray, picked: np.ndarray) -> np.ndarray:
+            x = torch.tensor(points, requires_grad=True)
+            selected(x, torch.tensor(weights_for(picked, len(points)))).backward()
+            return x.grad.detach().cpu().numpy().astype("float64")
+
+        return run_torch
     raise ExplainerError(f"integrated gradients has no gradient for the Keras backend {backend!r}")
 
 
