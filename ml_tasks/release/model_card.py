@@ -122,8 +122,8 @@ def why_it_decides(explanation: dict[str, Any] | None) -> list[str]:
     lines = [f"- **Explainer**: `{explainer.get('method')}` ({exact}; baseline `{explainer.get('baseline')}`), "
              f"attributions in `{explainer.get('output_space')}` on {explanation.get('rows')} held-out rows"
              + (f" ({explanation['rows_note']})" if explanation.get("rows_note") else ""),
-             f"- **Additivity error** (max |sum of attributions + base - output|): "
-             f"{_number(explanation.get('additivity_error'), 6)}",
+             "- **Additivity error** (max |sum of attributions + base - output|): "
+             + (f"{error:.2g}" if isinstance(error := explanation.get("additivity_error"), float) else "n/a"),
              "", "| feature | mean abs attribution | mean attribution |", "|---|---|---|"]
     lines += [f"| {e['feature']} | {_number(e.get('mean_abs_attribution'))} | {_number(e.get('mean_attribution'))} |"
               for e in (explanation.get("global") or [])[:TOP_FEATURES_SHOWN]]

@@ -297,7 +297,7 @@ def test_version_tags_model_card_and_models_view_show_what_drives_the_version(mo
         "task": "binary", "rows": 600, "candidate": PASSING, "explanation": explanation}})
     why = card.split("## Why it decides")[1].split("## Plots")[0]
     assert "`tree_shap`" in why and "`log_odds`" in why and "on 500 held-out rows" in why
-    assert "| x3 | 1.0000 |" in why and "Additivity error" in why and "0.000000" in why
+    assert "| x3 | 1.0000 |" in why and "output|): 1e-12" in why
     assert "NDCG@10 0.410 (declared least 0.8: held)" in why
     assert "`evaluation/explanation/attribution_beeswarm.png`" in why
     assert "Not explained" in model_card.render(RunContext("synthetic", "card-run"), "m", "4", "run", {})
