@@ -21,7 +21,14 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ml_tasks.config import RunContext
-from ml_tasks.constants import FGSM_EPSILONS, NOISE_LEVELS, TASK_METRICS, TEST_RAW_FILE, TRAIN_FILE
+from ml_tasks.constants import (
+    EXPLANATION_ARTIFACT_DIR,
+    FGSM_EPSILONS,
+    NOISE_LEVELS,
+    TASK_METRICS,
+    TEST_RAW_FILE,
+    TRAIN_FILE,
+)
 from ml_tasks.isolation import run_isolated
 
 if TYPE_CHECKING:
@@ -62,6 +69,9 @@ class EvaluationResult:
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     # Robustness measures not taken for this model, with the reason (never counted as passed).
     robustness_skipped: dict[str, str] = field(default_factory=dict)
+    # Why it decides (ml_tasks.release.explanation.explain_evaluation): explainer, additivity error, rows, global
+    # attributions of the candidate and the champion on the same rows, their NDCG, and what was skipped and why.
+    explanation: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -257,6 +267,7 @@ def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_
     from ml_tasks.data import target
     from ml_tasks.datasets import get_dataset
     from ml_tasks.release import metrics
+    from ml_tasks.release.explanation import explain_evaluation
     from ml_tasks.release.model_loading import load_checked
     from ml_tasks.release.pyfunc import scores_from_frame
 
@@ -287,7 +298,7 @@ def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_
     baseline = metrics.task_metrics(task, labels, baseline_p, classes, quiet=True)
     baseline_intervals = {m: i.to_dict() for m, i in metrics.paired_bootstrap(
         labels, candidate_p, baseline_p, [spec.primary_metric], task=task, classes=classes).items()}
-    champion = champion_error = intervals = None
+    champion = champion_error = intervals = champion_model = None
     champion_slices: dict[str, dict[str, Any]] = {}
     if champion_version is not None:
         uri = f"models:/{spec.registered_model}/{champion_version}"
@@ -300,6 +311,7 @@ def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_
                 labels, candidate_p, champion_p, names, task=task, classes=classes).items()}
         except Exception as exc:  # a champion that cannot score today's rows is reported, not hidden
             champion_error = f"{uri} could not score the held-out rows: {type(exc).__name__}: {exc}"
+            champion_model = None
             log.error("%s", champion_error)
     target_std = None if spec.is_classification else float(np.std(labels))
     behaviour = behavioural_tests(predict_frame, features, spec, target_std=target_std)
@@ -314,7 +326,10 @@ def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_
                                                 list(spec.features), repeats=2, metric=spec.primary_metric,
                                                 task=task, classes=classes)
     robustness_name = "r2" if task == "regression" else "accuracy"
-    with mlflow.start_run(run_id=parent_run_id), tempfile.TemporaryDirectory() as tmp:
+    explained_files = tempfile.TemporaryDirectory(prefix="ratchet-explanation-")
+    explanation = explain_evaluation(candidate_model, predict, champion_model, features, spec,
+                                     Path(explained_files.name), champion_version, champion_error)
+    with mlflow.start_run(run_id=parent_run_id), tempfile.TemporaryDirectory() as tmp, explained_files:
         mlflow.log_metrics({f"test.{k}": v for k, v in candidate.items()})
         mlflow.log_metrics({f"baseline_test.{k}": v for k, v in baseline.items()})
         for name, values in per_class.items():
@@ -324,6 +339,10 @@ def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_
         for name, values in slices.items():
             mlflow.log_metrics({f"slice.{_metric_key(name)}.{k}": v for k, v in values.items() if k != "rows"})
         mlflow.log_metrics({f"robustness.{k}.{robustness_name}": v for k, v in robustness.items()})
+        if explanation["additivity_error"] is not None:
+            mlflow.log_metric("explain.additivity_error_max", explanation["additivity_error"])
+        if explanation["shift"] is not None:
+            mlflow.log_metric("explain.ndcg_vs_champion", explanation["shift"]["ndcg"])
         mlflow.set_tag("ratchet.task", task)
         folder = Path(tmp)
         metrics.save_plots(labels, candidate_p, folder, "candidate", importance, task=task, classes=classes,
@@ -331,6 +350,7 @@ def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_
         pd.DataFrame(importance).to_csv(folder / "permutation_importance.csv", index=False)
         (folder / "behaviour.json").write_text(json.dumps(behaviour, indent=2))
         mlflow.log_artifacts(str(folder), artifact_path=EVALUATION_ARTIFACT_DIR)
+        mlflow.log_artifacts(explained_files.name, artifact_path=EXPLANATION_ARTIFACT_DIR)
     log.info("%s candidate on %s held-out rows: %s; naive baseline: %s; champion v%s: %s; behaviour: %s", task,
              len(test), candidate, baseline, champion_version, champion,
              [(b["test"], b["status"]) for b in behaviour])
@@ -339,6 +359,7 @@ def evaluate_in_process(ctx: dict[str, str], candidate_model_uri: str, champion_
         champion_error=champion_error, intervals=intervals, slices=slices, champion_slices=champion_slices,
         behaviour=behaviour, robustness=robustness, importance=importance[:10], task=task, baseline=baseline,
         baseline_intervals=baseline_intervals, per_class=per_class, robustness_skipped=robustness_skipped,
+        explanation=explanation,
     ).to_dict()
 
 

@@ -21,6 +21,14 @@ bound clearing the margin. Either counts as the absolute bound a first model
 needs: with neither (no absolute thresholds, no baseline scored) it is never
 blessed; with no thresholds at all and a champion, nothing is. The decision is
 a record with every check.
+
+What drives the model is an input too: evaluation ranks the candidate's
+attributions against the champion's on the same rows (NDCG@10). When the data
+set declares `explanation.gate_min_ndcg`, a candidate below it is held (the
+same metrics can hide a model that now leans on other features: a leak, a
+broken column); a declared check that cannot run (a version that cannot be
+explained) fails with the reason rather than pass unseen. Undeclared, the NDCG
+is recorded in the decision, not judged.
 """
 
 from __future__ import annotations
@@ -31,17 +39,21 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ml_tasks.config import GateConfig
-from ml_tasks.constants import LOWER_IS_BETTER
+from ml_tasks.constants import LOWER_IS_BETTER, TOP_FEATURES_SHOWN
 
 if TYPE_CHECKING:
     from ml_tasks.config import RunConfig, RunContext
 
 log = logging.getLogger(__name__)
 
+# Every reason of the attribution check starts with this (the Models view picks a hold reason out by it). Reasons
+# never hold "; ": the version tag joins them with it.
+ATTRIBUTION_REASON = "attribution shift"
+
 
 @dataclass(frozen=True)
 class Check:
-    kind: str  # "absolute", "slice", "change", "baseline", "behaviour" or "robustness"
+    kind: str  # "absolute", "slice", "change", "baseline", "behaviour", "robustness" or "attribution"
     metric: str
     threshold: float
     value: float | None
@@ -62,6 +74,9 @@ class GateDecision:
     reasons: list[str]
     checks: list[Check] = field(default_factory=list)
     champion_version: str | None = None
+    # The candidate's attribution ranking against the champion's (ml_tasks.explain.AttributionShift.to_dict), when
+    # measured: judged by an "attribution" check only when the data set declares a threshold.
+    attribution_shift: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,6 +165,31 @@ def _robustness(thresholds: dict[str, float], measured: dict[str, float],
     return checks
 
 
+def _attribution(threshold: float, explanation: dict[str, Any] | None, champion_version: str) -> Check:
+    """The declared least NDCG of the candidate's attribution ranking against the champion's; one that could not be
+    measured fails, with the reason (never passes unseen)."""
+    metric = "ndcg"
+    shift = (explanation or {}).get("shift")
+    if shift is None:
+        skipped = (explanation or {}).get("skipped") or {}
+        why = (skipped.get("candidate") or skipped.get("champion")
+               or ("evaluation measured no attributions" if not explanation else "no shift was measured"))
+        return Check("attribution", metric, threshold, None, False,
+                     f"{ATTRIBUTION_REASON} against champion v{champion_version} could not be measured ({why}), "
+                     f"but the data set declares NDCG >= {threshold:g}: a declared check that cannot run fails")
+    ndcg, k = float(shift["ndcg"]), int(shift.get("k") or 0)
+    before = ", ".join(shift.get("reference_top", [])[:TOP_FEATURES_SHOWN])
+    after = ", ".join(shift.get("current_top", [])[:TOP_FEATURES_SHOWN])
+    passed = ndcg >= threshold
+    relation = ">=" if passed else "<"
+    reason = (f"{ATTRIBUTION_REASON}: NDCG@{k} {ndcg:.3f} {relation} {threshold:g} of the candidate's attribution "
+              f"ranking against champion v{champion_version}'s")
+    if not passed:
+        reason += " (what drives the model moved: held)"
+    reason += f", top features before: [{before}], after: [{after}]"
+    return Check("attribution", f"{metric}@{k}", threshold, ndcg, passed, reason)
+
+
 def _behaviour(results: list[dict[str, Any]]) -> list[Check]:
     checks = []
     for r in results:
@@ -182,9 +222,12 @@ def decide(
     primary_metric: str | None = None,
     baseline_margin: float = 0.0,
     robustness_skipped: dict[str, str] | None = None,
+    explanation: dict[str, Any] | None = None,
+    attribution_min_ndcg: float | None = None,
 ) -> GateDecision:
     """`baseline` (the naive baseline's metrics on the same rows) with `baseline_intervals` (the candidate's paired
-    improvement over it) and the data set's `primary_metric` and `baseline_margin`: the first-champion floor."""
+    improvement over it) and the data set's `primary_metric` and `baseline_margin`: the first-champion floor.
+    `explanation` (evaluation's record) with a declared `attribution_min_ndcg`: the attribution check."""
     floor = champion_version is None and baseline is not None and primary_metric is not None
     if not config.absolute and not config.change and not floor:
         return GateDecision(False, "keep_champion", ["no thresholds configured: nothing is ever blessed"],
@@ -211,11 +254,14 @@ def decide(
         intervals = intervals if config.require_confidence else None
         checks.extend(_change(m, t, candidate.get(m), champion.get(m), (intervals or {}).get(m), config.require_confidence)
                       for m, t in sorted(config.change.items()))
+    if champion_version is not None and attribution_min_ndcg is not None:
+        checks.append(_attribution(attribution_min_ndcg, explanation, champion_version))
     failed = [c for c in checks if c.status == "failed"]
     skipped = [c for c in checks if c.status == "skipped"]
     blessed = not failed
     reasons.extend(c.reason for c in (failed + skipped if failed else checks))
-    return GateDecision(blessed, "promote" if blessed else "keep_champion", reasons, checks, champion_version)
+    return GateDecision(blessed, "promote" if blessed else "keep_champion", reasons, checks, champion_version,
+                        (explanation or {}).get("shift"))
 
 
 def gate(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], evaluated: dict[str, Any]) -> dict[str, Any]:
@@ -236,18 +282,20 @@ def gate(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], evaluated
         robustness=evaluated.get("robustness"), baseline=evaluated.get("baseline"),
         baseline_intervals=evaluated.get("baseline_intervals"), primary_metric=spec.primary_metric,
         baseline_margin=spec.baseline_margin, robustness_skipped=evaluated.get("robustness_skipped"),
+        explanation=evaluated.get("explanation"), attribution_min_ndcg=spec.attribution_gate_min_ndcg,
     )
     record = {**decision.to_dict(),
               "thresholds": {"absolute": config.gate.absolute, "change": config.gate.change,
                              "slice_absolute": config.gate.slice_absolute,
                              "robustness": config.gate.robustness, "require_confidence": config.gate.require_confidence,
-                             "baseline_margin": spec.baseline_margin, "primary_metric": spec.primary_metric},
+                             "baseline_margin": spec.baseline_margin, "primary_metric": spec.primary_metric,
+                             "attribution_min_ndcg": spec.attribution_gate_min_ndcg},
               "task": spec.task, "baseline": evaluated.get("baseline"),
               "baseline_intervals": evaluated.get("baseline_intervals"),
               "candidate": evaluated["candidate"], "champion": evaluated["champion"],
               "intervals": evaluated.get("intervals"), "behaviour": evaluated.get("behaviour"),
               "slices": evaluated.get("slices"), "robustness": evaluated.get("robustness"),
-              "expected_champion": evaluated["expected_champion"]}
+              "explanation": evaluated.get("explanation"), "expected_champion": evaluated["expected_champion"]}
     blessing_path = write_json(ctx.report_dir / BLESSING_FILE, record)
     tracking.configure()
     with mlflow.start_run(run_id=prepared["mlflow_run_id"]):

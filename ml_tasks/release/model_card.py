@@ -12,7 +12,9 @@ import math
 from typing import Any
 
 from ml_tasks.config import RunContext
+from ml_tasks.constants import EXPLANATION_ARTIFACT_DIR, GLOBAL_ATTRIBUTIONS_FILE, TOP_FEATURES_SHOWN
 from ml_tasks.datasets import get_dataset
+from ml_tasks.release.explanation import PLOT_FILES as EXPLANATION_PLOTS
 from ml_tasks.release.gate import behaviour_status
 
 PLOTS = ("roc_curve.png", "pr_curve.png", "calibration_curve.png", "confusion_matrix.png", "permutation_importance.png")
@@ -95,6 +97,7 @@ def render(ctx: RunContext, name: str, version: str, run_id: str, stages: dict[s
     if robustness:
         measure = "R²" if task == "regression" else "accuracy"
         lines.append(f"- {measure} under noise: " + ", ".join(f"{k} {_number(v, 3)}" for k, v in robustness.items()))
+    lines += ["", "## Why it decides"] + why_it_decides(evaluated.get("explanation"))
     plots = _TASK_PLOTS.get(task, PLOTS)
     lines += ["", "## Plots", "MLflow run artifacts: " + ", ".join(f"`evaluation/{p}`" for p in plots)]
     lines += ["", "## Limitations"] + [f"- {item}" for item in limitations(spec.name, evaluated)]
@@ -105,6 +108,37 @@ _SLICE_METRICS = {"binary": ("roc_auc", "accuracy"), "multiclass": ("f1_macro", 
                   "regression": ("rmse", "r2")}
 _TASK_PLOTS = {"multiclass": ("confusion_matrix.png", "permutation_importance.png"),
                "regression": ("predicted_vs_actual.png", "residuals.png", "permutation_importance.png")}
+
+
+def why_it_decides(explanation: dict[str, Any] | None) -> list[str]:
+    """The explainer, its top features by mean |attribution|, how exactly they add up, and the shift from the
+    champion: what a reviewer checks the model leans on what it should."""
+    explanation = explanation or {}
+    skipped = explanation.get("skipped") or {}
+    explainer = explanation.get("explainer")
+    if not explainer:
+        return [f"- Not explained: {skipped.get('candidate') or 'evaluated before explanations were measured'}."]
+    exact = "exact" if explainer.get("exact") else f"approximate, tolerance {explainer.get('tolerance')}"
+    lines = [f"- **Explainer**: `{explainer.get('method')}` ({exact}; baseline `{explainer.get('baseline')}`), "
+             f"attributions in `{explainer.get('output_space')}` on {explanation.get('rows')} held-out rows"
+             + (f" ({explanation['rows_note']})" if explanation.get("rows_note") else ""),
+             "- **Additivity error** (max |sum of attributions + base - output|): "
+             + (f"{error:.2g}" if isinstance(error := explanation.get("additivity_error"), float) else "n/a"),
+             "", "| feature | mean abs attribution | mean attribution |", "|---|---|---|"]
+    lines += [f"| {e['feature']} | {_number(e.get('mean_abs_attribution'))} | {_number(e.get('mean_attribution'))} |"
+              for e in (explanation.get("global") or [])[:TOP_FEATURES_SHOWN]]
+    shift = explanation.get("shift")
+    if shift:
+        judged = (f"declared least {shift['threshold']:g}: {'held' if shift.get('shifted') else 'passed'}"
+                  if shift.get("threshold") is not None else "recorded, not judged")
+        lines += ["", f"- **Against champion v{explanation.get('champion_version')}** on the same rows: NDCG@"
+                      f"{shift.get('k')} {_number(shift.get('ndcg'), 3)} ({judged}); its top features: "
+                      + ", ".join(shift.get("reference_top", [])[:TOP_FEATURES_SHOWN])]
+    elif skipped.get("champion"):
+        lines += ["", f"- **Against the champion**: not measured: {skipped['champion']}"]
+    files = [GLOBAL_ATTRIBUTIONS_FILE, *EXPLANATION_PLOTS]
+    lines += ["", "MLflow run artifacts: " + ", ".join(f"`{EXPLANATION_ARTIFACT_DIR}/{f}`" for f in files)]
+    return lines
 
 
 def limitations(dataset: str, evaluated: dict[str, Any]) -> list[str]:

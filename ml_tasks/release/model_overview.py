@@ -1,13 +1,16 @@
 """What the Airflow UI's "Models" view shows, read from the MLflow registry alone.
 
 Per registered model: the champion and the challenger with the key metrics of
-the run that made them, the gate decision of recent versions, and the alias
-history that `registry` keeps in a tag (MLflow keeps none). Read-only, and
-free of Airflow, so the CLI or a test can call it as the plugin does.
+the run that made them, the gate decision of recent versions, each version's
+top features by mean |attribution| (and the attribution shift that held it,
+if one did), and the alias history that `registry` keeps in a tag (MLflow
+keeps none). Read-only, and free of Airflow, so the CLI or a test can call it
+as the plugin does.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +24,9 @@ from ml_tasks.constants import (
     TAG_GATE_REASONS,
     TAG_INFRA_VALIDATION,
     TAG_REVIEW,
+    TAG_TOP_FEATURES,
 )
+from ml_tasks.release.gate import ATTRIBUTION_REASON
 from ml_tasks.release.registry import history_from_tags
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,15 @@ def _key_metrics(metrics: dict[str, float], names: tuple[str, ...] = KEY_METRICS
     return found
 
 
+def _top_features(tag: str | None) -> list[str]:
+    """TAG_TOP_FEATURES' JSON list; empty for versions registered before it, or a tag that is not a list."""
+    try:
+        value = json.loads(tag or "[]")
+    except ValueError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
 def _version_summary(client: Any, name: str, version: Any, aliases: list[str],
                      runs: dict[str, Any]) -> dict[str, Any]:
     tags = dict(version.tags or {})
@@ -73,6 +87,8 @@ def _version_summary(client: Any, name: str, version: Any, aliases: list[str],
             runs[run_id] = None
     run = runs.get(run_id)
     task = str((run.data.tags or {}).get(TAG_TASK, "binary")) if run is not None else "binary"
+    reasons = [r for r in tags.get(TAG_GATE_REASONS, "").split("; ") if r]
+    held = tags.get(TAG_GATE_DECISION) == "keep_champion"
     return {
         "task": task,
         "version": str(version.version),
@@ -82,7 +98,10 @@ def _version_summary(client: Any, name: str, version: Any, aliases: list[str],
         "metrics": _key_metrics(dict(run.data.metrics), TASK_KEY_METRICS.get(task, KEY_METRICS))
         if run is not None else {},
         "gate_decision": tags.get(TAG_GATE_DECISION, ""),
-        "gate_reasons": [r for r in tags.get(TAG_GATE_REASONS, "").split("; ") if r],
+        "gate_reasons": reasons,
+        "top_features": _top_features(tags.get(TAG_TOP_FEATURES)),
+        # Kept out by the attribution check: its reason (a failed check's; a passed one's reason is not a hold).
+        "attribution_hold": next((r for r in reasons if r.startswith(ATTRIBUTION_REASON)), "") if held else "",
         "review": tags.get(TAG_REVIEW, ""),
         "infra_validation": tags.get(TAG_INFRA_VALIDATION, ""),
         "airflow": {"dag_id": tags.get(TAG_AIRFLOW_DAG_ID, ""), "run_id": tags.get(TAG_AIRFLOW_RUN_ID, "")},

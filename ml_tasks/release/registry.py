@@ -27,7 +27,10 @@ from ml_tasks.constants import (
     CHALLENGER_ALIAS,
     CHAMPION_ALIAS,
     TAG_ALIAS_HISTORY,
+    TAG_EXPLAINER,
     TAG_PREVIOUS_CHAMPION,
+    TAG_TOP_FEATURES,
+    TOP_FEATURES_SHOWN,
 )
 from ml_tasks.errors import PromotionConflictError, RatchetError
 from ml_tasks.settings import get_settings
@@ -284,6 +287,20 @@ def promote(name: str, version: str, reason: str, *, expected_champion: str | No
     return PromotionResult(name, version, current, version, promoted=True)
 
 
+def explanation_tags(explanation: dict[str, Any] | None) -> dict[str, str]:
+    """TAG_EXPLAINER (the explainer's description and additivity error, or why there is none) and TAG_TOP_FEATURES
+    (its top features by mean |attribution|, a JSON list) of a version, from its evaluation's explanation record."""
+    explanation = explanation or {}
+    explainer = explanation.get("explainer")
+    if not explainer:
+        why = ((explanation.get("skipped") or {}).get("candidate")
+               or "not explained: evaluated before explanations were measured")
+        return {TAG_EXPLAINER: json.dumps({"skipped": why}), TAG_TOP_FEATURES: "[]"}
+    described = {**explainer, "additivity_error": explanation.get("additivity_error", explainer.get("additivity_error"))}
+    top = [str(entry["feature"]) for entry in (explanation.get("global") or [])[:TOP_FEATURES_SHOWN]]
+    return {TAG_EXPLAINER: json.dumps(described), TAG_TOP_FEATURES: json.dumps(top)}
+
+
 def set_description(name: str, version: str, markdown: str) -> None:
     """The version's description (MLflow's UI renders Markdown): where reviewers read the model card."""
     tracking.client().update_model_version(name, version, description=markdown[:MAX_DESCRIPTION_CHARS])
@@ -338,6 +355,7 @@ def register(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], valid
     from ml_tasks.release.infra_validation import validate_version
 
     name = get_dataset(ctx.dataset).registered_model
+    stages = {stage: records.read_stage(ctx, stage) or {} for stage in records.STAGES}
     tags = {
         TAG_RUN_KEY: ctx.tracking_key,
         TAG_DATASET: ctx.dataset,
@@ -347,6 +365,7 @@ def register(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], valid
         TAG_AIRFLOW_RUN_ID: ctx.run_id,
         TAG_GATE_DECISION: gated["decision"],
         TAG_GATE_REASONS: "; ".join(gated["reasons"]),
+        **explanation_tags(stages["evaluate"].get("explanation")),
     }
     run_id = prepared["mlflow_run_id"]
     version = register_candidate(name, trained["model_uri"], run_id, tags)
@@ -354,7 +373,6 @@ def register(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], valid
     client = tracking.client()
     client.set_model_version_tag(name, version, TAG_INFRA_VALIDATION, infra.summary[:4000])
     infra_path = write_json(ctx.report_dir / INFRA_VALIDATION_FILE, infra.to_dict())
-    stages = {stage: records.read_stage(ctx, stage) or {} for stage in records.STAGES}
     stages["infra"] = {**infra.to_dict(), "summary": infra.summary}
     card = model_card.render(ctx, name, version, run_id, stages)
     card_path = ctx.report_dir / MODEL_CARD_FILE

@@ -108,6 +108,19 @@ def _decision(decision: str) -> str:
     return f'<span class="badge {css}">{_e(decision or "–")}</span>'
 
 
+def _features(version: dict[str, Any]) -> str:
+    """The version's top features by mean |attribution|, most important first (none for older versions)."""
+    names = version.get("top_features") or []
+    return f"<ol class=features>{''.join(f'<li>{_e(n)}</li>' for n in names)}</ol>" if names else "–"
+
+
+def _reasons(version: dict[str, Any]) -> str:
+    """The gate's reasons, an attribution-shift hold first and marked (what drives the model moved)."""
+    hold = version.get("attribution_hold") or ""
+    marked = f'<li><span class="badge bad">held: attribution shift</span> {_e(hold)}</li>' if hold else ""
+    return f"<ul>{marked}{''.join(f'<li>{_e(r)}</li>' for r in version['gate_reasons'] if r != hold)}</ul>"
+
+
 def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC") if ms else "–"
 
@@ -118,17 +131,17 @@ def _model_section(model: dict[str, Any], names: list[str]) -> str:
     for role in ("champion", "challenger"):
         v = model.get(role)
         if not v:
-            rows.append(f"<tr data-role={role}><th>{role}</th><td colspan={len(names) + 3}>none</td></tr>")
+            rows.append(f"<tr data-role={role}><th>{role}</th><td colspan={len(names) + 4}>none</td></tr>")
             continue
         rows.append(
             f"<tr data-role={role}><th>{role}</th><td>{_link(v['mlflow_url'], 'v' + v['version'])}</td>"
-            f"{_metrics(v['metrics'], names)}<td>{_decision(v['gate_decision'])}</td>"
+            f"{_metrics(v['metrics'], names)}<td>{_features(v)}</td><td>{_decision(v['gate_decision'])}</td>"
             f"<td>{_e(v['airflow']['run_id'] or '–')}</td></tr>")
     recent = "".join(
         f"<tr data-version={_e(v['version'])}><td>{_link(v['mlflow_url'], 'v' + v['version'])}</td>"
         f"<td>{_e(', '.join(v['aliases']) or '')}</td><td>{_when(v['created_at'])}</td>"
-        f"<td>{_decision(v['gate_decision'])}</td><td>{_e(v['review'] or '')}</td>"
-        f"<td><ul>{''.join(f'<li>{_e(r)}</li>' for r in v['gate_reasons'])}</ul></td></tr>"
+        f"<td>{_decision(v['gate_decision'])}</td><td>{_e(v['review'] or '')}</td><td>{_features(v)}</td>"
+        f"<td>{_reasons(v)}</td></tr>"
         for v in model["versions"])
     history = "".join(
         f"<tr><td>{_e(h.get('at', ''))}</td><td>{_e(h.get('alias', ''))}</td><td>v{_e(h.get('version', ''))}</td>"
@@ -138,11 +151,12 @@ def _model_section(model: dict[str, Any], names: list[str]) -> str:
     return f"""
 <section class=model data-model="{_e(model['name'])}">
   <h2>{_link(model['mlflow_url'], model['name'])} <small>{task} · {_e(model['version_count'])} versions</small></h2>
-  <table class=aliases><thead><tr><th></th><th>version</th>{heads}<th>gate</th><th>Airflow run</th></tr></thead>
+  <table class=aliases><thead><tr><th></th><th>version</th>{heads}<th>top features</th><th>gate</th>
+  <th>Airflow run</th></tr></thead>
   <tbody>{''.join(rows)}</tbody></table>
   <h3>Gate decisions of recent versions</h3>
   <table class=recent><thead><tr><th>version</th><th>aliases</th><th>registered</th><th>gate</th><th>review</th>
-  <th>reasons</th></tr></thead><tbody>{recent}</tbody></table>
+  <th>top features</th><th>reasons</th></tr></thead><tbody>{recent}</tbody></table>
   <h3>Alias history</h3>
   <table class=history><thead><tr><th>at</th><th>alias</th><th>to</th><th>from</th><th>reason</th></tr></thead>
   <tbody>{history}</tbody></table>
@@ -153,7 +167,7 @@ STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:16px;color:#1a202c}
 @media (prefers-color-scheme:dark){body{background:#1a202c;color:#e2e8f0}a{color:#90cdf4}}
 table{border-collapse:collapse;margin:6px 0 14px}th,td{border:1px solid #a0aec0;padding:3px 8px;text-align:left;
-vertical-align:top}td.num{text-align:right;font-variant-numeric:tabular-nums}ul{margin:0;padding-left:16px}
+vertical-align:top}td.num{text-align:right;font-variant-numeric:tabular-nums}ul,ol{margin:0;padding-left:16px}
 .badge{padding:1px 6px;border-radius:4px;background:#e2e8f0;color:#1a202c}.ok{background:#c6f6d5}
 .bad{background:#fed7d7}h2 small{font-weight:normal;color:#718096}input{margin:0 0 8px}
 """
@@ -177,7 +191,8 @@ def render_models(data: dict[str, Any]) -> str:
 <html lang=en><head><meta charset=utf-8><title>Ratchet models</title>
 <meta name=color-scheme content="light dark"><style>{STYLE}</style></head>
 <body><h1>Registered models</h1>
-<p>Champion and challenger with their held-out metrics, the gate's decisions and the alias history, from the MLflow
+<p>Champion and challenger with their held-out metrics, each version's top features by mean |attribution|, the gate's
+decisions (an attribution-shift hold marked) and the alias history, from the MLflow
 registry ({_link(data['mlflow_ui_url'], 'open MLflow')}). <a href="../api/models">JSON</a></p>
 <input id=filter type=search placeholder="Filter models" aria-label="Filter models">
 {sections}
