@@ -47,7 +47,7 @@ from typing import Any
 
 from ml_tasks.compression import LOADER_MODULE
 from ml_tasks.compression.tflite_runtime import DECISION_THRESHOLD, TFLITE_FILE, TRANSFORM_COPY, TFLiteRunner
-from ml_tasks.constants import TAG_DATASET, TAG_FINGERPRINT, TAG_RUN_KEY, TAG_VALIDATION
+from ml_tasks.constants import TAG_DATASET, TAG_EXPLAINER, TAG_FINGERPRINT, TAG_RUN_KEY, TAG_TOP_FEATURES, TAG_VALIDATION
 from ml_tasks.errors import ConfigError, DataError
 from ml_tasks.isolation import run_isolated
 
@@ -889,7 +889,7 @@ def _register_all(model_name: str, version: str, config: CompressionConfig, resu
             done[method] = replace(result, registered_name=None, registered_version=None, reused_version=False)
             continue
         name = f"{model_name}_{method}"
-        tags = {**lineage, **_tags(model_name, version, config, result)}
+        tags = {**lineage, **_explanation_tags(source_tags, result), **_tags(model_name, version, config, result)}
         existing = client.search_model_versions(f"name = '{name}' and tags.`{TAG_KEY}` = '{tags[TAG_KEY]}'")
         if existing:
             registered, reused = str(existing[0].version), True
@@ -904,6 +904,22 @@ def _register_all(model_name: str, version: str, config: CompressionConfig, resu
             client.set_model_version_tag(name, registered, key, value)
         done[method] = replace(result, registered_name=name, registered_version=registered, reused_version=reused)
     return done
+
+
+def _explanation_tags(source_tags: dict[str, str], result: CompressedModel) -> dict[str, str]:
+    """What explains a compressed version: a Keras one is explained as its source (integrated gradients of its own
+    network, from the source's baseline); a TFLite one cannot be (no network to differentiate: `/explain` answers
+    501), which its tag says. Its top features are the source's, measured on the source's held-out rows."""
+    source = json.loads(source_tags.get(TAG_EXPLAINER) or "{}")
+    if result.runtime == "tflite":
+        explainer = {"skipped": "a compressed TFLite runtime has no network to differentiate; /explain answers 501",
+                     "source_explainer": source or None}
+    else:
+        explainer = {**source, "note": "integrated gradients of this compressed network; top features are the source's"}
+    tags = {TAG_EXPLAINER: json.dumps(explainer, sort_keys=True)}
+    if TAG_TOP_FEATURES in source_tags:
+        tags[TAG_TOP_FEATURES] = source_tags[TAG_TOP_FEATURES]
+    return tags
 
 
 def _log_record(run_id: str, record_path: Path) -> None:

@@ -7,6 +7,8 @@ each other: a first champion, then a worse challenger, then bad drops.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ml_tasks.data.landing import land_frame, landing_dir
@@ -78,6 +80,14 @@ def test_registered_version_carries_lineage_tags(first_night):
     assert "reports/model_card.md" in artifacts
     # the training data's drift reference is stored with the model, for the nights after
     assert "data/drift_reference.json" in {a.path for a in tracking.client().list_artifacts(version.run_id, "data")}
+    # why it decides: the explainer and top features on its tags, global attributions and plots in its run
+    explainer = json.loads(tags["ratchet.explainer"])
+    assert explainer["method"] == "integrated_gradients" and explainer["additivity_error"] <= explainer["tolerance"]
+    assert set(json.loads(tags["ratchet.top_features"])) <= set(SYNTHETIC.features)
+    explained = {a.path for a in tracking.client().list_artifacts(version.run_id, "evaluation/explanation")}
+    assert {"evaluation/explanation/global_attributions.json", "evaluation/explanation/attribution_beeswarm.png",
+            "evaluation/explanation/partial_dependence.png"} <= explained
+    assert "## Why it decides" in version.description
 
 
 def test_champion_loads_through_pyfunc_and_scores_raw_rows(first_night):

@@ -8,6 +8,7 @@ reuse the measurements and the registered versions, so they are quick.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -132,6 +133,16 @@ def test_every_method_registers_and_scores_raw_rows_like_the_original(compressed
         assert tags["ratchet.compression.gate"].startswith("passed")
         assert int(tags["ratchet.compression.size_bytes"]) > 0
         assert tags["ratchet.data_fingerprint"] == "sha256:feedface" and tags["ratchet.dataset"] == "synthetic"
+        # Explained as its source (Keras runtimes, from the source's baseline), or said not to be (TFLite).
+        explainer = json.loads(tags["ratchet.explainer"])
+        if name.endswith(TFLITE_METHODS):
+            assert "no network to differentiate" in explainer["skipped"]
+        else:
+            from ml_tasks.explain import model_explainer
+
+            explained = model_explainer(mlflow.pyfunc.load_model(f"models:/{name}/{version}")).explain(rows)
+            assert explained.method == "integrated_gradients" and explained.baseline_kind == "training_mean"
+            assert explained.max_additivity_error() <= explained.tolerance
 
 
 @pytest.mark.integration
