@@ -286,7 +286,8 @@ class IntegratedGradients(Explainer):
         import numpy as np
 
         if self._gradient is None:
-            self._gradient = compiled_gradient(self._scores)
+            outputs = 1 if self.head is None else int(self.head.kernel.shape[-1])
+            self._gradient = compiled_gradient(self._scores, outputs)
         alphas = ((np.arange(steps) + 0.5) / steps).astype("float32")
         delta = features - self.baseline
         mean_grads = np.zeros(features.shape, dtype="float64")
@@ -317,9 +318,10 @@ def compiled_scores(scores: Any) -> Any:
     return scores
 
 
-def compiled_gradient(scores: Any) -> Any:
+def compiled_gradient(scores: Any, outputs: int) -> Any:
     """(points, picked) -> d scores(points)[i, picked[i]] / d points[i]: the one backend-specific step, compiled
-    once per explainer (a traced TensorFlow function, a jitted JAX gradient; PyTorch runs eagerly)."""
+    once per explainer (a traced TensorFlow function, a jitted JAX gradient; PyTorch runs eagerly). `outputs` is
+    the width of `scores`: a batch whose rows pick only some classes still selects from every output."""
     import keras
     import numpy as np
     from keras import ops
@@ -327,11 +329,10 @@ def compiled_gradient(scores: Any) -> Any:
     backend = keras.backend.backend()
 
     def selected(x: Any, weights: Any) -> Any:
-        out = scores(x)
-        return ops.sum(out * weights[:, : out.shape[1]])
+        return ops.sum(scores(x) * weights)
 
     def weights_for(picked: np.ndarray, rows: int) -> np.ndarray:
-        onehot = np.zeros((rows, int(picked.max(initial=0)) + 1), dtype="float32")
+        onehot = np.zeros((rows, outputs), dtype="float32")
         onehot[np.arange(rows), picked] = 1.0
         return onehot
 

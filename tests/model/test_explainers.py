@@ -182,6 +182,19 @@ def test_integrated_gradients_add_up_within_the_declared_tolerance(data, keras_m
             np.testing.assert_allclose(probabilities[np.arange(40), explained.classes], probabilities.max(axis=1))
 
 
+def test_integrated_gradients_explain_any_class_of_a_batch(data, keras_models) -> None:
+    """Rows that pick only some classes (a batch's rows refined again, or classes asked for) still select from
+    every output of the network."""
+    from ml_tasks.explain.explainers import IntegratedGradients
+
+    features = data[3]
+    explainer = IntegratedGradients(keras_models["multiclass"], "multiclass", features.mean(axis=0))
+    for code in (0, 1):
+        explained = explainer.explain(features[:6], classes=np.full(6, code))
+        assert list(explained.classes) == [code] * 6
+        assert float(explained.additivity_errors().max()) <= explainer.tolerance
+
+
 def test_integrated_gradients_on_a_linear_network_is_the_closed_form(data) -> None:
     from ml_tasks.training.keras_mlp import build_mlp
 
