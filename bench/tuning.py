@@ -20,7 +20,7 @@
     imports per slot, is left out). Trials are identical (the same enqueued HGB configuration), CPU-bound and
     single-threaded (OMP/BLAS threads = 1 per process), so on 2 cores the ideal is 2x; target 1.6.
 
-Runs alone: `uv run python bench/tuning.py [grid] [parallel]` (about 6-8 minutes on 2 cores, both parts).
+Runs alone: `uv run python bench/tuning.py [grid] [parallel]` (about 6-9 minutes on 2 cores, both parts; the grid part alone 4-6).
 """
 
 from __future__ import annotations
