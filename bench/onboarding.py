@@ -12,8 +12,8 @@ done before its clock starts (pandas, pyarrow, ml_tasks), so neither pays the ot
 Lines (`ratio` is higher-is-better, as in every bench: budget or reference seconds over ours):
 - `onboarding.datasets_add_<rows>x30_budget`: the 2-minute budget over our seconds (met: within budget);
 - `onboarding.datasets_add_<rows>x30_vs_pandas_describe`: pandas' seconds over ours;
-- `onboarding.memory_<rows>x30_budget_3x_data_over_peak_rss`: the validation memory budget (bench/validation.py:
-  three times the drop's in-memory pandas size) over our peak RSS.
+- `onboarding.memory_<rows>x30_peak_rss_vs_3x_data_budget`: our peak RSS against the validation memory budget
+  (bench/validation.py: three times the drop's in-memory pandas size); ratio = budget / peak.
 
 `uv run python bench/onboarding.py [--rows N]`.
 """
@@ -32,14 +32,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import bench_line
 
 BUDGET_S = 120.0
-WARM = "import resource, sys, time\nimport pandas as pd, pyarrow, pyarrow.compute, pyarrow.dataset\n"
+# Peak RSS as VmHWM, the process's own: its ru_maxrss would start at this process's peak (the frame) at the spawn.
+WARM = """import sys, time
+import pandas as pd, pyarrow, pyarrow.compute, pyarrow.dataset
+def peak_rss():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM:")).split()[1]) * 1024
+"""
 OURS = WARM + """
 from ml_tasks.datasets.inference import add
 start = time.perf_counter()
 proposal, written = add("bench_onboarding", sys.argv[1], "label")
 seconds = time.perf_counter() - start
 assert written.declaration.is_file() and proposal.spec.task == "binary", proposal.spec
-print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, len(proposal.suite["expectations"]))
+print(seconds, peak_rss(), len(proposal.suite["expectations"]))
 """
 PANDAS = WARM + """
 from ml_tasks.io import data_files
@@ -50,7 +55,7 @@ frame = pd.read_parquet(files[0]) if len(files) == 1 else pd.concat([pd.read_par
 summary = frame.describe(include="all")
 distinct = frame.nunique()
 seconds = time.perf_counter() - start
-print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, len(summary.columns) + len(distinct))
+print(seconds, peak_rss(), len(summary.columns) + len(distinct))
 """
 
 
@@ -92,8 +97,8 @@ def main() -> None:
         size = f"{args.rows // 1_000_000}M" if args.rows % 1_000_000 == 0 else str(args.rows)
         bench_line(f"onboarding.datasets_add_{size}x{columns}_budget", ours_s, BUDGET_S, target=1.0)
         bench_line(f"onboarding.datasets_add_{size}x{columns}_vs_pandas_describe", ours_s, pandas_s, target=1.0)
-        bench_line(f"onboarding.memory_{size}x{columns}_budget_3x_data_over_peak_rss", 3 * data_bytes / 2**20,
-                   ours_peak / 2**20, target=1.0, unit="MiB", higher_is_better=True)
+        bench_line(f"onboarding.memory_{size}x{columns}_peak_rss_vs_3x_data_budget", ours_peak / 2**20,
+                   3 * data_bytes / 2**20, target=1.0, unit="MiB")
 
 
 if __name__ == "__main__":

@@ -26,13 +26,15 @@ from _bench import bench_line, best_of
 
 ROWS = int(os.environ.get("BENCH_VALIDATION_ROWS", "5000000"))
 SCALE_COLUMNS = 30
+# Peak RSS as VmHWM, the process's own: its ru_maxrss would start at this (bigger) process's peak at the spawn.
 SCALE_PROBE = """
-import os, resource, sys, time
+import os, sys, time
 from ml_tasks.data.validation import validate_drop
 start = time.perf_counter()
 outcome = validate_drop(sys.argv[1], None, "scale", suite="bench_scale")
 assert outcome.success, outcome.failures
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(time.perf_counter() - start, int(peak.split()[1]) * 1024)
 """
 TARGET = 1 / 3  # GE at most 3x the hand-written checks
 
@@ -188,8 +190,9 @@ def scale(tmp: Path) -> None:
     seconds, peak = (float(v) for v in out.stdout.strip().splitlines()[-1].split())
     print(f"# scale: {ROWS} rows x {SCALE_COLUMNS} columns ({data_bytes / 2**30:.2f} GiB in memory), "
           f"{len(suite['expectations'])} expectations, read + validate in {seconds:.1f}s, peak RSS {peak / 2**30:.2f} GiB")
-    bench_line(f"validation.memory_{ROWS}x{SCALE_COLUMNS}_3x_data_over_peak_rss", 3 * data_bytes / 2**20, peak / 2**20,
-               target=1.0, unit="MiB", higher_is_better=True)
+    # A budget (three times the data's in-memory size), not a reference: ours is the peak, the budget beside it.
+    bench_line(f"validation.memory_{ROWS}x{SCALE_COLUMNS}_peak_rss_vs_3x_data_budget", peak / 2**20, 3 * data_bytes / 2**20,
+               target=1.0, unit="MiB")
 
 
 if __name__ == "__main__":

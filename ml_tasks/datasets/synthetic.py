@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ml_tasks.datasets.spec import DatasetSpec
 
@@ -16,6 +16,10 @@ CATEGORICAL_FEATURES = ("segment", "channel")
 TARGET = "label"
 SEGMENTS = ("retail", "business", "public")
 CHANNELS = ("web", "store", "phone", "partner")
+# The rule: logit = numeric @ WEIGHTS + SEGMENT_EFFECTS[segment] + CHANNEL_EFFECTS[channel] (x3 has no effect).
+WEIGHTS = (1.5, -1.0, 0.8, 0.0, 0.5, -0.6)
+SEGMENT_EFFECTS = (0.4, -0.3, 0.0)
+CHANNEL_EFFECTS = (0.0, 0.3, -0.4, 0.2)
 
 
 def generate(n_rows: int, seed: int = 0, drift: float = 0.0, label_noise: float = 0.0) -> pd.DataFrame:
@@ -31,8 +35,7 @@ def generate(n_rows: int, seed: int = 0, drift: float = 0.0, label_noise: float 
     numeric = rng.normal(loc=drift, scale=1.0, size=(n_rows, len(NUMERIC_FEATURES)))
     segment = rng.choice(len(SEGMENTS), size=n_rows, p=[0.5, 0.3, 0.2])
     channel = rng.choice(len(CHANNELS), size=n_rows)
-    weights = np.array([1.5, -1.0, 0.8, 0.0, 0.5, -0.6])
-    logit = numeric @ weights + np.array([0.4, -0.3, 0.0])[segment] + np.array([0.0, 0.3, -0.4, 0.2])[channel]
+    logit = _logit(numeric, segment, channel)
     label = (rng.random(n_rows) < 1.0 / (1.0 + np.exp(-2.0 * logit))).astype("int64")
     if label_noise > 0:
         flip = rng.random(n_rows) < label_noise
@@ -42,6 +45,24 @@ def generate(n_rows: int, seed: int = 0, drift: float = 0.0, label_noise: float 
     frame["channel"] = np.asarray(CHANNELS, dtype=object)[channel]
     frame[TARGET] = label
     return frame
+
+
+def _logit(numeric: Any, segment: Any, channel: Any) -> Any:
+    """The rule's logit: numeric values (rows x NUMERIC_FEATURES), segment and channel codes."""
+    import numpy as np
+
+    return numeric @ np.asarray(WEIGHTS) + np.asarray(SEGMENT_EFFECTS)[segment] + np.asarray(CHANNEL_EFFECTS)[channel]
+
+
+def rule_logit(frame: pd.DataFrame) -> Any:
+    """The logit of `generate`'s rule for `frame`'s rows (P(label=1) before label noise is sigmoid(2 * logit)).
+
+    With symmetric label noise it is still the best possible ranking of the rows: the oracle score against which
+    a learned model's ROC AUC can be judged (bench/tuning.py).
+    """
+    segment = frame["segment"].map({name: code for code, name in enumerate(SEGMENTS)}).to_numpy("int64")
+    channel = frame["channel"].map({name: code for code, name in enumerate(CHANNELS)}).to_numpy("int64")
+    return _logit(frame[list(NUMERIC_FEATURES)].to_numpy("float64"), segment, channel)
 
 
 def wide_spec(n_numeric: int = 22, n_categorical: int = 7) -> DatasetSpec:

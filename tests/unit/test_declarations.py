@@ -49,6 +49,21 @@ def test_the_synthetic_generator_makes_the_declared_columns():
     assert list(synthetic.generate(5).columns) == list(spec.columns)
 
 
+def test_the_synthetic_rule_logit_is_the_rule_the_labels_follow():
+    """bench/tuning.py scores the rule's own logit as the oracle: without label noise, the rows' labels follow
+    sigmoid(2 * logit) decile by decile."""
+    import numpy as np
+
+    from ml_tasks.datasets import synthetic
+
+    frame = synthetic.generate(200_000, seed=5)
+    probability = 1 / (1 + np.exp(-2 * synthetic.rule_logit(frame)))
+    deciles = np.digitize(probability, np.quantile(probability, np.linspace(0.1, 0.9, 9)))
+    for decile in range(10):
+        rows = deciles == decile
+        assert abs(frame[synthetic.TARGET].to_numpy()[rows].mean() - probability[rows].mean()) < 0.01, decile
+
+
 def test_the_schema_allows_exactly_what_the_code_does():
     properties = schema()["properties"]
     assert properties["task"]["enum"] == list(TASK_KINDS)
