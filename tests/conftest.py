@@ -21,6 +21,12 @@ os.environ.setdefault("AIRFLOW_HOME", str(TEST_AIRFLOW_HOME))
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# Test modules run two at a time on 2 cores (pytest-xdist). OpenMP's threads (HistGradientBoosting) spin-wait while
+# the other worker holds the second core: a tuning test took 110 s in the suite and 7 s alone. One OpenMP thread per
+# process, in the workers and in every process they start (Airflow tasks, tuning slots), set before scikit-learn
+# loads OpenMP (it reads the variable once; setting it inside a test is too late for an in-process fit).
+if WORKER:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture
