@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ml_tasks.explain.explainers import Attributions, Explainer, explainer_for
+from ml_tasks.explain.explainers import Attributions, Explainer, additivity_errors, explainer_for
 
 if TYPE_CHECKING:
     import numpy as np
@@ -115,9 +115,7 @@ class RowExplanations:
                    tolerance=attributions.tolerance, baseline_kind=baseline_kind, steps=attributions.steps)
 
     def additivity_errors(self) -> np.ndarray:
-        import numpy as np
-
-        return np.abs(self.values.sum(axis=1) + self.base_values - self.outputs)
+        return additivity_errors(self.values, self.base_values, self.outputs)
 
     def max_additivity_error(self) -> float:
         import numpy as np

@@ -78,9 +78,14 @@ class Attributions:
     steps: int = 0
 
     def additivity_errors(self) -> np.ndarray:
-        import numpy as np
+        return additivity_errors(self.values, self.base_values, self.outputs)
 
-        return np.abs(self.values.sum(axis=1) + self.base_values - self.outputs)
+
+def additivity_errors(values: np.ndarray, base_values: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """Per row |sum of attributions + base value - explained output| (folding columns leaves it unchanged)."""
+    import numpy as np
+
+    return np.abs(values.sum(axis=1) + base_values - outputs)
 
 
 class Explainer:
@@ -90,6 +95,8 @@ class Explainer:
     exact: bool = True
     output_space: str = PREDICTION
     tolerance: float = EXACT_TOLERANCE
+    # Integration steps the last explanation took (integrated gradients; 0 for the exact methods).
+    last_steps: int = 0
 
     def margins(self, features: np.ndarray) -> np.ndarray:
         """The explained output of every row: (rows,) for binary and regression, (rows, classes) for multiclass."""
@@ -102,7 +109,8 @@ class Explainer:
         raise NotImplementedError
 
     def explain(self, features: Any, classes: Any = None) -> Attributions:
-        """Attributions of each row's predicted class (or the given class codes), checked for additivity."""
+        """Attributions of each row's predicted class (or the given class codes), with the outputs they must add up
+        to (`Attributions.additivity_errors` measures how well they do)."""
         import numpy as np
 
         x = np.ascontiguousarray(np.asarray(features, dtype="float32"))
@@ -114,10 +122,9 @@ class Explainer:
         else:
             outputs = margins.reshape(-1)
         values, base = self.attribute(x, picked, outputs)
-        result = Attributions(values=np.asarray(values, dtype="float64"), base_values=np.asarray(base, dtype="float64"),
-                              outputs=outputs, classes=picked, method=self.method, output_space=self.output_space,
-                              tolerance=self.tolerance, steps=getattr(self, "last_steps", 0))
-        return result
+        return Attributions(values=np.asarray(values, dtype="float64"), base_values=np.asarray(base, dtype="float64"),
+                            outputs=outputs, classes=picked, method=self.method, output_space=self.output_space,
+                            tolerance=self.tolerance, steps=self.last_steps)
 
 
 def _scale_tolerance(task: str, target_std: float | None) -> float:
@@ -220,7 +227,6 @@ class IntegratedGradients(Explainer):
         self.task = task
         self.baseline = np.asarray(baseline, dtype="float32").reshape(1, -1)
         self.tolerance = _scale_tolerance(task, target_std)
-        self.last_steps = 0
         self._gradient: Any = None
         self._base_row: np.ndarray | None = None
         self._compiled_scores: Any = None
