@@ -55,6 +55,7 @@ from typing import Any
 
 from ml_tasks.environment_variables import RATCHET_PARENT_PID
 from ml_tasks.errors import RatchetError
+from ml_tasks.isolation import exit_without_teardown
 from ml_tasks.training.rendezvous import DONE_FILE, Rendezvous, tf_config, worker_address
 
 log = logging.getLogger(__name__)
@@ -434,4 +435,4 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    exit_without_teardown(_main(sys.argv[1:]))
