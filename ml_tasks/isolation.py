@@ -92,12 +92,12 @@ def exit_without_teardown(status: int) -> NoReturn:
     """End a stage's process once its result is written, without the interpreter's teardown.
 
     Finalizing TensorFlow's modules at exit takes seconds, frees nothing the OS does not free at once, and the
-    task waits for it on every fresh process. What a normal exit would still do runs first: non-daemon threads are
-    joined and the exit handlers run (MLflow ends an active run and flushes its async logging; logging flushes).
+    task waits for it on every fresh process. The steps of a normal exit before that teardown still run, in the
+    interpreter's order: thread pools are told to stop and non-daemon threads are joined (`threading._shutdown`,
+    which is what `Py_FinalizeEx` calls), then the exit handlers (MLflow ends an active run and flushes its async
+    logging; logging flushes its handlers).
     """
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

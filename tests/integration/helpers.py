@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import signal
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,13 +18,65 @@ from ml_tasks.constants import RUN_REPORT_FILE
 SMALL_BUDGET = {"dataset": "synthetic", "tuning_trials": 2, "tuning_epochs": 2, "max_epochs": 6}
 
 
-def dags_test(dag_id: str, conf: dict[str, Any], log: Path, logical: str | None = None) -> tuple[int, str]:
-    """`airflow dags test` of any DAG: a real DagRun in Airflow's database. Returns the exit code and the log."""
-    from ml_tasks.ops.airflow_cli import airflow
+class _DagTestInterpreter:
+    """`dag_test_runner.py` in a process of its own, started with the `airflow` CLI's environment, and started
+    afresh whenever that environment changes (each module has its own RATCHET_HOME)."""
 
-    done = airflow("dags", "test", dag_id, *([logical] if logical else []), "-c", json.dumps(conf), log_path=log,
-                   check=False)
-    return done.returncode, log.read_text()
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        read, write = os.pipe()
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.integration.dag_test_runner", str(write)], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(write,), text=True,
+                                     cwd=Path(__file__).resolve().parents[2], start_new_session=True)
+        os.close(write)
+        self.done = os.fdopen(read)
+
+    def run(self, argv: list[str], log: Path) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"argv": argv, "log": str(log)}) + "\n")
+        self.proc.stdin.flush()
+        answer = self.done.readline()
+        if not answer:  # the interpreter died mid-command: say so in the log the test reads
+            self.proc.wait()
+            with log.open("a") as handle:
+                handle.write(f"\ndag_test_runner exited {self.proc.returncode} during this command\n")
+            return self.proc.returncode or 1
+        return int(answer)
+
+    def stop(self) -> None:
+        """Kill it and whatever it started (a stage's fresh process included)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.done.close()
+
+
+_interpreter: _DagTestInterpreter | None = None
+
+
+@atexit.register
+def _stop_interpreter() -> None:
+    if _interpreter is not None:
+        _interpreter.stop()
+
+
+def dags_test(dag_id: str, conf: dict[str, Any], log: Path, logical: str | None = None) -> tuple[int, str]:
+    """`airflow dags test` of any DAG: a real DagRun in Airflow's database. Returns the exit code and the log.
+
+    The command runs as the `airflow` executable runs it, in one interpreter kept for the commands that follow
+    with the same environment (`dag_test_runner.py` says why)."""
+    global _interpreter
+    from ml_tasks.ops.airflow_cli import airflow_env
+
+    env = {k: v for k, v in airflow_env().items() if k != "PYTEST_CURRENT_TEST"}  # pytest sets it per test
+    if _interpreter is None or _interpreter.env != env or _interpreter.proc.poll() is not None:
+        _stop_interpreter()
+        _interpreter = _DagTestInterpreter(env)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    code = _interpreter.run(["dags", "test", dag_id, *([logical] if logical else []), "-c", json.dumps(conf)], log)
+    return code, log.read_text()
 
 
 def run_dag_test(date: str, conf: dict[str, Any], log_dir: Path) -> tuple[int, dict[str, Any]]:

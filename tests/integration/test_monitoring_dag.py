@@ -24,6 +24,8 @@ import pytest
 from ml_tasks.datasets import SYNTHETIC, synthetic
 from tests.unit.test_monitoring import register_stand_in_champion, write_feedback, write_log
 
+from .helpers import dags_test
+
 pytestmark = [pytest.mark.integration]
 MODEL = SYNTHETIC.registered_model
 ASSET_URI = f"ratchet://models/{MODEL}/retrain-request"
@@ -118,25 +120,19 @@ def monitored(module_home, channels):
     write_log(frame, START, prefix="live")
     write_feedback(frame, prefix="live", name="labels.csv")
     conf = {"models": [MODEL], "alert_emails": ["ops@example.com"]}
-    log_path = module_home / "logs" / "model_monitoring.log"
-    done = airflow("dags", "test", "model_monitoring", END.isoformat(), "-c", json.dumps(conf),
-                   log_path=log_path, check=False)
-    return done.returncode, log_path.read_text(), module_home
+    code, text = dags_test("model_monitoring", conf, module_home / "logs" / "model_monitoring.log", END.isoformat())
+    return code, text, module_home
 
 
 @pytest.fixture(scope="module")
 def next_hour(monitored):
     """The hour after: still drifted, within the retrain cooldown."""
-    from ml_tasks.ops.airflow_cli import airflow
-
     _, _, home = monitored
     frame = synthetic.generate(1500, seed=22)
     frame["x0"] = frame["x0"] + 1.0
     write_log(frame, END, prefix="next", part="next")
-    log_path = home / "logs" / "model_monitoring_next.log"
-    done = airflow("dags", "test", "model_monitoring", (END + timedelta(hours=1)).isoformat(), "-c",
-                   json.dumps({"models": [MODEL]}), log_path=log_path, check=False)
-    return done.returncode, log_path.read_text()
+    return dags_test("model_monitoring", {"models": [MODEL]}, home / "logs" / "model_monitoring_next.log",
+                     (END + timedelta(hours=1)).isoformat())
 
 
 def test_the_run_succeeds_and_alerts_in_the_task_log(monitored):
