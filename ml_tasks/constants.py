@@ -19,6 +19,10 @@ TAG_ALIAS_HISTORY = "ratchet.alias_history"
 TAG_DRIFT = "ratchet.drift"
 TAG_INFRA_VALIDATION = "ratchet.infra_validation"
 TAG_REVIEW = "ratchet.review"
+# A reviewer's answers at approve_promotion (the first moves champion; the second, also the answer when nobody
+# answers in time, keeps it). TAG_REVIEW records the answer on the version.
+REVIEW_APPROVE, REVIEW_REJECT = "Approve", "Reject"
+REVIEW_OPTIONS = (REVIEW_APPROVE, REVIEW_REJECT)
 # Explanations (ml_tasks.explain): the explainer of a version ({"method", "output_space", "exact", "tolerance",
 # "baseline", "additivity_error"}, JSON) and its top features by mean |attribution| on the held-out rows (JSON list).
 TAG_EXPLAINER = "ratchet.explainer"

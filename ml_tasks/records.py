@@ -44,8 +44,6 @@ def report(ctx: RunContext, review: str | None = None) -> dict[str, Any]:
     it to the MLflow run. `review`: the reviewer's answer, when one was asked."""
     stages = {stage: read_stage(ctx, stage) for stage in STAGES}
     stopped_at = next((s for s, r in stages.items() if r is None or not r.get("ok")), None)
-    if stopped_at == "promote" and stages["promote"] is None and review == "Reject":
-        stopped_at = None  # a reviewer said no: the run did its work, and champion stays where it was
     stopped = stages[stopped_at] if stopped_at else None
     error: dict[str, Any] | None = stopped.get("error") if stopped else None
     done: dict[str, dict[str, Any]] = {s: r for s, r in stages.items() if r is not None and r.get("ok")}
@@ -89,7 +87,7 @@ def report(ctx: RunContext, review: str | None = None) -> dict[str, Any]:
             "infra_validation": reg_r.get("infra_validation"), "model_card": reg_r.get("model_card_uri"),
             "review": review if reg_r.get("needs_review") else "not required",
             **(_pick(promo_r, "previous_champion", "champion", "promoted", "reason") or
-               {"promoted": False, "reason": "rejected by the reviewer" if review == "Reject" else "not promoted"}),
+               {"promoted": False, "reason": "not promoted"}),
         } if reg_r else None,
         "mlflow_run_id": prep_r.get("mlflow_run_id"),
     }

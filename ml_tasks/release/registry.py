@@ -394,7 +394,7 @@ def register(ctx: RunContext, config: RunConfig, prepared: dict[str, Any], valid
 def promote_candidate(ctx: RunContext, registered: dict[str, Any], review: str | None = None) -> dict[str, Any]:
     """The nightly's promote stage: move `champion` to the registered version by compare-and-set, when the gate
     blessed it (and a reviewer approved, when the run asks for one)."""
-    from ml_tasks.constants import TAG_REVIEW
+    from ml_tasks.constants import REVIEW_APPROVE, TAG_REVIEW
 
     name, version = registered["registered_model"], registered["version"]
     champion = current_champion(name)
@@ -403,7 +403,7 @@ def promote_candidate(ctx: RunContext, registered: dict[str, Any], review: str |
         return {**result.to_dict(), "reason": "the gate did not bless this version"}
     if registered["needs_review"]:
         tracking.client().set_model_version_tag(name, version, TAG_REVIEW, review or "no answer")
-        if review != "Approve":
+        if review != REVIEW_APPROVE:
             result = PromotionResult(name, version, champion, champion, promoted=False)
             return {**result.to_dict(), "reason": f"reviewer's answer: {review or 'none'}"}
     promotion = compare_and_set_champion(name, version, registered["expected_champion"],

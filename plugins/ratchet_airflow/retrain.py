@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param, dag, task
 
 from ml_tasks import pipeline
@@ -36,6 +36,8 @@ from ml_tasks.constants import (
     GPU_POOL,
     GPU_QUEUE,
     PROMOTION_POOL,
+    REVIEW_OPTIONS,
+    REVIEW_REJECT,
     STORAGE_URI_PATTERN,
 )
 from ml_tasks.params import object_param_schema, param_schema
@@ -389,12 +391,16 @@ def build_retrain_dag(dag_id: str, schedule: Any, params: dict[str, Param], doc_
             """A blessed version waits for a reviewer when the run asks for one; otherwise straight to promote."""
             return _stage(pipeline.review_route, registered)
 
-        approve_promotion = ApprovalOperator(
+        # HITLOperator, not ApprovalOperator: a "Reject" from ApprovalOperator skips `promote`, and the version
+        # would never record the reviewer's answer. Here `promote` always runs and records it (REVIEW_OPTIONS).
+        approve_promotion = HITLOperator(
             task_id="approve_promotion",
+            options=list(REVIEW_OPTIONS),
             subject="Promote {{ ti.xcom_pull(task_ids='register')['registered_model'] }} "
                     "v{{ ti.xcom_pull(task_ids='register')['version'] }} to champion?",
             body=REVIEW_BODY,
-            defaults="Reject",
+            defaults=REVIEW_REJECT,
+            multiple=False,
             response_timeout=timedelta(days=3),
         )
         no_review_needed = EmptyOperator(task_id="no_review_needed")

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import requests
@@ -193,13 +194,9 @@ def test_triggered_run_trains_and_promotes_a_champion(airflow_api, module_home):
     assert version.tags["ratchet.gate.decision"] == "promote"
 
 
-def test_a_reviewer_approves_a_blessed_candidate_in_the_ui_before_it_becomes_champion(airflow_api, module_home):
-    """require_approval: the run waits at approve_promotion (a human-in-the-loop task) until answered through the API."""
-    base, session = airflow_api
-    drop = land_frame(synthetic.generate(3000, seed=12), "synthetic", "api-drop-2")
-    # no change threshold: the candidate is blessed on absolute thresholds alone, so the review decides
-    run_id = _trigger(base, session, {**SMALL_BUDGET, "source_uri": drop.as_uri(), "change_thresholds": {},
-                                      "require_approval": True})
+def _review(base: str, session: requests.Session, run_id: str, answer: str, champion: str) -> dict:
+    """Wait until approve_promotion asks, check that `champion` has not moved meanwhile, then answer as a reviewer
+    does in the UI. Returns what the task asked."""
     detail_url = f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve_promotion/-1/hitlDetails"
     deadline = time.monotonic() + 600
     detail = None
@@ -210,23 +207,33 @@ def test_a_reviewer_approves_a_blessed_candidate_in_the_ui_before_it_becomes_cha
             break
         state = session.get(f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", timeout=30).json()["state"]
         assert state not in ("success", "failed"), f"run ended {state} before asking for approval"
-        time.sleep(5)
+        time.sleep(2)
     assert detail is not None, "approve_promotion never asked"
-    assert detail["options"] == ["Approve", "Reject"] and "v2" in detail["subject"]
-    assert registry_state(SYNTHETIC.registered_model)["champion"] == "1"  # nothing moves while it waits
-    # Answer as a reviewer would, and again if the task was retried and asks afresh: an answer that lands while
-    # the task is still being paused can be lost to a retry of approve_promotion (seen once on a loaded machine).
+    assert registry_state(SYNTHETIC.registered_model)["champion"] == champion  # nothing moves while it waits
+    # Answer, and again if the task was retried and asks afresh: an answer that lands while the task is still
+    # being paused can be lost to a retry of approve_promotion (seen once on a loaded machine).
     deadline = time.monotonic() + 600
-    state = "running"
     while time.monotonic() < deadline:
         current = session.get(detail_url, timeout=30)
         if current.ok and not current.json().get("response_received"):
-            answered = session.patch(detail_url, json={"chosen_options": ["Approve"]}, timeout=30)
+            answered = session.patch(detail_url, json={"chosen_options": [answer]}, timeout=30)
             assert answered.ok, answered.text
         state = session.get(f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", timeout=30).json()["state"]
         if state in ("success", "failed"):
             break
-        time.sleep(5)
+        time.sleep(2)
+    return detail
+
+
+def test_a_reviewer_approves_a_blessed_candidate_in_the_ui_before_it_becomes_champion(airflow_api, module_home):
+    """require_approval: the run waits at approve_promotion (a human-in-the-loop task) until answered through the API."""
+    base, session = airflow_api
+    drop = land_frame(synthetic.generate(3000, seed=12), "synthetic", "api-drop-2")
+    # no change threshold: the candidate is blessed on absolute thresholds alone, so the review decides
+    run_id = _trigger(base, session, {**SMALL_BUDGET, "source_uri": drop.as_uri(), "change_thresholds": {},
+                                      "require_approval": True})
+    detail = _review(base, session, run_id, "Approve", champion="1")
+    assert detail["options"] == ["Approve", "Reject"] and "v2" in detail["subject"]
     state, states = _wait_for_run(base, session, run_id)
     assert state == "success", states
     assert states["approve_promotion"] == "success" and states["no_review_needed"] == "skipped"
@@ -234,6 +241,35 @@ def test_a_reviewer_approves_a_blessed_candidate_in_the_ui_before_it_becomes_cha
     from ml_tasks import tracking
 
     assert tracking.client().get_model_version(SYNTHETIC.registered_model, "2").tags["ratchet.review"] == "Approve"
+
+
+def test_a_reviewer_rejects_a_blessed_candidate_and_the_champion_stays(airflow_api, module_home):
+    """Reject: promote still runs and records the answer on the version; champion stays, the version stays
+    challenger, and the run completes with a report that says why nothing moved."""
+    base, session = airflow_api
+    drop = land_frame(synthetic.generate(3000, seed=13), "synthetic", "api-drop-3")
+    run_id = _trigger(base, session, {**SMALL_BUDGET, "source_uri": drop.as_uri(), "change_thresholds": {},
+                                      "require_approval": True})
+    detail = _review(base, session, run_id, "Reject", champion="2")
+    assert "v3" in detail["subject"]
+    state, states = _wait_for_run(base, session, run_id)
+    assert state == "success", states
+    assert states["approve_promotion"] == states["promote"] == states["report"] == "success", states
+    assert registry_state(SYNTHETIC.registered_model) == {"champion": "2", "challenger": "3", "versions": [1, 2, 3]}
+    from ml_tasks import tracking
+
+    version = tracking.client().get_model_version(SYNTHETIC.registered_model, "3")
+    assert version.tags["ratchet.review"] == "Reject"
+    assert version.tags["ratchet.gate.decision"] == "promote"  # blessed by the gate: only the reviewer said no
+    reported = session.get(f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/report/xcomEntries/return_value",
+                           timeout=30)
+    assert reported.ok, reported.text
+    value = reported.json()["value"]  # the stored JSON, as a string or already parsed, depending on the database
+    report_uri = (json.loads(value) if isinstance(value, str) else value)["report_uri"]
+    report = json.loads(Path(urlparse(report_uri).path).read_text())
+    assert report["completed"] and report["stopped_at"] is None
+    assert report["versions"]["review"] == "Reject" and report["versions"]["promoted"] is False
+    assert report["versions"]["reason"] == "reviewer's answer: Reject" and report["versions"]["champion"] == "2"
 
 
 # --- The UI in a real browser: headless Chromium (Debian's `chromium`) driven by Playwright. ---------------------
