@@ -28,3 +28,11 @@ def test_transient_errors_stay_retryable_across_the_process_boundary():
         run_isolated("tests.unit.isolated_targets:raise_storage_error", {})
     assert not isinstance(caught.value, PERMANENT_ERRORS)  # Airflow retries it; a rerun resumes
     assert issubclass(DataError, PERMANENT_ERRORS)
+
+
+def test_the_child_skips_teardown_but_not_what_a_normal_exit_runs(tmp_path):
+    """exit_without_teardown: non-daemon threads are joined and exit handlers run; an idle pool does not hang it."""
+    marker = tmp_path / "exit"
+    assert run_isolated("tests.unit.isolated_targets:leave_exit_work", {"marker": str(marker)}, timeout_s=60) == "done"
+    assert (tmp_path / "exit.thread").read_text() == "joined"
+    assert (tmp_path / "exit.atexit").read_text() == "ran"
