@@ -97,6 +97,8 @@ ROBUSTNESS_MEASURES = ("clean", *(f"noise_{level:g}" for level in NOISE_LEVELS),
 CONN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,250}$"
 DEFAULT_S3_CONN_ID = "ratchet_s3"
 DEFAULT_HDFS_CONN_ID = "ratchet_hdfs"
+# The Spark master of data sets on the spark engine, as the Apache Spark provider defines the Connection.
+DEFAULT_SPARK_CONN_ID = "spark_default"
 # A storage location in a DAG Param: a local folder, an S3 prefix or an HDFS path.
 STORAGE_URI_PATTERN = r"^(file|s3|hdfs)://.+"
 

@@ -167,6 +167,19 @@ RATCHET_WEBHDFS_URL = EnvironmentVariable(
     "RATCHET_WEBHDFS_URL", str, None, "WebHDFS endpoint when no Airflow Connection names one.",
     default_doc="from the hdfs:// URI")
 
+# ---------------------------------------------------------------- the Spark engine (ml_tasks.data.spark)
+
+RATCHET_SPARK_MASTER = EnvironmentVariable(
+    "RATCHET_SPARK_MASTER", str, None, "Spark master of data sets on the spark engine when no Airflow Connection "
+    "`spark_default` names one (`spark://host:7077`, `yarn`, `local[4]`).", default_doc="`local[*]`")
+RATCHET_SPARK_DRIVER_MEMORY = EnvironmentVariable(
+    "RATCHET_SPARK_DRIVER_MEMORY", str, "1g", "Heap of the Spark driver a task starts (JVM size, e.g. `2g`).")
+RATCHET_SPARK_EXECUTOR_MEMORY = EnvironmentVariable(
+    "RATCHET_SPARK_EXECUTOR_MEMORY", str, "1g", "Heap of each Spark executor on a cluster (JVM size).")
+RATCHET_SPARK_LOCAL_DIR = EnvironmentVariable(
+    "RATCHET_SPARK_LOCAL_DIR", str, None, "Spark's scratch space (shuffle and spill files).",
+    default_doc="`RATCHET_HOME/spark/local`")
+
 # ---------------------------------------------------------------- the production profile (`ratchet up --profile production`)
 
 RATCHET_POSTGRES_URL = EnvironmentVariable(

@@ -12,13 +12,16 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ml_tasks import records
 from ml_tasks.config import RunConfig, RunContext
 from ml_tasks.datasets import get_dataset
 from ml_tasks.settings import get_settings
 from ml_tasks.storage.options import StorageOptions
+
+if TYPE_CHECKING:
+    from ml_tasks.data.spark.session import SparkOptions
 
 log = logging.getLogger(__name__)
 
@@ -67,25 +70,44 @@ def sync(ctx: RunContext, config: RunConfig, drop_date: str, options: StorageOpt
     return run_stage(ctx, "sync", work)
 
 
-def validate(ctx: RunContext, config: RunConfig, synced: dict[str, Any]) -> dict[str, Any]:
+def engine(ctx: RunContext, synced: dict[str, Any]) -> str:
+    """The engine of this run's data stages: the declaration's, or by the drop's size (`ml_tasks.data.engine`)."""
+    from ml_tasks.data.engine import choose_engine
+    from ml_tasks.storage import local_path
+
+    return choose_engine(get_dataset(ctx.dataset), local_path(synced["staging_uri"])).engine
+
+
+def validate(ctx: RunContext, config: RunConfig, synced: dict[str, Any],
+             spark: SparkOptions | None = None) -> dict[str, Any]:
     from ml_tasks.data.validation import validate_drop
 
-    return run_stage(ctx, "validate", lambda: validate_drop(synced["staging_uri"], ctx.dataset, ctx.run_key).to_dict())
+    return run_stage(ctx, "validate", lambda: validate_drop(
+        synced["staging_uri"], ctx.dataset, ctx.run_key, engine=engine(ctx, synced), spark=spark).to_dict())
 
 
-def drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any]) -> dict[str, Any]:
+def drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any], spark: SparkOptions | None = None) -> dict[str, Any]:
     from ml_tasks.data import drift as data_drift
 
-    return run_stage(ctx, "drift", lambda: data_drift.drift(ctx, config, synced))
+    return run_stage(ctx, "drift", lambda: data_drift.drift(ctx, config, synced, engine=engine(ctx, synced),
+                                                            spark=spark))
 
 
-def prepare(ctx: RunContext, config: RunConfig, synced: dict[str, Any]) -> dict[str, Any]:
+def prepare(ctx: RunContext, config: RunConfig, synced: dict[str, Any], spark: SparkOptions | None = None) -> dict[str, Any]:
     from ml_tasks import tracking
     from ml_tasks.data import preparation
 
     def work() -> dict[str, Any]:
-        prepared = preparation.prepare(ctx, synced["staging_uri"], augment=config.augment or None,
-                                       cv_folds=config.cv_folds)
+        if engine(ctx, synced) == "spark":
+            from ml_tasks.data.spark import preparation as spark_preparation
+            from ml_tasks.data.spark.session import spark_session
+
+            with spark_session(spark, app_name=f"ratchet-prepare-{ctx.dataset}") as session:
+                prepared = spark_preparation.prepare(ctx, synced["staging_uri"], session,
+                                                     augment=config.augment or None, cv_folds=config.cv_folds)
+        else:
+            prepared = preparation.prepare(ctx, synced["staging_uri"], augment=config.augment or None,
+                                           cv_folds=config.cv_folds)
         run_id = tracking.ensure_parent_run(ctx)
         preparation.log_to_mlflow(run_id, ctx, prepared)
         return {**prepared.to_dict(), "mlflow_run_id": run_id}

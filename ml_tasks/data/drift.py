@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ml_tasks.config import RunConfig, RunContext
+    from ml_tasks.data.spark.session import SparkOptions
     from ml_tasks.datasets import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -274,6 +275,11 @@ def _category_counts(column: pd.Series) -> tuple[dict[str, int], int]:
 
 def _categorical_reference(column: pd.Series, rows: int) -> dict[str, Any]:
     counts, missing = _category_counts(column)
+    return categorical_reference_from_counts(counts, missing, rows)
+
+
+def categorical_reference_from_counts(counts: dict[str, int], missing: int, rows: int) -> dict[str, Any]:
+    """A categorical's reference from its counts per category key (most frequent first) and its missing values."""
     count = rows - missing
     kept = dict(list(counts.items())[:MAX_CATEGORIES])
     other = count - sum(kept.values())
@@ -482,7 +488,8 @@ def _compare_categorical(ref: dict[str, Any], column: pd.Series, rows: int) -> t
     }, ({k: v / count for k, v in counts.items()} if count else {})
 
 
-def drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any]) -> dict[str, Any]:
+def drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any], engine: str = "pandas",
+          spark: SparkOptions | None = None) -> dict[str, Any]:
     """The nightly's drift stage: compare the drop with the champion's training data, every distance recorded in
     the run's MLflow run and report folder; drift above the thresholds warns, or stops the run when asked."""
     import mlflow
@@ -501,9 +508,15 @@ def drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any]) -> dict[st
     if reference is None:
         log.info("drift not checked for %s: %s", ctx.tracking_key, why_not)
         return {"checked": False, "reason": why_not, "champion_version": version, "action": config.drift.action}
-    frame = read_drop(local_path(synced["staging_uri"]))
     thresholds = DriftThresholds.from_dict(config.drift.thresholds)
-    found = compare(reference, frame, spec, thresholds)
+    if engine == "spark":
+        from ml_tasks.data.spark.drift import compare_drop
+        from ml_tasks.data.spark.session import spark_session
+
+        with spark_session(spark, app_name=f"ratchet-drift-{ctx.dataset}") as session:
+            found = compare_drop(session, local_path(synced["staging_uri"]), reference, spec, thresholds)
+    else:
+        found = compare(reference, read_drop(local_path(synced["staging_uri"])), spec, thresholds)
     report_path = write_json(ctx.report_dir / DRIFT_REPORT_FILE, {"champion_version": version, **found.to_dict()})
     largest = {
         test: max((f[test] for f in found.features.values() if f.get(test) is not None), default=None)

@@ -95,6 +95,9 @@ class PreparedData:
     # Classification: prepared rows per class (original values as text). Regression: the target's mean and std.
     class_counts: dict[str, int] = field(default_factory=dict)
     target_summary: dict[str, float] = field(default_factory=dict)
+    # The engine that prepared the sets (ml_tasks.data.engine) and what it approximated (Spark: quantiles' error).
+    engine: str = "pandas"
+    approximations: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -731,7 +734,7 @@ def log_to_mlflow(run_id: str, ctx: RunContext, prepared: PreparedData) -> None:
             "data.rows_in": prepared.rows_in, "data.rows_out": prepared.rows_out,
             "data.train_rows": prepared.train_rows, "data.val_rows": prepared.val_rows,
             "data.test_rows": prepared.test_rows, "data.n_features": prepared.n_features,
-            "data.cv_folds": prepared.cv_folds,
+            "data.cv_folds": prepared.cv_folds, "data.engine": prepared.engine,
             **{f"data.policy.{k}": v for k, v in prepared.policies.items()},
         })
         mlflow.log_metrics({

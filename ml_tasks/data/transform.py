@@ -123,10 +123,17 @@ def fit_categorical(codes: np.ndarray, labels: list[str], missing_policy: str = 
     for label, count in zip(labels, counts, strict=True):
         if count:
             seen[label] = seen.get(label, 0) + count
+    return fit_categorical_counts(seen, int(np.count_nonzero(codes < 0)), missing_policy)
+
+
+def fit_categorical_counts(counts: dict[str, int], missing: int, missing_policy: str = "constant") -> tuple[list[str], str]:
+    """`fit_categorical` from the training rows' count per category text and their number of missing values
+    (what an engine that aggregates, such as Spark, has instead of codes)."""
+    seen = {label: count for label, count in counts.items() if count}
     fill = MISSING_CATEGORY
     if missing_policy == "most_frequent" and seen:
         fill = max(sorted(seen), key=seen.__getitem__)
-    if np.any(codes < 0):
+    if missing:
         seen[fill] = seen.get(fill, 0)
     return sorted(seen), fill
 

@@ -25,6 +25,7 @@ from ml_tasks.settings import get_settings
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ml_tasks.data.spark.session import SparkOptions
     from ml_tasks.storage.options import StorageOptions
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,17 @@ NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "Int64", "float32", "float64
 STRING_TYPE = "str"
 _EXAMPLES = 5
 DATA_DOCS_POLICIES = ("always", "on_failure", "never")
+# GE names column types in its engine's own terms. A committed suite names pandas dtypes; on Spark each is read as
+# its kind (any integer width, any float width, text, boolean): a CSV's integers are int64 in pandas, int32 in Spark.
+_SPARK_INTEGERS = ["ByteType", "ShortType", "IntegerType", "LongType"]
+_SPARK_FLOATS = ["FloatType", "DoubleType"]
+SPARK_TYPES: dict[str, list[str]] = {
+    **{name: _SPARK_INTEGERS for name in ("int8", "int16", "int32", "int64", "Int8", "Int16", "Int32", "Int64",
+                                          "uint8", "uint16", "uint32", "uint64")},
+    **{name: _SPARK_FLOATS for name in ("float16", "float32", "float64", "Float32", "Float64")},
+    **{name: ["StringType"] for name in ("str", "string", "object", "String")},
+    **{name: ["BooleanType"] for name in ("bool", "boolean")},
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,7 @@ class ValidationOutcome:
     failures: list[dict[str, Any]]
     data_docs_uri: str
     result_uri: str
+    engine: str = "pandas"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,9 +112,9 @@ def _describe_failure(result: Any) -> dict[str, Any]:
     return failure
 
 
-def _collapse_missing_columns(failures: list[dict[str, Any]], frame: pd.DataFrame) -> list[dict[str, Any]]:
+def _collapse_missing_columns(failures: list[dict[str, Any]], columns: list[str]) -> list[dict[str, Any]]:
     """Every expectation on a column that is not there fails; report the absence once per column."""
-    present = {str(c) for c in frame.columns}
+    present = {str(c) for c in columns}
     kept: list[dict[str, Any]] = []
     missing: dict[str, int] = {}
     for failure in failures:
@@ -186,8 +199,39 @@ class SuiteRun:
         return [r for validation in self.result.run_results.values() for r in validation.results]
 
 
-def validate_frame(frame: pd.DataFrame, suite: str, docs_dir: Path, run_name: str,
-                   data_docs: str | None = None) -> SuiteRun:
+def expectations_for_engine(expectations: list[dict[str, Any]], engine: str) -> list[dict[str, Any]]:
+    """The suite's expectations as GE's engine `engine` reads them: on Spark, pandas type names become Spark's."""
+    if engine != "spark":
+        return expectations
+    out = []
+    for expectation in expectations:
+        kwargs = dict(expectation.get("kwargs", {}))
+        kind = expectation.get("type") or expectation.get("expectation_type")
+        if kind == "expect_column_values_to_be_in_type_list" and kwargs.get("type_list"):
+            kwargs["type_list"] = _spark_types(kwargs["type_list"])
+        elif kind == "expect_column_values_to_be_of_type" and kwargs.get("type_"):
+            names = _spark_types([kwargs["type_"]])
+            if len(names) == 1:
+                kwargs["type_"] = names[0]
+            else:  # one pandas dtype, several Spark widths: the same check as a type list
+                expectation = {**expectation, "type": "expect_column_values_to_be_in_type_list"}
+                kwargs.pop("type_")
+                kwargs["type_list"] = names
+        out.append({**expectation, "kwargs": kwargs})
+    return out
+
+
+def _spark_types(names: list[str]) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        for spark_name in SPARK_TYPES.get(name, [name]):
+            if spark_name not in out:
+                out.append(spark_name)
+    return out
+
+
+def validate_frame(frame: Any, suite: str, docs_dir: Path, run_name: str,
+                   data_docs: str | None = None, engine: str = "pandas") -> SuiteRun:
     """Run `suite` on `frame` in an ephemeral GX context, as its committed checkpoint says.
 
     The checkpoint asks for `BASIC` results: counts and up to 20 unexpected
@@ -216,14 +260,12 @@ def validate_frame(frame: pd.DataFrame, suite: str, docs_dir: Path, run_name: st
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         },
     )
-    batch_definition = (
-        context.data_sources.add_pandas("drops")
-        .add_dataframe_asset(name=suite)
-        .add_batch_definition_whole_dataframe("whole_drop")
-    )
-    gx_suite = context.suites.add(
-        ExpectationSuite(name=payload.get("name", suite), expectations=payload["expectations"], meta=payload.get("meta"))
-    )
+    source = context.data_sources.add_spark("drops") if engine == "spark" else context.data_sources.add_pandas("drops")
+    batch_definition = source.add_dataframe_asset(name=suite).add_batch_definition_whole_dataframe("whole_drop")
+    gx_suite = context.suites.add(ExpectationSuite(
+        name=payload.get("name", suite), expectations=expectations_for_engine(payload["expectations"], engine),
+        meta=payload.get("meta"),
+    ))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{suite}-{run_name}", data=batch_definition, suite=gx_suite)
     )
@@ -254,12 +296,14 @@ def load_checkpoint_config(suite: str) -> dict[str, Any]:
 
 
 def validate_drop(staging_uri: str, dataset: str | None, run_key: str, suite: str | None = None,
-                  data_docs: str | None = None) -> ValidationOutcome:
-    """Validate a local drop with its data set's suite (or `suite`).
+                  data_docs: str | None = None, engine: str | None = None,
+                  spark: SparkOptions | None = None) -> ValidationOutcome:
+    """Validate a local drop with its data set's suite (or `suite`), on the data set's engine (or `engine`).
 
     Writes the GX result under `RATCHET_HOME/gx/results/`, then raises
     `DataValidationError` naming every failure when the suite fails.
     """
+    from ml_tasks.data.engine import choose_engine
     from ml_tasks.storage import local_path
 
     if suite is None:
@@ -269,30 +313,45 @@ def validate_drop(staging_uri: str, dataset: str | None, run_key: str, suite: st
     checked_name(suite, "suite")
     checked_name(run_key, "run key")
     settings = get_settings()
-    frame = read_drop(local_path(staging_uri))
+    folder_path = local_path(staging_uri)
+    if engine is None:
+        engine = choose_engine(get_dataset(dataset), folder_path).engine if dataset is not None else "pandas"
     folder = dataset or suite
     docs_dir = settings.data_docs / folder / run_key
-    run = validate_frame(frame, suite, docs_dir, run_key, data_docs=data_docs)
+    if engine == "spark":
+        from ml_tasks.data.spark.frames import read_drop as read_spark_drop
+        from ml_tasks.data.spark.session import spark_session
+
+        with spark_session(spark, app_name=f"ratchet-validate-{folder}") as session:
+            frame = read_spark_drop(session, folder_path)
+            rows = frame.count()
+            run = validate_frame(frame, suite, docs_dir, run_key, data_docs=data_docs, engine=engine)
+            columns = list(frame.columns)
+    else:
+        frame = read_drop(folder_path)
+        rows, columns = len(frame), [str(c) for c in frame.columns]
+        run = validate_frame(frame, suite, docs_dir, run_key, data_docs=data_docs)
     evaluated = run.evaluated
-    failures = _collapse_missing_columns([_describe_failure(r) for r in evaluated if not r.success], frame)
+    failures = _collapse_missing_columns([_describe_failure(r) for r in evaluated if not r.success], columns)
     result_path = settings.gx / "results" / folder / run_key / VALIDATION_RESULT_FILE
     write_json(result_path, run.result.describe_dict())
     outcome = ValidationOutcome(
         success=run.success,
         suite=suite,
-        rows=len(frame),
+        rows=rows,
         evaluated=len(evaluated),
         failed=len(failures),
         failures=failures,
         data_docs_uri=run.data_docs_uri,
         result_uri=result_path.as_uri(),
+        engine=engine,
     )
     if not run.success:
-        message = format_failures(suite, len(frame), failures, run.data_docs_uri or result_path.as_uri())
+        message = format_failures(suite, rows, failures, run.data_docs_uri or result_path.as_uri())
         log.error("%s", message)
         raise DataValidationError(message, failures)
-    log.info("drop passed %s expectations of suite %s (%s rows); Data Docs: %s",
-             len(evaluated), suite, len(frame), run.data_docs_uri or "not built")
+    log.info("drop passed %s expectations of suite %s (%s rows, %s engine); Data Docs: %s",
+             len(evaluated), suite, rows, engine, run.data_docs_uri or "not built")
     return outcome
 
 

@@ -152,10 +152,21 @@ def spec_from_document(document: dict[str, Any], where: str) -> DatasetSpec:
             tuning=dict(document.get("tuning", {})),
             attribution_gate_min_ndcg=document.get("explanation", {}).get("gate_min_ndcg"),
             attribution_monitoring_min_ndcg=document.get("explanation", {}).get("monitoring_min_ndcg"),
+            **_engine(document.get("engine", {})),
         )
     except ConfigError as exc:
         raise ConfigError(f"{where}: invalid declaration: {exc}") from None
     return spec
+
+
+def _engine(engine: dict[str, Any]) -> dict[str, Any]:
+    """The `engine` section as DatasetSpec's keyword arguments."""
+    out: dict[str, Any] = {}
+    if "name" in engine:
+        out["engine"] = engine["name"]
+    if "spark_above_mb" in engine:
+        out["spark_above_mb"] = int(engine["spark_above_mb"])
+    return out
 
 
 def _cleaning(cleaning: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,10 @@ CATEGORICAL_MISSING_POLICIES = ("constant", "most_frequent", "drop_row", "fail")
 OUTLIER_POLICIES = ("keep", "clip", "drop_row")
 OUTLIER_METHODS = ("quantile", "iqr")
 BINARY, MULTICLASS, REGRESSION = "binary", "multiclass", "regression"
+# The engine of the data stages (validation, drift, preparation): ml_tasks.data.engine.
+PANDAS_ENGINE, SPARK_ENGINE, AUTO_ENGINE = "pandas", "spark", "auto"
+ENGINES = (PANDAS_ENGINE, SPARK_ENGINE, AUTO_ENGINE)
+DEFAULT_SPARK_ABOVE_MB = 1024
 TASK_KINDS = (BINARY, MULTICLASS, REGRESSION)
 
 
@@ -74,6 +78,9 @@ class DatasetSpec:
     # None: measured and recorded, not judged.
     attribution_gate_min_ndcg: float | None = None
     attribution_monitoring_min_ndcg: float | None = None
+    # pandas, spark, or auto: spark when the drop's data files exceed spark_above_mb (ml_tasks.data.engine).
+    engine: str = PANDAS_ENGINE
+    spark_above_mb: int = DEFAULT_SPARK_ABOVE_MB
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -81,6 +88,7 @@ class DatasetSpec:
             ("categorical_missing", self.categorical_missing, CATEGORICAL_MISSING_POLICIES),
             ("outliers", self.outliers, OUTLIER_POLICIES),
             ("outlier_method", self.outlier_method, OUTLIER_METHODS),
+            ("engine", self.engine, ENGINES),
         ):
             if value not in allowed:
                 raise ConfigError(f"dataset {self.name!r}: {name}={value!r}; allowed: {', '.join(allowed)}")

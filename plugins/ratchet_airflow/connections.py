@@ -47,3 +47,20 @@ def storage_options(s3_conn_id: str = "", hdfs_conn_id: str = "", workers: int =
         scheme = conn.schema or "http"
         hdfs = HdfsOptions(url=f"{scheme}://{conn.host}:{conn.port or 9870}", user=conn.login or None)
     return StorageOptions(s3=s3, hdfs=hdfs, workers=workers)
+
+
+def spark_options(conn_id: str) -> Any:
+    """The Spark master of a `spark` Connection as the Apache Spark provider reads it (host with its scheme:
+    `spark://host`, `yarn`, `k8s://...`, `local[4]`; port appended), and its `spark.*` extras as settings.
+    No such Connection: RATCHET_SPARK_MASTER, else local mode."""
+    from ml_tasks.data.spark.session import SparkOptions
+
+    conn = optional_connection(conn_id)
+    if conn is None or not conn.host:
+        return SparkOptions()
+    host = conn.host
+    if "://" not in host and not host.startswith(("yarn", "local")):
+        host = f"spark://{host}"
+    master = f"{host}:{conn.port}" if conn.port else host
+    extra = conn.extra_dejson or {}
+    return SparkOptions(master=master, conf={k: str(v) for k, v in extra.items() if k.startswith("spark.")})

@@ -33,6 +33,7 @@ from ml_tasks.constants import (
     CONN_ID_PATTERN,
     DEFAULT_HDFS_CONN_ID,
     DEFAULT_S3_CONN_ID,
+    DEFAULT_SPARK_CONN_ID,
     GPU_POOL,
     GPU_QUEUE,
     PROMOTION_POOL,
@@ -150,6 +151,13 @@ def _review_answer() -> str | None:
 
     answer = get_current_context()["ti"].xcom_pull(task_ids="approve_promotion") or {}
     return (answer.get("chosen_options") or [None])[0]
+
+
+def _spark_options() -> Any:
+    """The Spark master from the Connection `spark_default` (only data sets on the spark engine use it)."""
+    from ratchet_airflow.connections import spark_options
+
+    return spark_options(DEFAULT_SPARK_CONN_ID)
 
 
 def _stage(function: Callable[..., Any], *inputs: Any) -> Any:
@@ -330,15 +338,15 @@ def build_retrain_dag(dag_id: str, schedule: Any, params: dict[str, Param], doc_
 
         @task(multiple_outputs=False)
         def validate(synced: dict[str, Any]) -> dict[str, Any]:
-            return _stage(pipeline.validate, synced)
+            return _stage(pipeline.validate, synced, _spark_options())
 
         @task(multiple_outputs=False)
         def drift(synced: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
-            return _stage(pipeline.drift, synced)
+            return _stage(pipeline.drift, synced, _spark_options())
 
         @task(multiple_outputs=False)
         def prepare(synced: dict[str, Any], drifted: dict[str, Any]) -> dict[str, Any]:
-            return _stage(pipeline.prepare, synced)
+            return _stage(pipeline.prepare, synced, _spark_options())
 
         @task
         def tune_plan(prepared: dict[str, Any]) -> list[int]:
