@@ -6,7 +6,7 @@ SYNC_FLAGS := $(if $(GPU),--no-group cpu --group gpu,)
 # Test modules run in parallel, each whole in one worker (its module fixtures shared): ~17.5 min on 2 cores, not ~45.
 PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile
 
-.PHONY: setup browser demo test test-unit load up bench lint clean
+.PHONY: setup browser java demo test test-unit load up bench lint clean
 
 $(UV):
 	@echo "uv not found: installing it into ~/.local/bin"
@@ -24,10 +24,17 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }; \
 	  else sudo apt-get install -y -q chromium; fi; }
 
+# The spark engine (data sets declared `engine: spark`) and its tests need Java 17: Debian's package when missing.
+java:
+	@command -v java >/dev/null 2>&1 || { \
+	  echo "java not found: installing Debian's openjdk-17-jre-headless for the spark engine"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q openjdk-17-jre-headless >/dev/null || { apt-get update -q && apt-get install -y -q openjdk-17-jre-headless; }; \
+	  else sudo apt-get install -y -q openjdk-17-jre-headless; fi; }
+
 demo: setup
 	$(UV) run --frozen --no-sync ratchet demo
 
-test: setup browser
+test: setup browser java
 	$(UV) run --frozen --no-sync pytest $(PYTEST_ARGS)
 
 # 20 nightly_retrain runs triggered at once, on the embedded default and on the production profile (needs
@@ -41,7 +48,7 @@ test-unit: setup
 up: setup
 	$(UV) run --frozen --no-sync ratchet up
 
-bench: setup
+bench: setup java
 	TOPICS="$(TOPICS)" $(UV) run --frozen --no-sync python bench/run_all.py
 
 lint: setup

@@ -11,7 +11,13 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from ml_tasks.constants import CONN_ID_PATTERN, DEFAULT_HDFS_CONN_ID, DEFAULT_S3_CONN_ID, STORAGE_URI_PATTERN
+from ml_tasks.constants import (
+    CONN_ID_PATTERN,
+    DEFAULT_HDFS_CONN_ID,
+    DEFAULT_S3_CONN_ID,
+    DEFAULT_SPARK_CONN_ID,
+    STORAGE_URI_PATTERN,
+)
 from ml_tasks.data.validation import DATA_DOCS_POLICIES
 
 # The suites committed beside this repo's DAGs, read from the folder (no GX import) so the form lists them.
@@ -29,6 +35,8 @@ a drop before the nightly run sees it.
 * A failure fails the task with every failed expectation, its column, counts and a
   few example values (never whole rows), and the link to this run's Data Docs.
 * **data_docs**: `always`, `on_failure` or `never` (the suite's checkpoint decides by default).
+* **engine**: `pandas`, or `spark` for a drop larger than one machine's memory: GE's Spark engine runs the same
+  suite on the master of the Airflow Connection `spark_default` (none: local mode).
 """
 
 
@@ -49,6 +57,8 @@ a drop before the nightly run sees it.
                        description="A suite committed in expectations/suites/."),
         "data_docs": Param("checkpoint", type="string", enum=["checkpoint", *DATA_DOCS_POLICIES],
                            title="Build Data Docs", description="checkpoint: as the suite's committed checkpoint says."),
+        "engine": Param("pandas", type="string", enum=["pandas", "spark"], title="Engine",
+                        description="pandas (one process) or spark (the spark_default Connection's master)."),
         "s3_conn_id": Param(DEFAULT_S3_CONN_ID, type="string", pattern=CONN_ID_PATTERN, title="S3 Connection id",
                             description="Airflow Connection of the S3 endpoint (missing: the AWS environment)."),
         "hdfs_conn_id": Param(DEFAULT_HDFS_CONN_ID, type="string", pattern=CONN_ID_PATTERN, title="HDFS Connection id",
@@ -59,7 +69,7 @@ def data_validation() -> None:
     @task(multiple_outputs=False)
     def validate() -> dict[str, Any]:
         from airflow.sdk import get_current_context
-        from ratchet_airflow.connections import storage_options
+        from ratchet_airflow.connections import spark_options, storage_options
         from ratchet_airflow.failures import permanent_errors_fail_the_task
 
         from ml_tasks.config import confined_uri, run_key_for
@@ -72,7 +82,9 @@ def data_validation() -> None:
         docs = None if params["data_docs"] == "checkpoint" else params["data_docs"]
         with permanent_errors_fail_the_task():  # the same drop fails the same way: no retry
             source = confined_uri(params["source_uri"], "source_uri")
-            return validation.validate(source, params["suite"], run_key, options, data_docs=docs).to_dict()
+            spark = spark_options(DEFAULT_SPARK_CONN_ID) if params["engine"] == "spark" else None
+            return validation.validate(source, params["suite"], run_key, options, data_docs=docs,
+                                       engine=params["engine"], spark=spark).to_dict()
 
     validate()
 

@@ -356,7 +356,7 @@ def validate_drop(staging_uri: str, dataset: str | None, run_key: str, suite: st
 
 
 def validate(source_uri: str, suite: str, run_key: str, options: StorageOptions | None = None,
-             data_docs: str | None = None) -> ValidationOutcome:
+             data_docs: str | None = None, engine: str = "pandas", spark: SparkOptions | None = None) -> ValidationOutcome:
     """Validate any drop (file://, s3://, hdfs://) against any committed suite, on demand (`data_validation` DAG,
     `ratchet validate`).
 
@@ -373,7 +373,7 @@ def validate(source_uri: str, suite: str, run_key: str, options: StorageOptions 
     if scheme != "file":
         staged = sync_drop(source_uri, get_settings().staging / "_validation" / suite / run_key, options)
         staging_uri = staged["staging_uri"]
-    return validate_drop(staging_uri, None, run_key, suite=suite, data_docs=data_docs)
+    return validate_drop(staging_uri, None, run_key, suite=suite, data_docs=data_docs, engine=engine, spark=spark)
 
 
 def committed_suites(expectations_dir: Path | None = None) -> list[str]:
