@@ -207,6 +207,12 @@ AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME = EnvironmentVariable(
 HADOOP_USER_NAME = EnvironmentVariable(
     "HADOOP_USER_NAME", str, None, "WebHDFS user when no Airflow Connection names one.", default_doc="none",
     group="other tools")
+JAVA_HOME = EnvironmentVariable(
+    "JAVA_HOME", str, None, "The Java 17 the spark engine starts Spark's driver with.", default_doc="`java` on PATH",
+    group="other tools")
+PYSPARK_PYTHON = EnvironmentVariable(
+    "PYSPARK_PYTHON", str, None, "The Python of Spark's Python workers, should a stage need one.",
+    default_doc="the task's own interpreter", group="other tools")
 AWS_ACCESS_KEY_ID = EnvironmentVariable(
     "AWS_ACCESS_KEY_ID", str, None, "The production profile's S3 key (boto3 reads the AWS chain itself).",
     default_doc="required by the production profile", group="other tools")

@@ -89,8 +89,16 @@ def validate(ctx: RunContext, config: RunConfig, synced: dict[str, Any],
 def drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any], spark: SparkOptions | None = None) -> dict[str, Any]:
     from ml_tasks.data import drift as data_drift
 
-    return run_stage(ctx, "drift", lambda: data_drift.drift(ctx, config, synced, engine=engine(ctx, synced),
-                                                            spark=spark))
+    def measure_on_spark(folder: Any, reference: dict[str, Any], spec: Any, thresholds: Any) -> Any:
+        from ml_tasks.data.spark.drift import compare_drop
+        from ml_tasks.data.spark.session import spark_session
+
+        with spark_session(spark, app_name=f"ratchet-drift-{ctx.dataset}") as session:
+            return compare_drop(session, folder, reference, spec, thresholds)
+
+    on_spark = engine(ctx, synced) == "spark"
+    return run_stage(ctx, "drift", lambda: data_drift.drift(ctx, config, synced,
+                                                            measure=measure_on_spark if on_spark else None))
 
 
 def prepare(ctx: RunContext, config: RunConfig, synced: dict[str, Any], spark: SparkOptions | None = None) -> dict[str, Any]:

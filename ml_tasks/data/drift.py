@@ -39,11 +39,13 @@ from ml_tasks.config import DriftThresholds
 from ml_tasks.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
     import numpy as np
     import pandas as pd
 
     from ml_tasks.config import RunConfig, RunContext
-    from ml_tasks.data.spark.session import SparkOptions
     from ml_tasks.datasets import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -488,10 +490,12 @@ def _compare_categorical(ref: dict[str, Any], column: pd.Series, rows: int) -> t
     }, ({k: v / count for k, v in counts.items()} if count else {})
 
 
-def drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any], engine: str = "pandas",
-          spark: SparkOptions | None = None) -> dict[str, Any]:
+def drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any],
+          measure: Callable[[Path, dict[str, Any], DatasetSpec, DriftThresholds], DriftReport] | None = None
+          ) -> dict[str, Any]:
     """The nightly's drift stage: compare the drop with the champion's training data, every distance recorded in
-    the run's MLflow run and report folder; drift above the thresholds warns, or stops the run when asked."""
+    the run's MLflow run and report folder; drift above the thresholds warns, or stops the run when asked.
+    `measure(folder, reference, spec, thresholds)` compares on another engine; by default pandas reads the drop."""
     import mlflow
 
     from ml_tasks import tracking
@@ -509,14 +513,11 @@ def drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any], engine: st
         log.info("drift not checked for %s: %s", ctx.tracking_key, why_not)
         return {"checked": False, "reason": why_not, "champion_version": version, "action": config.drift.action}
     thresholds = DriftThresholds.from_dict(config.drift.thresholds)
-    if engine == "spark":
-        from ml_tasks.data.spark.drift import compare_drop
-        from ml_tasks.data.spark.session import spark_session
-
-        with spark_session(spark, app_name=f"ratchet-drift-{ctx.dataset}") as session:
-            found = compare_drop(session, local_path(synced["staging_uri"]), reference, spec, thresholds)
+    folder = local_path(synced["staging_uri"])
+    if measure is not None:  # another engine (Spark) reads the drop
+        found = measure(folder, reference, spec, thresholds)
     else:
-        found = compare(reference, read_drop(local_path(synced["staging_uri"])), spec, thresholds)
+        found = compare(reference, read_drop(folder), spec, thresholds)
     report_path = write_json(ctx.report_dir / DRIFT_REPORT_FILE, {"champion_version": version, **found.to_dict()})
     largest = {
         test: max((f[test] for f in found.features.values() if f.get(test) is not None), default=None)

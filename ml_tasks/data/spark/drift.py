@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_tasks.data import drift
-from ml_tasks.data.spark.preparation import QUANTILE_ACCURACY, col, numeric_value
+from ml_tasks.data.spark.columns import QUANTILE_ACCURACY, col, numeric_value
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession

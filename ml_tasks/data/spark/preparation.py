@@ -36,6 +36,7 @@ from ml_tasks.constants import (
 )
 from ml_tasks.data.augmentation import augment_plan
 from ml_tasks.data.preparation import MIN_ROWS_PER_SPLIT, SPLIT_FRACTIONS, PreparedData, _policies
+from ml_tasks.data.spark.columns import QUANTILE_ACCURACY, RELATIVE_ERROR, col, numeric_value
 from ml_tasks.data.spark.frames import read_drop
 from ml_tasks.data.transform import MIN_STD, MISSING_CATEGORY, FittedTransform, NumericFit, category_text, fit_categorical_counts
 from ml_tasks.datasets import DatasetSpec, get_dataset
@@ -48,28 +49,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# percentile_approx's accuracy: the rank of a returned quantile is within rows / accuracy of the exact one.
-QUANTILE_ACCURACY = 10_000
-RELATIVE_ERROR = 1.0 / QUANTILE_ACCURACY
 # More distinct target values than this in a classification drop is a declaration error, not a class list.
 MAX_TARGET_VALUES = 1_000
 _HASH, _U, _LABEL, _SPLIT = "_ratchet_hash", "_ratchet_u", "_ratchet_label", "_ratchet_split"
 SPLITS = ("train", "val", "test")
 _U_SCALE = 2**53
-
-
-def col(name: str) -> Column:
-    """A column by its exact name (dots and spaces in data set columns are not struct access)."""
-    from pyspark.sql import functions as F
-
-    return F.col("`" + name.replace("`", "``") + "`")
-
-
-def numeric_value(name: str) -> Column:
-    """A numeric column as double, NaN read as missing (as the pandas engine reads it)."""
-    from pyspark.sql import functions as F
-
-    return F.nanvl(col(name).cast("double"), F.lit(None).cast("double"))
 
 
 def _check_numeric(frame: DataFrame, spec: DatasetSpec, names: list[str], what: str) -> None:

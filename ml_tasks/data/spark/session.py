@@ -44,7 +44,7 @@ class SparkOptions:
 
 
 def require_java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
+    java_home = env.JAVA_HOME.get()
     java = shutil.which("java", path=os.path.join(java_home, "bin") if java_home else None)
     if not java:
         raise ConfigError(f"the spark engine needs Java 17 and no `java` was found (JAVA_HOME or PATH); "
@@ -71,7 +71,7 @@ def _settings(options: SparkOptions, app_name: str) -> dict[str, str]:
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
         "spark.sql.parquet.compression.codec": "snappy",
     }
-    if os.environ.get("SPARK_LOCAL_IP") or options.resolved_master().startswith(("local", "spark://127.", "spark://localhost")):
+    if options.resolved_master().startswith(("local", "spark://127.", "spark://localhost")):
         settings["spark.driver.host"] = "127.0.0.1"
         settings["spark.driver.bindAddress"] = "127.0.0.1"
     settings.update(options.conf)
@@ -86,8 +86,8 @@ def spark_session(options: SparkOptions | None = None, app_name: str = "ratchet"
     """
     options = options or SparkOptions()
     require_java()
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if not env.PYSPARK_PYTHON.is_set:
+        env.PYSPARK_PYTHON.set(sys.executable)
     from pyspark.sql import SparkSession
 
     master = options.resolved_master()
