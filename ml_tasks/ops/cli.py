@@ -83,12 +83,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """`ratchet validate URI --suite S`: what the data_validation DAG does, from a shell."""
     import time
 
+    from ml_tasks.data.spark.session import SparkOptions
     from ml_tasks.data.validation import validate
     from ml_tasks.errors import DataError
 
     run_key = args.run_key or time.strftime("cli-%Y%m%dT%H%M%S")
     try:
-        outcome = validate(args.uri, args.suite, run_key, data_docs=args.data_docs)
+        spark = SparkOptions(master=args.spark_master) if args.engine == "spark" else None
+        outcome = validate(args.uri, args.suite, run_key, data_docs=args.data_docs, engine=args.engine, spark=spark)
     except DataError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -388,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--data-docs", choices=("always", "on_failure", "never"),
                           help="build Data Docs (default: as the suite's checkpoint says)")
     validate.add_argument("--run-key", help="names this validation's results and Data Docs (default: cli-<time>)")
+    validate.add_argument("--engine", choices=("pandas", "spark"), default="pandas",
+                          help="spark: GE's Spark engine, the same suite (for drops larger than memory)")
+    validate.add_argument("--spark-master", help="with --engine spark (default: RATCHET_SPARK_MASTER, else local[*])")
     validate.set_defaults(func=cmd_validate)
 
     sync = sub.add_parser("sync", help="mirror SRC into DST (file://, s3://, hdfs://), incrementally by content")

@@ -44,12 +44,13 @@ def _drop(home: Path, name: str, frame: pd.DataFrame, parts: int = 2) -> Path:
 
 
 def _validate(folder: Path, engine: str, key: str):
+    """`validate`, what the data_validation DAG and `ratchet validate --engine` call."""
     from ml_tasks.data.spark.session import SparkOptions
-    from ml_tasks.data.validation import validate_drop
+    from ml_tasks.data.validation import validate
 
     try:  # the module's session is reused (same master), not stopped
-        return validate_drop(folder.as_uri(), "synthetic", key, engine=engine, spark=SparkOptions(master=LOCAL),
-                             data_docs="never")
+        return validate(folder.as_uri(), SYNTHETIC.suite, key, engine=engine, spark=SparkOptions(master=LOCAL),
+                        data_docs="never")
     except DataValidationError as exc:
         return exc
 
