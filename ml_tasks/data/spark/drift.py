@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_tasks.data import drift
-from ml_tasks.data.spark.columns import QUANTILE_ACCURACY, col, numeric_value
+from ml_tasks.data.spark.columns import QUANTILE_ACCURACY, col, numeric_value, value_counts
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -44,13 +44,14 @@ def _numeric_references(frame: DataFrame, names: list[str], rows: int, bins: int
     aggregates = []
     for i, name in enumerate(names):
         value = _finite(name)
+        # One sketch per column serves the bin edges and the KS quantiles.
         aggregates += [F.count(value).alias(f"n{i}"), F.avg(value).alias(f"mean{i}"),
                        F.stddev_pop(value).alias(f"std{i}"), F.min(value).alias(f"min{i}"),
                        F.max(value).alias(f"max{i}"),
-                       F.percentile_approx(value, edges_p, QUANTILE_ACCURACY).alias(f"e{i}"),
-                       F.percentile_approx(value, sketch_p, QUANTILE_ACCURACY).alias(f"q{i}")]
+                       F.percentile_approx(value, edges_p + sketch_p, QUANTILE_ACCURACY).alias(f"q{i}")]
     row = frame.agg(*aggregates).collect()[0]
-    edges = {n: sorted(set(float(e) for e in row[f"e{i}"])) if row[f"n{i}"] else [] for i, n in enumerate(names)}
+    edges = {n: sorted(set(float(e) for e in row[f"q{i}"][:len(edges_p)])) if row[f"n{i}"] else []
+             for i, n in enumerate(names)}
     below = frame.agg(*[F.count(F.when(_finite(n) <= F.lit(e), 1)).alias(f"b{i}_{j}")
                         for i, n in enumerate(names) for j, e in enumerate(edges[n])]).collect()[0] \
         if any(edges.values()) else None
@@ -66,7 +67,7 @@ def _numeric_references(frame: DataFrame, names: list[str], rows: int, bins: int
             at_or_below = [int(below[f"b{i}_{j}"]) for j in range(len(edges[name]))] if below else []
             cumulative = [0, *at_or_below, count]
             fractions = [(cumulative[k + 1] - cumulative[k]) / count for k in range(len(cumulative) - 1)]
-            sketch = [float(q) for q in row[f"q{i}"]]
+            sketch = [float(q) for q in row[f"q{i}"][len(edges_p):]]
             sketch[-1] = float(row[f"max{i}"])
             sketch = [float(row[f"min{i}"]), *sketch]
         out[name] = {"count": count, "null_fraction": (rows - count) / rows, **moments, "edges": edges[name],
@@ -74,13 +75,10 @@ def _numeric_references(frame: DataFrame, names: list[str], rows: int, bins: int
     return out
 
 
-def _categorical_reference(frame: DataFrame, name: str, rows: int) -> dict[str, Any]:
+def _categorical_reference(values: dict[Any, int], missing: int, rows: int) -> dict[str, Any]:
     counts: dict[str, int] = {}
-    missing = 0
-    for value, n in frame.groupBy(col(name).alias("v")).count().collect():
-        if value is None or (isinstance(value, float) and value != value):
-            missing += int(n)
-        else:
+    for value, n in values.items():
+        if n:
             key = drift._category_key(value)
             counts[key] = counts.get(key, 0) + int(n)
     ordered = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
@@ -88,8 +86,14 @@ def _categorical_reference(frame: DataFrame, name: str, rows: int) -> dict[str, 
 
 
 def compute_reference(frame: DataFrame, spec: DatasetSpec, bins: int = 10, quantiles: int = 1000,
-                      relative_error: float = 1.0 / QUANTILE_ACCURACY) -> dict[str, Any]:
-    """`drift.compute_reference` of the rows of `frame` (raw declared columns), by Spark aggregations."""
+                      relative_error: float = 1.0 / QUANTILE_ACCURACY,
+                      counts: dict[str, tuple[dict[Any, int], int]] | None = None) -> dict[str, Any]:
+    """`drift.compute_reference` of the rows of `frame` (raw declared columns), by Spark aggregations.
+
+    `counts`: each categorical's (and a class target's) rows per raw value and missing rows in `frame`, when the
+    caller has them already; otherwise one grouping-sets job counts them."""
+    from pyspark.sql import functions as F
+
     from ml_tasks.errors import ConfigError, DataError
 
     if bins < 2 or quantiles < 10:
@@ -99,15 +103,19 @@ def compute_reference(frame: DataFrame, spec: DatasetSpec, bins: int = 10, quant
         raise DataError("cannot compute a drift reference from an empty training frame")
     numeric_names = list(spec.numeric_features) + ([] if spec.is_classification else [spec.target])
     numeric = _numeric_references(frame, numeric_names, rows, bins, quantiles)
+    counted = [*spec.categorical_features, *([spec.target] if spec.is_classification else [])]
+    if counts is None:
+        counts = {name: ({v: c[0] for v, c in values.items()}, missing[0])
+                  for name, (values, missing) in value_counts(frame, counted, F.lit(0), 1).items()}
     label: dict[str, Any]
     if spec.is_classification:
-        label = {"column": spec.target, **_categorical_reference(frame, spec.target, rows)}
+        label = {"column": spec.target, **_categorical_reference(*counts[spec.target], rows)}
     else:
         label = {"column": spec.target, "kind": "numeric", **numeric.pop(spec.target)}
     reference = {
         "format_version": drift.FORMAT_VERSION, "dataset": spec.name, "rows": rows, "bins": bins,
         "quantiles": quantiles, "numeric": numeric,
-        "categorical": {name: _categorical_reference(frame, name, rows) for name in spec.categorical_features},
+        "categorical": {name: _categorical_reference(*counts[name], rows) for name in spec.categorical_features},
         "label": label, "engine": "spark", "quantile_relative_error": relative_error,
     }
     log.info("drift reference of %s on Spark: %d rows, %d numeric and %d categorical features",

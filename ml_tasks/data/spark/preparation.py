@@ -10,14 +10,16 @@ Where Spark differs from pandas, by design and stated in the record (`approximat
 - A row's split is decided by a 64-bit hash of its declared values and the seed, not by a shuffle: a rerun gives
   the same splits on any cluster, equal rows always land in the same split (no leakage of a duplicate into test),
   and for classification each class is cut at its own hash quantiles, so the split is stratified.
-- Each set is ordered by that hash (a fixed pseudo-random order) and merged into one Parquet file on the driver,
-  row group by row group, so the driver never holds a set.
+- Each set's partitions are ordered by that hash (a pseudo-random order, no shuffle) and merged into one Parquet
+  file on the driver, row group by row group, so the driver never holds a set. A set's fingerprint is its rows'
+  hashes summed with the transform, so it does not depend on how Spark partitioned them.
 The driver holds only counts, quantiles and vocabularies; every pass over rows runs on the executors.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import shutil
@@ -36,7 +38,7 @@ from ml_tasks.constants import (
 )
 from ml_tasks.data.augmentation import augment_plan
 from ml_tasks.data.preparation import MIN_ROWS_PER_SPLIT, SPLIT_FRACTIONS, PreparedData, _policies
-from ml_tasks.data.spark.columns import QUANTILE_ACCURACY, RELATIVE_ERROR, col, numeric_value
+from ml_tasks.data.spark.columns import QUANTILE_ACCURACY, RELATIVE_ERROR, col, numeric_value, value_counts
 from ml_tasks.data.spark.frames import read_drop
 from ml_tasks.data.transform import MIN_STD, MISSING_CATEGORY, FittedTransform, NumericFit, category_text, fit_categorical_counts
 from ml_tasks.datasets import DatasetSpec, get_dataset
@@ -205,53 +207,35 @@ def _clipped(name: str, bounds: tuple[float, float] | None) -> Column:
 
 def _numeric_fits(train: DataFrame, spec: DatasetSpec, bounds: dict[str, tuple[float, float]],
                   clip: bool) -> list[tuple[str, NumericFit]]:
-    """`fit_numeric` of each numeric from two aggregations over the training rows: the median (approximate), then
-    sums shifted by it (exact mean and population std of the clipped, imputed values without cancellation)."""
+    """`fit_numeric` of each numeric in one pass over the training rows: the median (approximate; clipping is
+    monotone, so it is the clipped median of the raw values), and the exact mean and population variance of the
+    present clipped values, from which those of the imputed values follow without a second pass."""
     from pyspark.sql import functions as F
 
     names = list(spec.numeric_features)
-    medians = _quantiles(train.select(*[_clipped(n, bounds.get(n) if clip else None).alias(n) for n in names]),
-                         names, [0.5])
-    aggregates = []
+    aggregates = [F.count(F.lit(1)).alias("rows")]
     for i, name in enumerate(names):
-        shift = medians[name][0] if medians[name][0] is not None else 0.0
-        deviation = _clipped(name, bounds.get(name) if clip else None) - F.lit(shift)
-        aggregates += [F.count(numeric_value(name)).alias(f"n{i}"), F.sum(deviation).alias(f"s{i}"),
-                       F.sum(deviation * deviation).alias(f"ss{i}")]
-    row = train.agg(F.count(F.lit(1)).alias("rows"), *aggregates).collect()[0]
+        clipped = _clipped(name, bounds.get(name) if clip else None)
+        aggregates += [F.count(clipped).alias(f"n{i}"), F.avg(clipped).alias(f"m{i}"), F.var_pop(clipped).alias(f"v{i}"),
+                       F.percentile_approx(clipped, [0.5], QUANTILE_ACCURACY).alias(f"q{i}")]
+    row = train.agg(*aggregates).collect()[0]
     total = int(row["rows"])
     fits = []
     for i, name in enumerate(names):
         present = int(row[f"n{i}"])
-        median = medians[name][0] if present else None
-        if median is None:
-            fits.append((name, NumericFit(median=0.0, fill=0.0, mean=0.0, std=1.0,
-                                          bounds=bounds.get(name) if clip else None)))
+        fit_bounds = bounds.get(name) if clip else None
+        if not present:
+            fits.append((name, NumericFit(median=0.0, fill=0.0, mean=0.0, std=1.0, bounds=fit_bounds)))
             continue
-        s, ss = float(row[f"s{i}"] or 0.0), float(row[f"ss{i}"] or 0.0)
-        fill = median + s / present if spec.numeric_missing == "mean" else median
+        median, mean_present, var_present = float(row[f"q{i}"][0]), float(row[f"m{i}"]), float(row[f"v{i}"])
+        fill = mean_present if spec.numeric_missing == "mean" else median
         missing = total - present
-        s_all, ss_all = s + (fill - median) * missing, ss + (fill - median) ** 2 * missing
-        mean = median + s_all / total
-        std = math.sqrt(max(ss_all / total - (s_all / total) ** 2, 0.0))
-        fits.append((name, NumericFit(median=float(median), fill=float(fill), mean=float(mean),
-                                      std=std if std > MIN_STD else 1.0, bounds=bounds.get(name) if clip else None)))
+        mean = (present * mean_present + missing * fill) / total
+        variance = (present * (var_present + (mean_present - mean) ** 2) + missing * (fill - mean) ** 2) / total
+        std = math.sqrt(max(variance, 0.0))
+        fits.append((name, NumericFit(median=median, fill=fill, mean=mean, std=std if std > MIN_STD else 1.0,
+                                      bounds=fit_bounds)))
     return fits
-
-
-def _category_values(rows: DataFrame, name: str) -> tuple[dict[Any, list[int]], list[int]]:
-    """Each raw value of a categorical with its row count per split, and the missing values per split."""
-    from pyspark.sql import functions as F
-
-    counts: dict[Any, list[int]] = {}
-    missing = [0, 0, 0]
-    for value, split, n in rows.groupBy(col(name).alias("v"), col(_SPLIT).alias("s")).agg(
-            F.count(F.lit(1)).alias("n")).collect():
-        if value is None:
-            missing[split] += int(n)
-        else:
-            counts.setdefault(value, [0, 0, 0])[split] += int(n)
-    return counts, missing
 
 
 def _categorical_fit(name: str, values: dict[Any, list[int]], train_missing: int,
@@ -293,8 +277,8 @@ def _feature_columns(transform: FittedTransform, raw_values: dict[str, dict[Any,
     return out
 
 
-def _merge_parts(folder: Path, target: Path, dictionary_columns: list[str]) -> str:
-    """Spark's part files (in part order) as one Parquet file, row group by row group; returns its content hash."""
+def _merge_parts(folder: Path, target: Path, dictionary_columns: list[str]) -> None:
+    """Spark's part files (in part order) as one Parquet file, row group by row group."""
     import pyarrow.parquet as pq
 
     parts = sorted(folder.glob("part-*.parquet"))
@@ -315,38 +299,18 @@ def _merge_parts(folder: Path, target: Path, dictionary_columns: list[str]) -> s
             writer.close()
     if writer is None:
         raise DataError(f"{folder}: Spark wrote no part files")
-    digest = hashlib.sha256()
-    with target.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     shutil.rmtree(folder)
-    return digest.hexdigest()
 
 
-def _write_sorted(frame: DataFrame, scratch: Path, target: Path, dictionary_columns: list[str]) -> str:
-    frame.orderBy(col(_HASH)).drop(_HASH).write.mode("overwrite").parquet(scratch.as_uri())
-    return _merge_parts(scratch, target, dictionary_columns)
-
-
-def _fingerprint(rows: DataFrame, spec: DatasetSpec) -> str:
-    """The content hash of the cleaned rows, independent of their order and partitioning (two 64-bit row hashes
-    summed exactly); Spark's own, so it differs from the pandas engine's for the same rows."""
-    from pyspark.sql import functions as F
-
-    values = [col(c) for c in spec.columns]
-    row = rows.agg(F.count(F.lit(1)).alias("n"),
-                   F.sum(F.xxhash64(*values).cast("decimal(38,0)")).alias("a"),
-                   F.sum(F.hash(*values).cast("decimal(38,0)")).alias("b")).collect()[0]
-    digest = hashlib.sha256()
-    digest.update(repr([spec.numeric_features, spec.categorical_features, spec.target, SPARK_ENGINE]).encode())
-    digest.update(f"{row['n']}:{row['a']}:{row['b']}".encode())
-    return digest.hexdigest()
+def _write_in_hash_order(frame: DataFrame, scratch: Path, target: Path, dictionary_columns: list[str]) -> None:
+    """Each partition ordered by the row hash (a fixed pseudo-random order, no shuffle), merged into one file."""
+    frame.sortWithinPartitions(col(_HASH)).drop(_HASH).write.mode("overwrite").parquet(scratch.as_uri())
+    _merge_parts(scratch, target, dictionary_columns)
 
 
 def prepare(ctx: RunContext, staging_uri: str, spark: SparkSession, seed: int = 0, *,
             augment: dict[str, Any] | None = None, cv_folds: int = 0, spec: DatasetSpec | None = None) -> PreparedData:
     """Clean, split, fit the transform and write the prepared sets of a staged drop, on Spark."""
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     from ml_tasks.storage import local_path
@@ -369,34 +333,31 @@ def prepare(ctx: RunContext, staging_uri: str, spark: SparkSession, seed: int = 
     frame = frame.withColumn(_LABEL, _label_expression(raw, spec, folder))
     frame = frame.withColumn(_HASH, F.xxhash64(*[col(c) for c in spec.columns], F.lit(seed)))
     frame = frame.withColumn(_U, F.pmod(col(_HASH), F.lit(_U_SCALE)).cast("double") / F.lit(float(_U_SCALE)))
-    frame = frame.persist(StorageLevel.DISK_ONLY)
-    try:
-        kept, counts = _clean(frame, spec)
+    target_dir = ctx.prepared_dir
+    with atomic_dir(target_dir) as tmp:
+        scratch = tmp / "_spark"
+        # The deduplicated, labelled rows are written once; every later pass reads only the columns it needs.
+        frame.write.mode("overwrite").parquet((scratch / "rows").as_uri())
+        staged = spark.read.parquet((scratch / "rows").as_uri())
+        kept, counts = _clean(staged, spec)
         counts["duplicates_dropped"] = rows_in - counts["rows"]
         thresholds, _ = _split_thresholds(kept, spec)
-        target_dir = ctx.prepared_dir
-        with atomic_dir(target_dir) as tmp:
-            scratch = tmp / "_spark"
-            kept.withColumn(_SPLIT, _split_expression(thresholds)).drop(_U) \
-                .write.mode("overwrite").partitionBy(_SPLIT).parquet((scratch / "rows").as_uri())
-            result = _prepare_split_rows(spark, ctx, spec, scratch, tmp, target_dir, seed, rows_in, counts)
-            shutil.rmtree(scratch, ignore_errors=True)
-            write_json(tmp / PREPARATION_FILE, result.to_dict())
-    finally:
-        frame.unpersist()
+        rows = kept.withColumn(_SPLIT, _split_expression(thresholds)).drop(_U)
+        result = _prepare_split_rows(rows, ctx, spec, scratch, tmp, target_dir, seed, rows_in, counts)
+        shutil.rmtree(scratch, ignore_errors=True)
+        write_json(tmp / PREPARATION_FILE, result.to_dict())
     log.info("prepared %s on Spark: %s rows in, %s out (train %s, val %s, test %s), %s features; fingerprint %s",
              ctx.tracking_key, result.rows_in, result.rows_out, result.train_rows, result.val_rows, result.test_rows,
              result.n_features, result.fingerprint[:12])
     return result
 
 
-def _prepare_split_rows(spark: SparkSession, ctx: RunContext, spec: DatasetSpec, scratch: Path, tmp: Path,
+def _prepare_split_rows(rows: DataFrame, ctx: RunContext, spec: DatasetSpec, scratch: Path, tmp: Path,
                         target_dir: Path, seed: int, rows_in: int, counts: dict[str, int]) -> PreparedData:
     from pyspark.sql import functions as F
 
     from ml_tasks.data.spark import drift as spark_drift
 
-    rows = spark.read.parquet((scratch / "rows").as_uri())
     train = rows.filter(col(_SPLIT) == 0)
     bounds: dict[str, tuple[float, float]] = {}
     outliers_per_column: dict[str, int] = {}
@@ -419,8 +380,9 @@ def _prepare_split_rows(spark: SparkSession, ctx: RunContext, spec: DatasetSpec,
     raw_values: dict[str, dict[Any, list[int]]] = {}
     categorical_fits = []
     imputed: dict[str, int] = {}
+    value_counts_by_split = value_counts(rows, [*spec.categorical_features, spec.target], col(_SPLIT), len(SPLITS))
     for name in spec.categorical_features:
-        values, missing = _category_values(rows, name)
+        values, missing = value_counts_by_split[name]
         raw_values[name] = values
         imputed[name] = sum(missing)
         categorical_fits.append(_categorical_fit(name, values, missing[0], spec))
@@ -438,6 +400,9 @@ def _prepare_split_rows(spark: SparkSession, ctx: RunContext, spec: DatasetSpec,
           if not spec.is_classification else []),
         *[F.sum(F.when(col(_LABEL) == code, 1).otherwise(0)).alias(f"k{code}")
           for code in range(len(spec.classes))],
+        F.sum(col(_HASH).cast("decimal(38,0)")).alias("split_hash"),
+        F.sum(F.xxhash64(*[col(c) for c in spec.columns]).cast("decimal(38,0)")).alias("xx"),
+        F.sum(F.hash(*[col(c) for c in spec.columns]).cast("decimal(38,0)")).alias("murmur"),
     ).collect()
     per_split = {int(r[_SPLIT]): r for r in split_counts}
     sizes = [int(per_split[s]["n"]) if s in per_split else 0 for s in range(3)]
@@ -447,19 +412,29 @@ def _prepare_split_rows(spark: SparkSession, ctx: RunContext, spec: DatasetSpec,
     label_type = "long" if spec.is_classification else "double"
     features = _feature_columns(transform, raw_values)
     fingerprints = {}
+    transform_json = json.dumps(transform.to_dict(), sort_keys=True)
     for code, (split_name, file_name) in enumerate((("train", TRAIN_FILE), ("val", VALIDATION_SPLIT_FILE),
                                                    ("test", TEST_FILE))):
         part = rows.filter(col(_SPLIT) == code).select(
             *features, col(_LABEL).cast(label_type).alias(spec.target), col(_HASH))
-        fingerprints[split_name] = _write_sorted(part, scratch / split_name, tmp / file_name, names[n_numeric:])
+        _write_in_hash_order(part, scratch / split_name, tmp / file_name, names[n_numeric:])
+        split_row = per_split.get(code)
+        fingerprints[split_name] = hashlib.sha256(
+            f"{transform_json}|{sizes[code]}|{split_row['split_hash'] if split_row else 0}".encode()).hexdigest()
     test_raw = rows.filter(col(_SPLIT) == 2).select(*[col(c) for c in spec.columns], col(_HASH))
-    _write_sorted(test_raw, scratch / "test_raw", tmp / TEST_RAW_FILE, [])
+    _write_in_hash_order(test_raw, scratch / "test_raw", tmp / TEST_RAW_FILE, [])
     write_json(tmp / TRANSFORM_FILE, transform.to_dict())
-    reference = spark_drift.compute_reference(train, spec, relative_error=RELATIVE_ERROR)
+    train_counts = {name: ({value: c[0] for value, c in values.items()}, missing[0])
+                    for name, (values, missing) in value_counts_by_split.items()}
+    reference = spark_drift.compute_reference(train, spec, relative_error=RELATIVE_ERROR, counts=train_counts)
     reference["training_rows"] = sizes[0]
     reference["sampled_rows"] = sizes[0]
     write_json(tmp / DRIFT_REFERENCE_FILE, reference)
-    fingerprint = _fingerprint(rows, spec)
+    digest = hashlib.sha256()
+    digest.update(repr([spec.numeric_features, spec.categorical_features, spec.target, SPARK_ENGINE]).encode())
+    digest.update(f"{sum(sizes)}:{sum(r['xx'] or 0 for r in per_split.values())}:"
+                  f"{sum(r['murmur'] or 0 for r in per_split.values())}".encode())
+    fingerprint = digest.hexdigest()
     class_counts: dict[str, int] = {}
     positive_rate = None
     target_summary: dict[str, float] = {}
