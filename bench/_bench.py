@@ -1,4 +1,4 @@
-"""The one format every benchmark prints, and a timer.
+"""The one format every benchmark prints, a timer, and a peak-memory probe.
 
 `BENCH <name> ratio=<r> target=<t> met=<yes|no> <ours> vs <reference>`
 
@@ -10,8 +10,11 @@ a reference measured in the same run, is a budget, and its name says `budget`.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -47,3 +50,60 @@ def bench_line(name: str, ours: float, reference: float, target: float, unit: st
             f"{'>' if ours_censored else ''}{ours:.4g}{unit} vs {'>' if reference_censored else ''}{reference:.4g}{unit}")
     print(line, flush=True)
     return line
+
+
+class PeakRss:
+    """Peak RSS, in bytes, of this process (`own`) and of its child processes named `child_name` (`children`).
+
+    A thread polls psutil while the block runs, so a child that lives only inside it (Spark's JVM) is seen; each
+    process's high-water mark (VmHWM), read at the end, adds the spikes between two polls. That mark spans the
+    process's whole life, so measure in a fresh process whose earlier work is smaller than the block's.
+    """
+
+    def __init__(self, child_name: str = "java", interval_s: float = 0.1) -> None:
+        self.child_name, self.interval_s = child_name, interval_s
+        self.own = self.children = 0
+        self._pids: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.own = max(self.own, _high_water_mark(os.getpid()))
+        self.children = max(self.children, sum(_high_water_mark(pid) for pid in self._pids))
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        self.own = max(self.own, me.memory_info().rss)
+        total = 0
+        for child in me.children(recursive=True):
+            try:
+                if child.name() == self.child_name:
+                    total += child.memory_info().rss
+                    self._pids.add(child.pid)
+            except psutil.Error:  # it ended between the listing and the read
+                continue
+        self.children = max(self.children, total)
+
+
+def _high_water_mark(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:  # the process has ended
+        pass
+    return 0

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TOPICS = ("sync", "validation", "preparation", "onboarding", "training", "tuning", "quality", "serving", "monitoring", "overhead")
+TOPICS = ("sync", "validation", "preparation", "onboarding", "training", "tuning", "quality", "serving", "monitoring", "overhead",
+          "scale")
 BENCH_LINE = re.compile(r"^BENCH (?P<name>\S+) ratio=(?P<ratio>\S+) target=(?P<target>\S+) met=(?P<met>yes|no) "
                         r"(?P<ours>.+?) vs (?P<reference>.+)$")
 

@@ -18,7 +18,7 @@ def _run_all():
 
 def test_every_topic_has_a_benchmark_file():
     run_all = _run_all()
-    assert {"sync", "validation", "preparation", "training", "tuning", "serving", "overhead"} <= set(run_all.TOPICS)
+    assert {"sync", "validation", "preparation", "training", "tuning", "serving", "overhead", "scale"} <= set(run_all.TOPICS)
     for topic in run_all.TOPICS:
         text = (BENCH / f"{topic}.py").read_text()
         assert "bench_line" in text and '__name__ == "__main__"' in text, topic
