@@ -260,7 +260,10 @@ def validate_frame(frame: Any, suite: str, docs_dir: Path, run_name: str,
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         },
     )
-    source = context.data_sources.add_spark("drops") if engine == "spark" else context.data_sources.add_pandas("drops")
+    # On Spark, GE would cache the whole drop in the executors' memory (persist=True); a drop larger than memory is
+    # why one validates on Spark, so each metric reads the columns it needs from the files instead.
+    source = (context.data_sources.add_spark("drops", persist=False) if engine == "spark"
+              else context.data_sources.add_pandas("drops"))
     batch_definition = source.add_dataframe_asset(name=suite).add_batch_definition_whole_dataframe("whole_drop")
     gx_suite = context.suites.add(ExpectationSuite(
         name=payload.get("name", suite), expectations=expectations_for_engine(payload["expectations"], engine),

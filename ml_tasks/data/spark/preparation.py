@@ -413,11 +413,13 @@ def _prepare_split_rows(rows: DataFrame, ctx: RunContext, spec: DatasetSpec, scr
     features = _feature_columns(transform, raw_values)
     fingerprints = {}
     transform_json = json.dumps(transform.to_dict(), sort_keys=True)
+    # One scan writes all three sets (a folder per split), uncompressed as the pandas engine writes them.
+    rows.select(*features, col(_LABEL).cast(label_type).alias(spec.target), col(_SPLIT), col(_HASH)) \
+        .sortWithinPartitions(col(_HASH)).drop(_HASH).write.mode("overwrite").partitionBy(_SPLIT) \
+        .option("compression", "none").parquet((scratch / "sets").as_uri())
     for code, (split_name, file_name) in enumerate((("train", TRAIN_FILE), ("val", VALIDATION_SPLIT_FILE),
                                                    ("test", TEST_FILE))):
-        part = rows.filter(col(_SPLIT) == code).select(
-            *features, col(_LABEL).cast(label_type).alias(spec.target), col(_HASH))
-        _write_in_hash_order(part, scratch / split_name, tmp / file_name, names[n_numeric:])
+        _merge_parts(scratch / "sets" / f"{_SPLIT}={code}", tmp / file_name, names[n_numeric:])
         split_row = per_split.get(code)
         fingerprints[split_name] = hashlib.sha256(
             f"{transform_json}|{sizes[code]}|{split_row['split_hash'] if split_row else 0}".encode()).hexdigest()
