@@ -176,6 +176,9 @@ RATCHET_SPARK_DRIVER_MEMORY = EnvironmentVariable(
     "RATCHET_SPARK_DRIVER_MEMORY", str, "1g", "Heap of the Spark driver a task starts (JVM size, e.g. `2g`).")
 RATCHET_SPARK_EXECUTOR_MEMORY = EnvironmentVariable(
     "RATCHET_SPARK_EXECUTOR_MEMORY", str, "1g", "Heap of each Spark executor on a cluster (JVM size).")
+RATCHET_SPARK_EXECUTOR_WAIT_S = EnvironmentVariable(
+    "RATCHET_SPARK_EXECUTOR_WAIT_S", float, 600.0, "Seconds a stage's Spark job may wait with no executor on a "
+    "cluster (its workers lost, or none free) before the stage fails and is retried; 0 waits for ever.")
 RATCHET_SPARK_LOCAL_DIR = EnvironmentVariable(
     "RATCHET_SPARK_LOCAL_DIR", str, None, "Spark's scratch space (shuffle and spill files).",
     default_doc="`RATCHET_HOME/spark/local`")

@@ -2,8 +2,8 @@
 
 Errors in `PERMANENT_ERRORS` are not worth retrying: the same input gives the
 same answer, and the Airflow glue turns them into non-retried failures. Others
-(`StorageError`, a training process that was killed) are retried: a rerun
-resumes from the journal or the last checkpoint.
+(`StorageError`, `SparkClusterError`, a training process that was killed) are
+retried: a rerun resumes from the journal or the last checkpoint.
 """
 
 from __future__ import annotations
@@ -51,6 +51,10 @@ class InfraValidationError(RatchetError):
 
 class StorageError(RatchetError):
     """A sync could not finish; what was copied is journaled and a rerun resumes."""
+
+
+class SparkClusterError(RatchetError):
+    """A stage's Spark job had no executor for too long (the cluster lost its workers): retried, not permanent."""
 
 
 PERMANENT_ERRORS: tuple[type[RatchetError], ...] = (

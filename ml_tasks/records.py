@@ -54,7 +54,7 @@ def report(ctx: RunContext, review: str | None = None) -> dict[str, Any]:
     validation: dict[str, Any] | None = None
     if val_r:
         validation = {"success": True, "suite": val_r["suite"], "evaluated": val_r["evaluated"],
-                      "data_docs": val_r["data_docs_uri"]}
+                      "data_docs": val_r["data_docs_uri"], "engine": val_r.get("engine")}
     elif stopped_at == "validate" and error:
         validation = {"success": False, **error}
     run_report: dict[str, Any] = {
@@ -70,6 +70,7 @@ def report(ctx: RunContext, review: str | None = None) -> dict[str, Any]:
             "rows": val_r.get("rows"),
             "fingerprint": prep_r.get("fingerprint"),
             "rows_after_cleaning": prep_r.get("rows_out"),
+            "engine": prep_r.get("engine"),
             "splits": {k: prep_r.get(f"{k}_rows") for k in ("train", "val", "test")} if prep_r else None,
         },
         "validation": validation,

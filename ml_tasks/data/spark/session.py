@@ -3,6 +3,11 @@
 The driver runs inside the task; on a cluster the executors do the scans, shuffles and aggregations, and only
 small results (counts, quantiles, vocabularies) come back. No Python runs on the executors (no UDFs), so a cluster
 needs no Ratchet install. Spark's web UI is off unless asked for: it has no authentication of its own.
+
+On a cluster, Spark re-runs the tasks of an executor it lost once executors come back, but while none is there it
+waits for ever (standalone: also with its master gone, "waiting for reconnection"). A stage must not hang a task for
+ever, so a watch cancels the session's jobs once they have waited RATCHET_SPARK_EXECUTOR_WAIT_S with no executor,
+and the stage fails with `SparkClusterError`, which Airflow retries.
 """
 
 from __future__ import annotations
@@ -11,13 +16,15 @@ import logging
 import os
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ml_tasks import environment_variables as env
-from ml_tasks.errors import ConfigError
+from ml_tasks.errors import ConfigError, SparkClusterError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -78,6 +85,78 @@ def _settings(options: SparkOptions, app_name: str) -> dict[str, str]:
     return settings
 
 
+def is_local(master: str) -> bool:
+    return master.startswith("local")
+
+
+class ExecutorWatch:
+    """Cancels a session's jobs once they have waited `wait_s` seconds with no executor registered.
+
+    A daemon thread asks the driver every `poll_s` seconds (two Py4J calls): are jobs active, and how many executors
+    are alive? Once it has cancelled, later jobs of the session that find no executor are cancelled at once (a
+    caller that catches a job's failure and goes on must not wait again). `reason` says why it cancelled, if it did.
+    """
+
+    def __init__(self, session: SparkSession, master: str, wait_s: float, poll_s: float = 1.0) -> None:
+        self.context = session.sparkContext
+        self.master = master
+        self.wait_s = wait_s
+        self.poll_s = poll_s
+        self.reason: str | None = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="ratchet-spark-executor-watch", daemon=True)
+        self._thread.start()
+
+    def executors(self) -> int:
+        """Executors alive now (the status tracker lists the driver too)."""
+        return max(len(self.context._jsc.sc().statusTracker().getExecutorInfos()) - 1, 0)
+
+    def _watch(self) -> None:
+        waiting_since: float | None = None
+        while not self._stopped.wait(self.poll_s):
+            try:
+                waiting = bool(self.context.statusTracker().getActiveJobsIds()) and self.executors() == 0
+            except Exception:  # the context is stopping (or stopped): nothing left to watch
+                return
+            if not waiting:
+                waiting_since = None
+                continue
+            now = time.monotonic()
+            waiting_since = waiting_since or now
+            if self.reason is None and now - waiting_since < self.wait_s:
+                continue
+            if self.reason is None:
+                self.reason = (f"no Spark executor on {self.master} for {now - waiting_since:.0f} s while a "
+                               f"job waited (RATCHET_SPARK_EXECUTOR_WAIT_S={self.wait_s:g}): the cluster lost its "
+                               f"workers, or has none free; the stage's jobs were cancelled")
+                log.error("%s", self.reason)
+            self.context.cancelAllJobs()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=self.poll_s + 5)
+
+
+@contextmanager
+def _watched(session: SparkSession, master: str) -> Iterator[SparkSession]:
+    """The block on `session`, failing with SparkClusterError if the watch had to cancel its jobs."""
+    wait_s = env.RATCHET_SPARK_EXECUTOR_WAIT_S.get()
+    if is_local(master) or wait_s <= 0:
+        yield session
+        return
+    watch = ExecutorWatch(session, master, wait_s)
+    try:
+        yield session
+    except Exception as exc:
+        if watch.reason is not None:
+            raise SparkClusterError(watch.reason) from exc
+        raise
+    finally:
+        watch.stop()
+    if watch.reason is not None:  # the block caught the cancelled job's error itself: still no result to trust
+        raise SparkClusterError(watch.reason)
+
+
 @contextmanager
 def spark_session(options: SparkOptions | None = None, app_name: str = "ratchet") -> Iterator[SparkSession]:
     """A session on the resolved master, stopped on exit (an active session on the same master is reused, not stopped).
@@ -93,7 +172,8 @@ def spark_session(options: SparkOptions | None = None, app_name: str = "ratchet"
     master = options.resolved_master()
     active = SparkSession.getActiveSession()
     if active is not None and active.sparkContext.master == master:
-        yield active
+        with _watched(active, master):
+            yield active
         return
     if active is not None:
         active.stop()
@@ -104,6 +184,7 @@ def spark_session(options: SparkOptions | None = None, app_name: str = "ratchet"
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     try:
-        yield session
+        with _watched(session, master):
+            yield session
     finally:
         session.stop()
