@@ -3,9 +3,8 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 # GPU=1 installs tensorflow[and-cuda] instead of tensorflow-cpu.
 SYNC_FLAGS := $(if $(GPU),--no-group cpu --group gpu,)
-# Test modules run in parallel, each whole in one worker (its module fixtures shared): ~17.5 min on 2 cores, not ~45.
-# --no-loadscope-reorder: modules start in the order tests/conftest.py gives them, the longest first.
-PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
+# Test modules run in parallel, each whole in one worker (its module fixtures shared): ~18.5 min on 2 cores, not ~45.
+PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile
 
 .PHONY: setup browser java demo test test-unit load up bench lint clean
 

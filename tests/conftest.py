@@ -29,41 +29,6 @@ if WORKER:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-# Seconds each slow module takes on its own worker (a timeline of `make test` on this 2-core machine; only the order
-# matters). With --no-loadscope-reorder (the Makefile's PYTEST_ARGS) pytest-xdist's loadfile hands modules out in
-# collection order, not by their number of tests, so the longest start first and no worker is left finishing a long
-# module alone at the end (longest-processing-time-first scheduling).
-MODULE_SECONDS = {
-    "tests/integration/test_your_own_data.py": 276,
-    "tests/integration/test_scheduler_api.py": 262,
-    "tests/integration/test_faults.py": 250,
-    "tests/integration/test_nightly_dag.py": 177,
-    "tests/integration/test_production_profile.py": 156,
-    "tests/integration/test_multihost_dag.py": 140,
-    "tests/integration/test_serving.py": 137,
-    "tests/integration/test_spark_cluster.py": 135,
-    "tests/data/test_spark_engine.py": 56,
-    "tests/integration/test_storage_sync.py": 53,
-    "tests/integration/test_registry_and_validation_dags.py": 46,
-    "tests/unit/test_tuning.py": 40,
-    "tests/integration/test_multiworker.py": 37,
-    "tests/integration/test_services_up.py": 36,
-    "tests/model/test_adversarial_training.py": 34,
-    "tests/model/test_compression.py": 29,
-    "tests/model/test_resumable_early_stopping.py": 21,
-    "tests/unit/test_registry.py": 21,
-    "tests/integration/test_training_resume.py": 21,
-    "tests/integration/test_monitoring_dag.py": 18,
-    "tests/model/test_task_heads.py": 16,
-}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist, the longest modules first; a module's own tests keep their order (a stable sort)."""
-    if WORKER:
-        items.sort(key=lambda item: -MODULE_SECONDS.get(item.nodeid.split("::")[0], 0))
-
-
 @pytest.fixture
 def ratchet_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     home = tmp_path / "ratchet"
