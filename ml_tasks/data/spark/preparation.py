@@ -132,8 +132,8 @@ def _clean(frame: DataFrame, spec: DatasetSpec) -> tuple[DataFrame, dict[str, in
     return frame.filter(target_present & ~any_dropped), counts
 
 
-def _split_thresholds(rows: DataFrame, spec: DatasetSpec) -> tuple[dict[Any, tuple[float, float]], dict[int, int]]:
-    """Per class (classification) or overall: the hash values that cut 70/15/15, and the rows per class."""
+def _split_thresholds(rows: DataFrame, spec: DatasetSpec) -> dict[Any, tuple[float, float]]:
+    """Per class (classification) or overall: the hash values that cut 70/15/15 (too few rows or classes raise)."""
     from pyspark.sql import functions as F
 
     cuts = F.percentile_approx(col(_U), [SPLIT_FRACTIONS[0], SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1]],
@@ -143,7 +143,7 @@ def _split_thresholds(rows: DataFrame, spec: DatasetSpec) -> tuple[dict[Any, tup
         if row["n"] < 3 * MIN_ROWS_PER_SPLIT or row["distinct"] < 2:
             raise DataError(f"target {spec.target!r}: {row['n']} rows with {row['distinct']} distinct values; "
                             f"a regression needs at least {3 * MIN_ROWS_PER_SPLIT} rows and two values")
-        return {None: tuple(row["cuts"])}, {}
+        return {None: tuple(row["cuts"])}
     per_class = rows.groupBy(col(_LABEL)).agg(F.count(F.lit(1)).alias("n"), cuts).collect()
     counts = {int(r[_LABEL]): int(r["n"]) for r in per_class}
     if len(counts) < 2:
@@ -151,7 +151,7 @@ def _split_thresholds(rows: DataFrame, spec: DatasetSpec) -> tuple[dict[Any, tup
         raise DataError(f"target {spec.target!r} has a single class ({only!r}); nothing to learn")
     if min(counts.values()) < MIN_ROWS_PER_SPLIT:
         raise DataError(f"target {spec.target!r}: the rarest class has fewer than {MIN_ROWS_PER_SPLIT} rows")
-    return {int(r[_LABEL]): tuple(r["cuts"]) for r in per_class}, counts
+    return {int(r[_LABEL]): tuple(r["cuts"]) for r in per_class}
 
 
 def _split_expression(thresholds: dict[Any, tuple[float, float]]) -> Column:
@@ -341,8 +341,7 @@ def prepare(ctx: RunContext, staging_uri: str, spark: SparkSession, seed: int = 
         staged = spark.read.parquet((scratch / "rows").as_uri())
         kept, counts = _clean(staged, spec)
         counts["duplicates_dropped"] = rows_in - counts["rows"]
-        thresholds, _ = _split_thresholds(kept, spec)
-        rows = kept.withColumn(_SPLIT, _split_expression(thresholds)).drop(_U)
+        rows = kept.withColumn(_SPLIT, _split_expression(_split_thresholds(kept, spec))).drop(_U)
         result = _prepare_split_rows(rows, ctx, spec, scratch, tmp, target_dir, seed, rows_in, counts)
         shutil.rmtree(scratch, ignore_errors=True)
         write_json(tmp / PREPARATION_FILE, result.to_dict())
