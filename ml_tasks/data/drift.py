@@ -206,7 +206,7 @@ def _ranks(n: int, parts: int) -> np.ndarray:
     return (k * n + parts - 1) // parts - 1
 
 
-def _bin_fractions(values: np.ndarray, edges: list[float]) -> list[float]:
+def bin_fractions(values: np.ndarray, edges: list[float]) -> list[float]:
     """Fractions of `values` in the right-closed bins (-inf, e1], (e1, e2], ..., (e_last, inf)."""
     import numpy as np
 
@@ -231,17 +231,25 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _numeric_reference(values: np.ndarray, rows: int, bins: int, quantiles: int) -> dict[str, Any]:
+def sketch_of_sorted(sample: np.ndarray, bins: int, quantiles: int, minimum: float,
+                     maximum: float) -> tuple[list[float], list[float]]:
+    """The bin edges and the quantile sketch of a column from its sorted values (all, or a uniform sample of them).
+
+    The sketch's ends are the column's exact minimum and maximum even when the rest is sampled."""
     import numpy as np
 
+    edges = [float(e) for e in np.unique(sample[_ranks(len(sample), bins)[:-1]])]
+    sketch = sample[_ranks(len(sample), quantiles)]
+    sketch[-1] = maximum
+    return edges, [minimum, *(float(q) for q in sketch)]
+
+
+def _numeric_reference(values: np.ndarray, rows: int, bins: int, quantiles: int) -> dict[str, Any]:
     count = len(values)
     moments = _moments(values)
     sample, exact = _sorted_sample(values)
     if count:
-        edges = [float(e) for e in np.unique(sample[_ranks(len(sample), bins)[:-1]])]
-        sketch = sample[_ranks(len(sample), quantiles)]
-        sketch[-1] = moments["max"]  # exact ends even when sampled
-        sketch_list = [float(values.min()), *(float(q) for q in sketch)]
+        edges, sketch_list = sketch_of_sorted(sample, bins, quantiles, float(values.min()), float(values.max()))
     else:
         edges, sketch_list = [], []
     return {
@@ -249,7 +257,7 @@ def _numeric_reference(values: np.ndarray, rows: int, bins: int, quantiles: int)
         "null_fraction": (rows - count) / rows,
         **moments,
         "edges": edges,
-        "bin_fractions": _bin_fractions(values, edges),
+        "bin_fractions": bin_fractions(values, edges),
         "quantiles": sketch_list,
         "sketch_exact": exact,
     }
@@ -414,7 +422,7 @@ def _compare_numeric(ref: dict[str, Any], values: np.ndarray, rows: int) -> dict
     count = len(values)
     null_current = (rows - count) / rows
     moments = _moments(values)
-    current_bins = _bin_fractions(values, ref["edges"])
+    current_bins = bin_fractions(values, ref["edges"])
     r = _with_missing(ref["bin_fractions"], ref["null_fraction"])
     c = _with_missing(current_bins, null_current)
     ks: float | None = None

@@ -71,21 +71,28 @@ def _damaged(frame: pd.DataFrame) -> pd.DataFrame:
     return corrupt(frame, SYNTHETIC, "missing_column")
 
 
-@pytest.mark.parametrize("damaged", [False, True])
-def test_one_suite_gives_the_same_verdicts_on_both_engines(module_home, spark, damaged):
+@pytest.mark.parametrize("damage", ["none", "four faults", "replayed rows"])
+def test_one_suite_gives_the_same_verdicts_on_both_engines(module_home, spark, damage):
     frame = synthetic.generate(3000, seed=5)
-    if damaged:
+    if damage == "four faults":
         frame = _damaged(frame)
-    folder = _drop(module_home, f"validate-{damaged}", frame)
-    on_pandas = _validate(folder, "pandas", f"pandas-{damaged}")
-    on_spark = _validate(folder, "spark", f"spark-{damaged}")
+    elif damage == "replayed rows":  # every replayed row has a twin: the compound uniqueness check counts them
+        frame = corrupt(frame, SYNTHETIC, "duplicate_flood", seed=6)
+    damaged = damage != "none"
+    key = damage.replace(" ", "-")
+    folder = _drop(module_home, f"validate-{key}", frame)
+    on_pandas = _validate(folder, "pandas", f"pandas-{key}")
+    on_spark = _validate(folder, "spark", f"spark-{key}")
     assert isinstance(on_spark, DataValidationError) is damaged
     assert isinstance(on_pandas, DataValidationError) is damaged
     assert _verdict(on_spark) == _verdict(on_pandas)
     if not damaged:
         assert on_spark.engine == "spark" and on_spark.evaluated == on_pandas.evaluated and on_spark.rows == 3000
         return
-    assert {column for _, column, _ in _verdict(on_spark)} == {None, "x0", "x1", "channel", "segment"}
+    if damage == "replayed rows":
+        assert ("expect_compound_columns_to_be_unique", None, 3000) in _verdict(on_spark), _verdict(on_spark)
+    else:
+        assert {column for _, column, _ in _verdict(on_spark)} == {None, "x0", "x1", "channel", "segment"}
 
     def lines(outcome):
         # The message names the expectation, the column and the counts as on pandas; types are in GE's engine's
@@ -200,6 +207,44 @@ def test_the_drift_reference_has_the_same_shape_and_close_distributions(prepared
         assert abs(ours["numeric"][name]["null_fraction"] - theirs["numeric"][name]["null_fraction"]) < 0.005
     assert set(ours["categorical"]["segment"]["frequencies"]) == set(theirs["categorical"]["segment"]["frequencies"])
     assert set(ours["label"]["frequencies"]) == {"0", "1"}
+
+
+def test_the_drift_reference_on_spark_is_the_pandas_engines_on_the_same_rows(module_home, spark, monkeypatch):
+    """Up to SKETCH_ROWS values a column's edges and sketch come from all its values, sorted, as on pandas; above,
+    from a seeded uniform sample, while moments and bin fractions stay exact over every row."""
+    from ml_tasks.data import drift
+    from ml_tasks.data.spark import drift as spark_drift
+    from ml_tasks.data.spark.frames import read_drop
+
+    frame = synthetic.generate(5000, seed=6)
+    frame.loc[::13, "x2"] = np.nan
+    frame.loc[::7, "x3"] = np.inf
+    training = read_drop(spark, _drop(module_home, "reference", frame))
+    theirs = drift.compute_reference(frame, SYNTHETIC)
+    ours = spark_drift.compute_reference(training, SYNTHETIC)
+    for name in SYNTHETIC.numeric_features:
+        mine, pandas_side = ours["numeric"][name], theirs["numeric"][name]
+        assert mine["sketch_exact"] and mine["count"] == pandas_side["count"], name
+        assert mine["edges"] == pandas_side["edges"] and mine["quantiles"] == pandas_side["quantiles"], name
+        assert mine["bin_fractions"] == pytest.approx(pandas_side["bin_fractions"], abs=1e-12), name
+        for key in ("mean", "std", "min", "max", "null_fraction"):
+            assert mine[key] == pytest.approx(pandas_side[key], rel=1e-9), (name, key)
+    assert ours["categorical"] == theirs["categorical"] and ours["label"] == theirs["label"]
+
+    sketch_rows = 1000
+    monkeypatch.setattr(drift, "SKETCH_ROWS", sketch_rows)
+    sampled = spark_drift.compute_reference(training, SYNTHETIC)
+    # The Dvoretzky-Kiefer-Wolfowitz band of a 1,000-value sample at 99.9 %: sqrt(ln(2/0.001) / 2000).
+    band = float(np.sqrt(np.log(2 / 0.001) / (2 * sketch_rows)))
+    for name in SYNTHETIC.numeric_features:
+        mine = sampled["numeric"][name]
+        values = np.sort(drift._numeric_values(frame, name))
+        assert not mine["sketch_exact"] and mine["min"] == values[0] and mine["quantiles"][-1] == values[-1], name
+        assert mine["bin_fractions"] == pytest.approx(drift.bin_fractions(values, mine["edges"]), abs=1e-12), name
+        levels = np.arange(1, len(mine["quantiles"])) / (len(mine["quantiles"]) - 1)
+        exact_cdf = np.searchsorted(values, mine["quantiles"][1:], side="right") / len(values)
+        assert np.max(np.abs(exact_cdf - levels)) <= band + 1 / sketch_rows, name
+    assert spark_drift.compute_reference(training, SYNTHETIC)["numeric"] == sampled["numeric"]  # seeded
 
 
 def test_the_drift_check_on_spark_measures_a_drop_as_pandas_does(module_home, prepared_both, spark):

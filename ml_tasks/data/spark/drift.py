@@ -1,8 +1,9 @@
 """The drift reference and the nightly drift check on Spark, in `ml_tasks.data.drift`'s format and measures.
 
-The reference is computed with aggregations over every training row: exact counts, null fractions, moments and
-bin fractions; bin edges and the KS quantile sketch from Spark's approximate percentiles (rank error at most
-`relative_error` x rows, recorded in the reference). The check of a new drop measures a seeded uniform sample of
+The reference is the pandas engine's, computed as it computes it: exact counts, null fractions, moments and bin
+fractions over every training row (aggregations); the bin edges and the KS quantile sketch from each column's sorted
+values, all of them up to `SKETCH_ROWS` (then equal to the pandas engine's), else a seeded uniform sample of that
+many, brought to the driver (`sketch_exact` says which). The check of a new drop measures a seeded uniform sample of
 at most `SKETCH_ROWS` rows with the pandas engine's `compare`, which already samples above that size.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_tasks.data import drift
-from ml_tasks.data.spark.columns import QUANTILE_ACCURACY, col, numeric_value, value_counts
+from ml_tasks.data.spark.columns import col, numeric_value, value_counts
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -34,44 +35,79 @@ def _finite(name: str) -> Column:
     return F.when(F.abs(value) == F.lit(float("inf")), F.lit(None).cast("double")).otherwise(value)
 
 
+def _sorted_values(frame: DataFrame, names: list[str], counts: dict[str, int], rows: int) -> dict[str, Any]:
+    """Per column: its finite values sorted, all of them up to `drift.SKETCH_ROWS` (as the pandas engine sorts
+    them), else a seeded uniform sample of that many; and whether they are all."""
+    import numpy as np
+    from pyspark.sql import functions as F
+
+    out: dict[str, Any] = {}
+    whole = [n for n in names if 0 < counts[n] <= drift.SKETCH_ROWS]
+    sampled = [n for n in names if counts[n] > drift.SKETCH_ROWS]
+    if whole and rows <= drift.SKETCH_ROWS:
+        table = frame.select(*[_finite(n).alias(f"v{i}") for i, n in enumerate(whole)]).toArrow()
+        for i, name in enumerate(whole):
+            out[name] = (np.sort(table.column(f"v{i}").drop_null().to_numpy()), True)
+    else:  # few rows of many have values: each such column's values alone
+        for name in whole:
+            table = frame.select(_finite(name).alias("v")).where(F.col("v").isNotNull()).toArrow()
+            out[name] = (np.sort(table.column("v").to_numpy()), True)
+    if sampled:
+        fraction = min(1.0, 1.1 * drift.SKETCH_ROWS / min(counts[n] for n in sampled))
+        table = frame.select(*[_finite(n).alias(f"v{i}") for i, n in enumerate(sampled)]) \
+            .sample(withReplacement=False, fraction=fraction, seed=_SAMPLE_SEED).toArrow()
+        rng = np.random.default_rng(_SAMPLE_SEED)
+        for i, name in enumerate(sampled):
+            values = table.column(f"v{i}").drop_null().to_numpy()
+            if len(values) > drift.SKETCH_ROWS:
+                values = rng.choice(values, size=drift.SKETCH_ROWS, replace=False)
+            out[name] = (np.sort(values), False)
+    return out
+
+
 def _numeric_references(frame: DataFrame, names: list[str], rows: int, bins: int, quantiles: int) -> dict[str, Any]:
+    """`drift`'s numeric reference of each column: exact moments and bin fractions from aggregations, the bin edges
+    and the sketch from the sorted values `_sorted_values` brings to the driver (at most `SKETCH_ROWS` each)."""
     from pyspark.sql import functions as F
 
     if not names:
         return {}
-    edges_p = [k / bins for k in range(1, bins)]
-    sketch_p = [k / quantiles for k in range(1, quantiles + 1)]
     aggregates = []
     for i, name in enumerate(names):
         value = _finite(name)
-        # One sketch per column serves the bin edges and the KS quantiles.
         aggregates += [F.count(value).alias(f"n{i}"), F.avg(value).alias(f"mean{i}"),
                        F.stddev_pop(value).alias(f"std{i}"), F.min(value).alias(f"min{i}"),
-                       F.max(value).alias(f"max{i}"),
-                       F.percentile_approx(value, edges_p + sketch_p, QUANTILE_ACCURACY).alias(f"q{i}")]
+                       F.max(value).alias(f"max{i}")]
     row = frame.agg(*aggregates).collect()[0]
-    edges = {n: sorted(set(float(e) for e in row[f"q{i}"][:len(edges_p)])) if row[f"n{i}"] else []
-             for i, n in enumerate(names)}
+    counts = {n: int(row[f"n{i}"]) for i, n in enumerate(names)}
+    values = _sorted_values(frame, names, counts, rows)
+    sketches = {n: drift.sketch_of_sorted(values[n][0], bins, quantiles, float(row[f"min{i}"]), float(row[f"max{i}"]))
+                for i, n in enumerate(names) if counts[n]}
+    # Bin fractions are exact: from the sorted values where they are all, else counted over every row.
+    counted = [n for n in sketches if not values[n][1] and sketches[n][0]]
     below = frame.agg(*[F.count(F.when(_finite(n) <= F.lit(e), 1)).alias(f"b{i}_{j}")
-                        for i, n in enumerate(names) for j, e in enumerate(edges[n])]).collect()[0] \
-        if any(edges.values()) else None
+                        for i, n in enumerate(counted) for j, e in enumerate(sketches[n][0])]).collect()[0] \
+        if counted else None
     out = {}
     for i, name in enumerate(names):
-        count = int(row[f"n{i}"])
+        count = counts[name]
         moments: dict[str, float | None] = {"mean": None, "std": None, "min": None, "max": None}
-        fractions = [0.0] * (len(edges[name]) + 1)
+        edges: list[float] = []
+        fractions = [0.0]
         sketch: list[float] = []
         if count:
             moments = {"mean": drift._finite(float(row[f"mean{i}"])), "std": drift._finite(float(row[f"std{i}"])),
                        "min": float(row[f"min{i}"]), "max": float(row[f"max{i}"])}
-            at_or_below = [int(below[f"b{i}_{j}"]) for j in range(len(edges[name]))] if below else []
-            cumulative = [0, *at_or_below, count]
-            fractions = [(cumulative[k + 1] - cumulative[k]) / count for k in range(len(cumulative) - 1)]
-            sketch = [float(q) for q in row[f"q{i}"][len(edges_p):]]
-            sketch[-1] = float(row[f"max{i}"])
-            sketch = [float(row[f"min{i}"]), *sketch]
-        out[name] = {"count": count, "null_fraction": (rows - count) / rows, **moments, "edges": edges[name],
-                     "bin_fractions": fractions, "quantiles": sketch, "sketch_exact": False}
+            edges, sketch = sketches[name]
+            if below is not None and name in counted:
+                k = counted.index(name)
+                cumulative = [0, *[int(below[f"b{k}_{j}"]) for j in range(len(edges))], count]
+                fractions = [(cumulative[m + 1] - cumulative[m]) / count for m in range(len(cumulative) - 1)]
+            else:
+                fractions = drift.bin_fractions(values[name][0], edges)
+        out[name] = {"count": count, "null_fraction": (rows - count) / rows, **moments, "edges": edges,
+                     "bin_fractions": fractions, "quantiles": sketch,
+                     "sketch_exact": bool(count == 0 or values[name][1])}
     return out
 
 
@@ -86,7 +122,6 @@ def _categorical_reference(values: dict[Any, int], missing: int, rows: int) -> d
 
 
 def compute_reference(frame: DataFrame, spec: DatasetSpec, bins: int = 10, quantiles: int = 1000,
-                      relative_error: float = 1.0 / QUANTILE_ACCURACY,
                       counts: dict[str, tuple[dict[Any, int], int]] | None = None) -> dict[str, Any]:
     """`drift.compute_reference` of the rows of `frame` (raw declared columns), by Spark aggregations.
 
@@ -116,7 +151,7 @@ def compute_reference(frame: DataFrame, spec: DatasetSpec, bins: int = 10, quant
         "format_version": drift.FORMAT_VERSION, "dataset": spec.name, "rows": rows, "bins": bins,
         "quantiles": quantiles, "numeric": numeric,
         "categorical": {name: _categorical_reference(*counts[name], rows) for name in spec.categorical_features},
-        "label": label, "engine": "spark", "quantile_relative_error": relative_error,
+        "label": label, "engine": "spark",
     }
     log.info("drift reference of %s on Spark: %d rows, %d numeric and %d categorical features",
              spec.name, rows, len(numeric), len(spec.categorical_features))

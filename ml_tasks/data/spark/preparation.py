@@ -427,7 +427,7 @@ def _prepare_split_rows(rows: DataFrame, ctx: RunContext, spec: DatasetSpec, scr
     write_json(tmp / TRANSFORM_FILE, transform.to_dict())
     train_counts = {name: ({value: c[0] for value, c in values.items()}, missing[0])
                     for name, (values, missing) in value_counts_by_split.items()}
-    reference = spark_drift.compute_reference(train, spec, relative_error=RELATIVE_ERROR, counts=train_counts)
+    reference = spark_drift.compute_reference(train, spec, counts=train_counts)
     reference["training_rows"] = sizes[0]
     reference["sampled_rows"] = sizes[0]
     write_json(tmp / DRIFT_REFERENCE_FILE, reference)
