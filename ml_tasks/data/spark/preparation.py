@@ -13,7 +13,9 @@ Where Spark differs from pandas, by design and stated in the record (`approximat
 - Each set's partitions are ordered by that hash (a pseudo-random order, no shuffle) and merged into one Parquet
   file on the driver, row group by row group, so the driver never holds a set. A set's fingerprint is its rows'
   hashes summed with the transform, so it does not depend on how Spark partitioned them.
-The driver holds only counts, quantiles and vocabularies; every pass over rows runs on the executors.
+The drift reference is the pandas engine's (`ml_tasks.data.spark.drift`). The driver holds counts, quantiles,
+vocabularies, and for the drift reference's sketch at most `drift.SKETCH_ROWS` values of each numeric column; every
+other pass over rows runs on the executors.
 """
 
 from __future__ import annotations
