@@ -204,6 +204,10 @@ MLFLOW_TRACKING_URI = EnvironmentVariable(
 MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL = EnvironmentVariable(
     "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", float, 5.0, "Seconds between CPU/memory/GPU samples of training.",
     group="other tools")
+AIRFLOW__DATABASE__SQL_ALCHEMY_CONN = EnvironmentVariable(
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", str, None, "Airflow's metadata database. On SQLite, Ratchet's "
+    "environment makes Airflow's connections wait up to 30 s for another writer's lock (Python's default is 5 s).",
+    default_doc="SQLite under `RATCHET_HOME/airflow/`", group="other tools")
 AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME = EnvironmentVariable(
     "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", float, 0.25, "Seconds the scheduler sleeps after a loop that "
     "found nothing to do (Airflow's own default is 1).", group="other tools")

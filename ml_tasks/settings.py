@@ -101,7 +101,7 @@ def get_settings() -> Settings:
 def environment_exports(settings: Settings | None = None) -> dict[str, str]:
     """The variables that make the plain `airflow` and `mlflow` CLIs see our state."""
     s = settings or get_settings()
-    return {
+    exports = {
         "RATCHET_HOME": str(s.home),
         "AIRFLOW_HOME": str(s.airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
@@ -114,3 +114,8 @@ def environment_exports(settings: Settings | None = None) -> dict[str, str]:
         "MLFLOW_REGISTRY_URI": s.mlflow_tracking_uri,
         "RATCHET_MLFLOW_ARTIFACT_ROOT": s.mlflow_artifact_root,
     }
+    if (env.AIRFLOW__DATABASE__SQL_ALCHEMY_CONN.get() or "sqlite").startswith("sqlite"):
+        # Airflow's engines wait for SQLite's write lock instead of failing after 5 s (ml_tasks.ops.airflow_db).
+        exports["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = "ml_tasks.ops.airflow_db.SQLITE_CONNECT_ARGS"
+        exports["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC"] = "ml_tasks.ops.airflow_db.SQLITE_CONNECT_ARGS_ASYNC"
+    return exports

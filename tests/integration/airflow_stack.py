@@ -174,7 +174,8 @@ class AirflowStack:
 
     # ---- REST API ----------------------------------------------------------------------------------------
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        return self.session.request(method, f"{self.base}/api/v2{path}", timeout=30, **kwargs)
+        # longer than ml_tasks.ops.airflow_db.SQLITE_BUSY_TIMEOUT_S: a request may wait that long for a write lock
+        return self.session.request(method, f"{self.base}/api/v2{path}", timeout=60, **kwargs)
 
     def wait_for_dag(self, dag_id: str, timeout_s: float = 240) -> None:
         deadline = time.monotonic() + timeout_s

@@ -211,6 +211,53 @@ def test_clearing_a_finished_run_reruns_it_idempotently(stack: AirflowStack, fau
     assert rerun_drift == drift  # measured against the champion the run replaced, not its own version
 
 
+# ---- Airflow's SQLite database busy ---------------------------------------------------------------------------
+
+def test_a_trigger_waits_for_another_writer_to_release_airflows_database(stack: AirflowStack) -> None:
+    """SQLite lets one process write at a time. A writer holding the lock longer than Python's default wait (5 s)
+    once made a trigger fail with a 500 "Database error" (seen in CI on a loaded machine). The embedded default's
+    Airflow waits up to `SQLITE_BUSY_TIMEOUT_S` for it instead, so the trigger is answered once the lock is free.
+    The DAG triggered is paused, so its run stays queued and takes nothing from the other tests."""
+    import sqlite3
+    import threading
+
+    from ml_tasks.ops.airflow_db import SQLITE_BUSY_TIMEOUT_S
+    from ml_tasks.settings import get_settings
+
+    hold_s = 8.0  # over sqlite3's default 5 s, well under SQLITE_BUSY_TIMEOUT_S
+    assert hold_s < SQLITE_BUSY_TIMEOUT_S - 10
+    dag_id = "data_validation"
+    stack.wait_for_dag(dag_id)
+    assert stack.api("GET", f"/dags/{dag_id}").json()["is_paused"] is True
+    database = get_settings().airflow_home / "airflow.db"
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_write_lock() -> None:
+        writer = sqlite3.connect(database, timeout=60, isolation_level=None)
+        try:
+            writer.execute("BEGIN IMMEDIATE")  # the write lock, as a long scheduler transaction holds it
+            locked.set()
+            release.wait(hold_s)
+            writer.execute("COMMIT")
+        finally:
+            writer.close()
+
+    holder = threading.Thread(target=hold_the_write_lock)
+    holder.start()
+    try:
+        assert locked.wait(60), "could not take Airflow's database write lock"
+        started = time.monotonic()
+        created = stack.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": {}})
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join()
+    assert created.status_code == 200, created.text
+    assert waited >= hold_s - 1, f"answered after {waited:.1f} s: the lock was not held while it was written"
+    run = stack.api("GET", f"/dags/{dag_id}/dagRuns/{created.json()['dag_run_id']}").json()
+    assert run["state"] == "queued", run
+
+
 # ---- the MLflow tracking server unreachable ------------------------------------------------------------------
 
 class MlflowServer:

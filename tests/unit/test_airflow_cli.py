@@ -84,3 +84,29 @@ def test_an_answer_is_enough_but_a_server_error_is_not(port: int) -> None:
 def test_nothing_listening_gives_up_at_the_deadline(port: int, caplog: pytest.LogCaptureFixture) -> None:
     assert not warm_execution_api(f"http://127.0.0.1:{port}", timeout=2)
     assert "did not answer its warm-up request" in caplog.text
+
+
+def test_airflow_on_the_embedded_sqlite_waits_for_a_writers_lock_and_other_databases_get_no_sqlite_args(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow itself resolves the exported import paths (in a subprocess, with the environment its components get)
+    to the connect args that make SQLite wait for another writer; a PostgreSQL URL gets none of them (psycopg2
+    refuses a `timeout` argument). The wait itself is exercised in tests/integration/test_faults.py."""
+    import json
+    import subprocess
+    import sys
+
+    from ml_tasks.ops.airflow_cli import airflow_env
+    from ml_tasks.ops.airflow_db import SQLITE_BUSY_TIMEOUT_S
+    from ml_tasks.settings import environment_exports
+
+    monkeypatch.delenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", raising=False)
+    probe = ("import json; from airflow.configuration import conf; "
+             "print(json.dumps([conf.getimport('database', k) for k in "
+             "('sql_alchemy_connect_args', 'sql_alchemy_connect_args_async')]))")
+    done = subprocess.run([sys.executable, "-c", probe], env=airflow_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sync_args, async_args = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sync_args["timeout"] == async_args["timeout"] == SQLITE_BUSY_TIMEOUT_S > 5
+
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql+psycopg2://ratchet@127.0.0.1:5432/airflow")
+    assert not any("CONNECT_ARGS" in name for name in environment_exports())
