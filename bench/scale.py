@@ -139,8 +139,11 @@ def measure(job: dict[str, Any]) -> None:
 def run_child(job: dict[str, Any]) -> dict[str, Any]:
     done = subprocess.run([sys.executable, __file__, "--measure", json.dumps(job)], capture_output=True, text=True)
     if done.returncode != 0:
+        # Spark's log is long and the first error is the cause: all of it is kept beside the data
+        saved = Path(job["home"]).parent.parent / f"failed-{job['engine']}-{job['rows']}.log"
+        saved.write_text(done.stderr)
         print(done.stderr[-4000:], file=sys.stderr)
-        raise SystemExit(f"the {job['engine']} run of {job['rows']:,} rows failed")
+        raise SystemExit(f"the {job['engine']} run of {job['rows']:,} rows failed; its whole log: {saved}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     total = figures["validate_s"] + figures["prepare_s"]
     jvm = f"{figures['jvm_peak_mib']:.0f} MiB" if job["engine"] == "spark" else "none"

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCAL_MASTER = "local[*]"
+SPARK_MEMORY_FRACTION = "0.3"
 # Java 17 is what pyspark 4 runs on; Debian's package is named in the error when java is missing.
 JAVA_PACKAGE = "openjdk-17-jre-headless"
 
@@ -77,6 +78,12 @@ def _settings(options: SparkOptions, app_name: str) -> dict[str, str]:
         "spark.sql.shuffle.partitions": "16",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
         "spark.sql.parquet.compression.codec": "snappy",
+        # Spark's default (0.6) hands most of the heap to its accounted execution and storage memory. What it does
+        # not account for must fit in the rest: above all the Parquet reader's buffers, a whole row group's column
+        # chunks per running task (a pyarrow-written row group of 1M rows x 30 columns is about 176 MB). With the
+        # default 1g heap and two tasks, deduplicating 50M such rows died with "Java heap space" in the reader;
+        # at 0.3 it completed. Sorts and aggregations spill sooner instead. A Connection's extras may set it.
+        "spark.memory.fraction": SPARK_MEMORY_FRACTION,
     }
     if options.resolved_master().startswith(("local", "spark://127.", "spark://localhost")):
         settings["spark.driver.host"] = "127.0.0.1"
