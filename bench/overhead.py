@@ -13,7 +13,9 @@
     queued_at to its end_date, which also holds the scheduling before the first task). Two such pairs run one
     after the other, and the figure compares each side's fastest: ratio = plain / Airflow; target 1/1.15
     (Airflow at most 15% slower). The per-task overhead (task-instance duration minus the same call's plain
-    duration) and the time between tasks (scheduling, process start) are printed as `INFO` lines.
+    duration), the time between tasks (scheduling, process start) and the CPU seconds used during the run (each
+    Airflow component's, the tasks' by process title, the plain process's) are printed as `INFO` lines: on two
+    cores, CPU that Airflow's own processes use while a stage runs is time that stage waits.
 (b) Scaling, `INFO` lines only: the plain pipeline at 10k, 100k and 1M rows, its wall time, the least-squares
     exponent of wall time against rows (log-log) and its peak RSS (the pipeline's process and its training
     process). These used to be BENCH lines against constants that could not fail (an exponent of 0.09 against at
@@ -109,6 +111,7 @@ def plain_pipeline(conf: dict[str, Any], out: Path) -> None:
         durations[name] = durations.get(name, 0.0) + time.perf_counter() - start
         return result
 
+    cpu_start = _cpu_seconds()
     start = time.perf_counter()
     synced = timed("sync", pipeline.sync, ctx, config, RUN_DATE, None)
     validated = timed("validate", pipeline.validate, ctx, config, synced)
@@ -124,11 +127,19 @@ def plain_pipeline(conf: dict[str, Any], out: Path) -> None:
     timed("promote", pipeline.promote, ctx, config, registered, None)
     outcome = timed("report", pipeline.report, ctx, config, None)
     wall = time.perf_counter() - start
+    cpu_s = _cpu_seconds() - cpu_start
     peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     from ml_tasks.storage import local_path
 
     report = json.loads(local_path(outcome["report_uri"]).read_text())
-    out.write_text(json.dumps({"wall": wall, "durations": durations, "peak_mb": peak_kb / 1024, **_outcome(report)}))
+    out.write_text(json.dumps({"wall": wall, "durations": durations, "peak_mb": peak_kb / 1024, "cpu_s": cpu_s,
+                               **_outcome(report)}))
+
+
+def _cpu_seconds() -> float:
+    """User + system seconds of this process and of its children that have ended (training's spawned processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _run_plain(home: Path, conf: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +156,101 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class ProcessCpu:
+    """CPU seconds of a process tree during a window, by the top-level component each process descends from.
+
+    A thread samples every process under `root` every `interval_s` (psutil: user + system of the process itself),
+    labelled by its ancestor among `root`'s children (`airflow standalone` starts one per component). Under the
+    scheduler, everything below the scheduler's own process is the LocalExecutor's workers and the tasks they run,
+    labelled "tasks". `window()` starts the count; `totals()` gives each label's seconds since: a process that
+    lived through the window counts its growth, one born in it all of its time, and a process that ends between two
+    samples loses at most one interval of its last CPU.
+    """
+
+    def __init__(self, root_pid: int, interval_s: float = 0.2) -> None:
+        import threading
+
+        self.root_pid = root_pid
+        self.interval_s = interval_s
+        self.first: dict[tuple[int, float], float] = {}
+        self.last: dict[tuple[int, float], float] = {}
+        self.labels: dict[tuple[int, float], str] = {}
+        self.titles: dict[tuple[int, float], str] = {}
+        self.started = False
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._sample_loop, daemon=True)
+        self._thread.start()
+
+    def _label(self, proc: Any) -> str | None:
+        import psutil
+
+        chain = [proc]
+        try:
+            while chain[-1].ppid() != self.root_pid:
+                parent = chain[-1].parent()
+                if parent is None:
+                    return None
+                chain.append(parent)
+            top = chain[-1]
+            command = top.cmdline()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return None
+        words = [word.rsplit("/", 1)[-1] for word in command]  # [python, airflow, <component>, ...]
+        after = words[words.index("airflow") + 1:] if "airflow" in words else words[1:]
+        component = next((word for word in after if not word.startswith("-")), "other")
+        return "tasks" if component == "scheduler" and proc.pid != top.pid else component
+
+    def _sample_loop(self) -> None:
+        import psutil
+
+        while not self._stop.wait(self.interval_s):
+            try:
+                procs = psutil.Process(self.root_pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                return
+            for proc in procs:
+                try:
+                    key = (proc.pid, proc.create_time())
+                    times = proc.cpu_times()
+                    seconds = times.user + times.system
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+                with self._lock:
+                    if key not in self.labels:
+                        label = self._label(proc)
+                        if label is None:
+                            continue
+                        self.labels[key] = label
+                        self.first[key] = seconds if not self.started else 0.0
+                    self.last[key] = seconds
+                    if self.labels[key] == "tasks":  # the executor's worker, a supervisor, a task, training
+                        try:
+                            self.titles[key] = " ".join(proc.cmdline())[:60]
+                        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                            pass
+
+    def window(self) -> None:
+        """Count from now: what each live process has used so far is left out."""
+        with self._lock:
+            self.first = dict(self.last)
+            self.started = True
+
+    def totals(self) -> dict[str, float]:
+        """Seconds per component, and per process title under "tasks" as `tasks: <title>`."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        totals: dict[str, float] = {}
+        with self._lock:
+            for key, seconds in self.last.items():
+                label, used = self.labels[key], seconds - self.first.get(key, 0.0)
+                totals[label] = totals.get(label, 0.0) + used
+                if label == "tasks":
+                    title = "tasks: " + self.titles.get(key, "?")
+                    totals[title] = totals.get(title, 0.0) + used
+        return totals
 
 
 def _airflow_run(home: Path, conf: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +275,7 @@ def _airflow_run(home: Path, conf: dict[str, Any]) -> dict[str, Any]:
     log_path = home / "standalone.log"
     proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"], env=env,
                             stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    cpu = ProcessCpu(proc.pid)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
@@ -192,6 +299,7 @@ def _airflow_run(home: Path, conf: dict[str, Any]) -> dict[str, Any]:
             time.sleep(2)
         session.patch(f"{base}/api/v2/dags/{DAG_ID}", json={"is_paused": False}, timeout=30).raise_for_status()
         _wait_until_settled(session, base, deadline)
+        cpu.window()
         created = session.post(f"{base}/api/v2/dags/{DAG_ID}/dagRuns",
                                json={"logical_date": f"{RUN_DATE}T02:00:00Z", "conf": conf}, timeout=30)
         created.raise_for_status()
@@ -210,7 +318,7 @@ def _airflow_run(home: Path, conf: dict[str, Any]) -> dict[str, Any]:
 
         reports = list(get_settings().reports.rglob(RUN_REPORT_FILE))  # this home holds this one run
         outcome = _outcome(json.loads(reports[0].read_text())) if len(reports) == 1 else {"reports": len(reports)}
-        return {"run": run, "task_instances": tis["task_instances"], "outcome": outcome}
+        return {"run": run, "task_instances": tis["task_instances"], "outcome": outcome, "cpu": cpu.totals()}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -310,6 +418,15 @@ def _report_pair(plain: dict[str, Any], observed: dict[str, Any]) -> float:
     between = airflow_wall - plain["wall"] - in_tasks
     print(f"INFO overhead.total Airflow {airflow_wall:.1f}s vs plain {plain['wall']:.1f}s: +{in_tasks:.1f}s inside "
           f"{len(per_task)} task instances (process start, imports, XCom), +{between:.1f}s between them (scheduling)")
+    cpu = observed["cpu"]
+    background = sum(seconds for label, seconds in cpu.items() if not label.startswith("tasks"))
+    print(f"INFO overhead.cpu during the run: tasks {cpu.get('tasks', 0.0):.1f}s against the plain process's "
+          f"{plain['cpu_s']:.1f}s; Airflow's own processes {background:.1f}s ("
+          + ", ".join(f"{label} {seconds:.1f}s" for label, seconds in sorted(cpu.items()) if not label.startswith("tasks"))
+          + f"), on {os.cpu_count()} cores over {airflow_wall:.0f}s")
+    by_title = sorted(((s, label) for label, s in cpu.items() if label.startswith("tasks: ")), reverse=True)
+    print("INFO overhead.cpu under the scheduler by process title: "
+          + "; ".join(f"{label[7:]!r} {seconds:.1f}s" for seconds, label in by_title[:8]))
     print(f"INFO overhead.factor {airflow_wall / plain['wall']:.3f} (target at most 1.15)")
     return airflow_wall
 
