@@ -200,7 +200,7 @@ class ProcessCpu:
             return None
         words = [word.rsplit("/", 1)[-1] for word in command]  # [python, airflow, <component>, ...]
         after = words[words.index("airflow") + 1:] if "airflow" in words else words[1:]
-        component = next((word for word in after if not word.startswith("-")), "other")
+        component = next((word for word in after if word.strip() and not word.startswith("-")), "other")
         return "tasks" if component == "scheduler" and proc.pid != top.pid else component
 
     def _sample_loop(self) -> None:
