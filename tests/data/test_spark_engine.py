@@ -322,10 +322,12 @@ def test_a_declared_size_threshold_chooses_the_engine(tmp_path):
 
 def test_the_session_leaves_the_heap_room_for_the_parquet_readers_buffers(spark):
     """Spark's accounted memory is capped at SPARK_MEMORY_FRACTION of the heap, so the Parquet reader's row-group
-    buffers (unaccounted) fit beside it: at Spark's default 0.6, deduplicating 50M rows of 1M-row row groups with a
-    1g heap died with "Java heap space" (bench/scale.py; too large for the suite). The caller's settings still win."""
+    buffers (unaccounted) fit beside it, and the reader does not use Hadoop's vectored reads: with Spark's defaults,
+    deduplicating and validating 50M rows of 1M-row row groups with a 1g heap died with "Java heap space"
+    (bench/scale.py; too large for the suite). The caller's settings still win."""
     from ml_tasks.data.spark.session import SPARK_MEMORY_FRACTION
 
     conf = spark.sparkContext.getConf()
     assert conf.get("spark.memory.fraction") == SPARK_MEMORY_FRACTION == "0.3"
+    assert conf.get("spark.hadoop.parquet.hadoop.vectored.io.enabled") == "false"  # the reader's own buffers, too
     assert conf.get("spark.sql.shuffle.partitions") == "4"  # the fixture's own setting, over the default 16
