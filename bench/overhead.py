@@ -196,7 +196,7 @@ class ProcessCpu:
                 chain.append(parent)
             top = chain[-1]
             command = top.cmdline()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        except psutil.Error:  # it ended, or is not ours to read
             return None
         words = [word.rsplit("/", 1)[-1] for word in command]  # [python, airflow, <component>, ...]
         after = words[words.index("airflow") + 1:] if "airflow" in words else words[1:]
@@ -216,7 +216,7 @@ class ProcessCpu:
                     key = (proc.pid, proc.create_time())
                     times = proc.cpu_times()
                     seconds = times.user + times.system
-                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                except psutil.Error:  # it ended, or is not ours to read
                     continue
                 with self._lock:
                     if key not in self.labels:
@@ -228,8 +228,8 @@ class ProcessCpu:
                     self.last[key] = seconds
                     if self.labels[key] == "tasks":  # the executor's worker, a supervisor, a task, training
                         try:
-                            self.titles[key] = " ".join(proc.cmdline())[:60]
-                        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                            self.titles[key] = " ".join(proc.cmdline())[:60].rstrip()
+                        except psutil.Error:  # it ended, or is not ours to read
                             pass
 
     def window(self) -> None:
