@@ -24,6 +24,7 @@ import requests
 from ml_tasks.data.landing import land_frame
 from ml_tasks.datasets import SYNTHETIC, synthetic
 
+from .airflow_stack import REPARSE_INTERVAL_S
 from .helpers import SMALL_BUDGET, registry_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,7 +46,7 @@ def airflow_api(module_home):
     port = _free_port()
     env = {**airflow_env(), "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__HOST": "127.0.0.1",
            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-           "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5", "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5"}
+           "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": str(REPARSE_INTERVAL_S)}
     log_path = module_home / "standalone.log"
     proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"], env=env,
                             stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -169,7 +170,7 @@ def _wait_for_run(base: str, session: requests.Session, run_id: str, seconds: fl
         state = session.get(f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", timeout=30).json()["state"]
         if state in ("success", "failed"):
             break
-        time.sleep(5)
+        time.sleep(1)  # a run's end is noticed within a second, not up to five later
     tasks = session.get(f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", timeout=30).json()
     return state, {t["task_id"]: t["state"] for t in tasks["task_instances"]}
 
