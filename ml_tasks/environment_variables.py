@@ -182,6 +182,10 @@ RATCHET_SPARK_EXECUTOR_WAIT_S = EnvironmentVariable(
 RATCHET_SPARK_LOCAL_DIR = EnvironmentVariable(
     "RATCHET_SPARK_LOCAL_DIR", str, None, "Spark's scratch space (shuffle and spill files).",
     default_doc="`RATCHET_HOME/spark/local`")
+RATCHET_SPARK_SUBMIT = EnvironmentVariable(
+    "RATCHET_SPARK_SUBMIT", _boolean, False, "Tasks submit the spark engine's stages with `spark-submit` (the Apache "
+    "Spark provider's hook, the Connection `spark_default`) instead of running their driver in the task; the "
+    "production profile sets it.")
 
 # ---------------------------------------------------------------- the production profile (`ratchet up --profile production`)
 

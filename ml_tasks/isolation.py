@@ -49,20 +49,24 @@ def run_isolated(target: str, kwargs: dict[str, Any], timeout_s: float | None = 
         command = [sys.executable, "-m", "ml_tasks.isolation", target, str(args_path), str(result_path)]
         log.info("running %s in a fresh process", target)
         completed = subprocess.run(command, env=env, timeout=timeout_s, check=False)
-        if result_path.is_file():
-            outcome = json.loads(result_path.read_text())
-            if "error" in outcome:
-                error_type = getattr(errors, outcome["error"]["type"], None)
-                if isinstance(error_type, type) and issubclass(error_type, errors.RatchetError):
-                    raise error_type(outcome["error"]["message"])
-                raise errors.RatchetError(
-                    f"{target} failed in its process: {outcome['error']['type']}: {outcome['error']['message']}"
-                )
-            if completed.returncode == 0:
-                return outcome["result"]
-        code = completed.returncode
-        why = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-        raise errors.RatchetError(f"{target} process {why} before returning a result")
+        return read_outcome(target, result_path, completed.returncode)
+
+
+def read_outcome(target: str, result_path: Path, returncode: int) -> Any:
+    """The result `_main` wrote for `target`, or its error raised again here (a Ratchet error keeps its type)."""
+    if result_path.is_file():
+        outcome = json.loads(result_path.read_text())
+        if "error" in outcome:
+            error_type = getattr(errors, outcome["error"]["type"], None)
+            if isinstance(error_type, type) and issubclass(error_type, errors.RatchetError):
+                raise error_type(outcome["error"]["message"])
+            raise errors.RatchetError(
+                f"{target} failed in its process: {outcome['error']['type']}: {outcome['error']['message']}"
+            )
+        if returncode == 0:
+            return outcome["result"]
+    why = f"was killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exited with status {returncode}"
+    raise errors.RatchetError(f"{target} process {why} before returning a result")
 
 
 def _resolve(target: str) -> Any:

@@ -231,6 +231,8 @@ class ProductionProfile:
             "RATCHET_MLFLOW_ARTIFACT_ROOT": PROXIED_ARTIFACT_ROOT,
             "RATCHET_OPTUNA_STORAGE": self.database_url(self.optuna_database),
             "RATCHET_GPU_SLOTS": str(self.gpu_slots),
+            # the spark engine's stages go to the Connection spark_default's cluster through spark-submit
+            "RATCHET_SPARK_SUBMIT": "true",
         }
 
     def mlflow_environment(self) -> dict[str, str]:

@@ -103,14 +103,23 @@ def _run() -> tuple[Any, Any]:
     context = get_current_context()
     dag_run = context["dag_run"]
     interval_start = context.get("data_interval_start")
-    params = dict(context["params"])
-    if interval_start is None and (requested := _requested_dataset(context)) is not None:
-        params["dataset"] = requested
+    params = _params()
     run_ctx = RunContext(
         dataset=params["dataset"], run_key=run_key_for(interval_start, dag_run.run_id),
         dag_id=dag_run.dag_id, run_id=dag_run.run_id,
     )
     return run_ctx, RunConfig.from_params(params)
+
+
+def _params() -> dict[str, Any]:
+    """The run's Params, with the data set of the retrain request that started it, if one did."""
+    from airflow.sdk import get_current_context
+
+    context = get_current_context()
+    params = dict(context["params"])
+    if context.get("data_interval_start") is None and (requested := _requested_dataset(context)) is not None:
+        params["dataset"] = requested
+    return params
 
 
 def _drop_date() -> str:
@@ -168,6 +177,25 @@ def _stage(function: Callable[..., Any], *inputs: Any) -> Any:
         # Inside: a Param combination the config refuses (ConfigError) fails the first task, unretried.
         run_ctx, config = _run()
         return function(run_ctx, config, *inputs)
+
+
+def _data_stage(function: Callable[..., Any], synced: dict[str, Any]) -> Any:
+    """validate, drift or prepare: `function(ctx, config, synced, spark)` in the task, or, with RATCHET_SPARK_SUBMIT
+    and a drop on the spark engine, the same function as a Spark application submitted through the Apache Spark
+    provider (`ratchet_airflow.spark_submit`)."""
+    from ml_tasks import environment_variables as env
+    from ratchet_airflow.failures import permanent_errors_fail_the_task
+
+    spark = _spark_options()
+    if not env.RATCHET_SPARK_SUBMIT.get():
+        return _stage(function, synced, spark)
+    from ratchet_airflow.spark_submit import submit_stage
+
+    with permanent_errors_fail_the_task():
+        run_ctx, config = _run()
+        if pipeline.engine(run_ctx, synced) != "spark":
+            return function(run_ctx, config, synced, spark)
+        return submit_stage(function.__name__, DEFAULT_SPARK_CONN_ID, run_ctx, _params(), synced, spark)
 
 
 def _declared(spec: DatasetSpec | None, name: str) -> dict[str, float] | None:
@@ -338,15 +366,15 @@ def build_retrain_dag(dag_id: str, schedule: Any, params: dict[str, Param], doc_
 
         @task(multiple_outputs=False)
         def validate(synced: dict[str, Any]) -> dict[str, Any]:
-            return _stage(pipeline.validate, synced, _spark_options())
+            return _data_stage(pipeline.validate, synced)
 
         @task(multiple_outputs=False)
         def drift(synced: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
-            return _stage(pipeline.drift, synced, _spark_options())
+            return _data_stage(pipeline.drift, synced)
 
         @task(multiple_outputs=False)
         def prepare(synced: dict[str, Any], drifted: dict[str, Any]) -> dict[str, Any]:
-            return _stage(pipeline.prepare, synced, _spark_options())
+            return _data_stage(pipeline.prepare, synced)
 
         @task
         def tune_plan(prepared: dict[str, Any]) -> list[int]:

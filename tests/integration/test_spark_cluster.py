@@ -6,9 +6,10 @@ Great Expectations' Spark engine, a real MLflow registry. The drivers run where 
 interpreter, or in this process for the fault tests); the executors run on the worker. Nothing is mocked; the data
 set `synthetic_spark` is `datasets/synthetic.yaml` declared with `engine: {name: spark}` in a folder of this module.
 
-1. nightly_retrain of a drop of `synthetic_spark`: validated and prepared on the cluster (the master lists the
-   stages' applications, the worker ran their executors), a version registered and promoted, and the champion
-   scores raw rows through pyfunc.
+1. nightly_retrain of a drop of `synthetic_spark`, its data stages submitted as on the production profile
+   (RATCHET_SPARK_SUBMIT: spark-submit through the Apache Spark provider's hook): validated and prepared on the
+   cluster (the master lists the stages' applications, the worker ran their executors), a version registered and
+   promoted, and the champion scores raw rows through pyfunc.
 2. The worker SIGKILLed mid-stage (`prepare`, as the Airflow task calls it) and none coming back: Spark alone would
    wait for ever, so the stage's watch fails it after RATCHET_SPARK_EXECUTOR_WAIT_S with SparkClusterError (retried
    by Airflow), leaving no prepared folder and no temporary one; the retry on a fresh worker succeeds.
@@ -94,11 +95,16 @@ def first_night(spark_dataset: Path, module_home: Path, cluster: SparkCluster) -
     land_frame(synthetic.generate(4000, seed=1), DATASET, "2026-02-01")
     # The model family is the fastest to train: what this module checks is where the data stages ran.
     conf = {**SMALL_BUDGET, "dataset": DATASET, "model_family": "logistic_regression"}
-    return run_dag_test("2026-02-01", conf, module_home / "logs")
+    # As on the production profile: the data stages are submitted with spark-submit through the Spark provider's
+    # hook (the fault tests below run a stage's driver in the test process, as a task does without it).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RATCHET_SPARK_SUBMIT", "true")
+        return run_dag_test("2026-02-01", conf, module_home / "logs")
 
 
-def test_nightly_retrain_runs_its_data_stages_on_the_cluster(first_night, cluster):
-    """Real `airflow dags test` of nightly_retrain; validate and prepare run as applications of the real master."""
+def test_nightly_retrain_runs_its_data_stages_on_the_cluster(first_night, cluster, module_home):
+    """Real `airflow dags test` of nightly_retrain; validate and prepare submitted with spark-submit (the Apache Spark
+    provider's hook, the Connection's master) run as applications of the real master."""
     code, report = first_night
     assert code == 0, report.get("error")
     assert report["completed"] and report["stopped_at"] is None
@@ -113,6 +119,11 @@ def test_nightly_retrain_runs_its_data_stages_on_the_cluster(first_night, cluste
     finished = {app["name"]: app for app in apps["completed"]}
     assert {f"ratchet-validate-{DATASET}", f"ratchet-prepare-{DATASET}"} <= set(finished), apps
     assert all(app["state"] == "FINISHED" for app in finished.values()), apps
+    # ...submitted by the tasks through the Spark provider's hook, with the Connection's master and settings
+    log = (module_home / "logs" / "2026-02-01.log").read_text()
+    for name in (f"ratchet-validate-{DATASET}", f"ratchet-prepare-{DATASET}"):
+        submits = [line for line in log.splitlines() if "Spark-Submit cmd" in line and f"--name {name}" in line]
+        assert submits and cluster.master_url in submits[0] and "spark.cores.max=2" in submits[0], name
     # ...and the worker launched their executors (one folder per application in its work dir, with the executor's log)
     work_dir = cluster.folder / "worker-1"
     for name in (f"ratchet-validate-{DATASET}", f"ratchet-prepare-{DATASET}"):

@@ -60,7 +60,9 @@ def require_java() -> str:
     return java
 
 
-def _settings(options: SparkOptions, app_name: str) -> dict[str, str]:
+def session_settings(options: SparkOptions, app_name: str) -> dict[str, str]:
+    """Every `spark.*` setting of a stage's session: ours, then the caller's (a submitted stage passes them to
+    spark-submit too, where the JVM-start ones, such as the driver's heap, take effect)."""
     from ml_tasks.settings import get_settings
 
     local_dir = env.RATCHET_SPARK_LOCAL_DIR.get() or str(get_settings().home / "spark" / "local")
@@ -189,7 +191,7 @@ def spark_session(options: SparkOptions | None = None, app_name: str = "ratchet"
     if active is not None:
         active.stop()
     builder = SparkSession.builder.master(master)
-    for key, value in _settings(options, app_name).items():
+    for key, value in session_settings(options, app_name).items():
         builder = builder.config(key, value)
     log.info("starting a Spark session on %s", master)
     session = builder.getOrCreate()
