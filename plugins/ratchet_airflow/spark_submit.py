@@ -1,7 +1,7 @@
 """The spark engine's stages submitted with the Apache Spark provider (`SparkSubmitHook`), as the production profile does.
 
 With RATCHET_SPARK_SUBMIT set, validate, drift and prepare of a data set on the spark engine do not start a driver in
-the task: the task writes the stage's arguments (`ml_tasks.data.spark.submitted`) and the provider's hook runs
+the task: the task writes the stage's arguments (`ml_tasks.ops.spark_submitted`) and the provider's hook runs
 `spark-submit` with what the Connection `spark_default` says (master, deploy mode, queue, principal and keytab,
 spark-binary), the stage's Spark settings as `--conf`, and the driver's heap. spark-submit's Python driver calls
 the same `ml_tasks.pipeline` function the task would have called, and the task returns its JSON result. A data
@@ -27,9 +27,9 @@ def submit_stage(stage: str, conn_id: str, ctx: Any, params: dict[str, Any], syn
     from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
     from airflow.sdk.exceptions import AirflowException
 
-    from ml_tasks.data.spark import submitted
     from ml_tasks.data.spark.session import session_settings
     from ml_tasks.errors import ConfigError
+    from ml_tasks.ops import spark_submitted as submitted
     from ml_tasks.pipeline import record_failure
     from ratchet_airflow.connections import optional_connection
 

@@ -1,4 +1,4 @@
-"""A data stage as a submitted application (`ml_tasks.data.spark.submitted`): what spark-submit is handed runs the
+"""A data stage as a submitted application (`ml_tasks.ops.spark_submitted`): what spark-submit is handed runs the
 same `ml_tasks.pipeline` function in a fresh interpreter and answers with its result or its error.
 
 Here the launcher runs under plain `python` on a pandas-engine drop (what spark-submit adds, a JVM and a cluster,
@@ -17,10 +17,10 @@ import pytest
 from ml_tasks import pipeline
 from ml_tasks.config import RunConfig, RunContext
 from ml_tasks.data.landing import land_frame
-from ml_tasks.data.spark import submitted
 from ml_tasks.data.spark.session import SparkOptions
 from ml_tasks.datasets import synthetic
 from ml_tasks.errors import PERMANENT_ERRORS, ConfigError, DataError
+from ml_tasks.ops import spark_submitted as submitted
 
 
 def _submit_with_plain_python(job: submitted.SubmittedStage) -> int:

@@ -4,11 +4,10 @@ running its driver inside the task.
 On the production profile (RATCHET_SPARK_SUBMIT) the Airflow glue hands validate, drift and prepare of a data set on
 the spark engine to the Apache Spark provider's `SparkSubmitHook`, which runs `spark-submit` with the master,
 deploy mode, queue and credentials of the Connection `spark_default`. What it submits is written here: a launcher
-file (spark-submit takes a Python file, and a file inside this package would put the package's folder first on
-`sys.path`, where `ml_tasks/io.py` hides the standard `io`) that runs `ml_tasks.isolation` as its main module, and
-the stage's arguments as JSON. The application calls the same `ml_tasks.pipeline` function the task would
-(`run_stage`), so the records, the prepared files and the returned JSON are the same; its session is built on
-spark-submit's JVM with the same settings (`session_settings`). The driver runs where spark-submit runs (client
+file (spark-submit takes a Python file, not a module) that runs `ml_tasks.isolation` as its main module, as a
+stage's fresh process does, and the stage's arguments as JSON. The application calls the same `ml_tasks.pipeline`
+function the task would (`run_stage`), so the records, the prepared files and the returned JSON are the same; its
+session is built on spark-submit's JVM with the same settings (`session_settings`). The driver runs where spark-submit runs (client
 mode): it reads the run's staging folder and writes the prepared sets there, as the task's driver does, so a
 cluster deploy mode, whose driver runs on a cluster node without that folder, is refused.
 """
@@ -26,7 +25,7 @@ from ml_tasks.errors import ConfigError
 log = logging.getLogger(__name__)
 
 SUBMITTED_STAGES = ("validate", "drift", "prepare")
-TARGET = "ml_tasks.data.spark.submitted:run_stage"
+TARGET = "ml_tasks.ops.spark_submitted:run_stage"
 LAUNCHER = 'import runpy\n\nrunpy.run_module("ml_tasks.isolation", run_name="__main__", alter_sys=True)\n'
 
 
