@@ -221,6 +221,10 @@ class ProductionProfile:
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": DEFAULT_QUEUE,
             "AIRFLOW__API_AUTH__JWT_SECRET": self.secrets.jwt_secret,
             "AIRFLOW__API__SECRET_KEY": self.secrets.api_secret_key,
+            # A task's supervisor can miss its process's exit when the last socket closes first, and then sleeps
+            # this long before it notices (Airflow's default: 5 s), holding the Celery slot: the second tuning slot
+            # waited for it (README, Production profile). It also heartbeats each running task this often.
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": self.bind_host,
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.scheduler_health_port),

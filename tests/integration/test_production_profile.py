@@ -242,7 +242,9 @@ def test_nightly_retrain_runs_end_to_end_on_the_production_profile(stack: Stack)
     (train,) = by_task["train"]
     assert train["queue"] == "gpu" and train["pool"] == "ratchet_gpu"
     assert {ti["queue"] for ti in tasks if ti["task_id"] != "train" and ti["state"] == "success"} == {"default"}
-    assert len(by_task["tune_slot"]) == 2  # two trial slots in parallel on one PostgreSQL study
+    assert len(by_task["tune_slot"]) == 2  # two trial slots in parallel on one PostgreSQL study...
+    first, second = sorted(by_task["tune_slot"], key=lambda ti: ti["start_date"])
+    assert second["start_date"] < first["end_date"], (first, second)  # ...at the same time, on two Celery slots
     gpu_log = (stack.logs / "airflow-worker-gpu.log").read_text(errors="replace")
     default_log = (stack.logs / "airflow-worker.log").read_text(errors="replace")
     assert "task_id='train'" in gpu_log and "task_id='train'" not in default_log
