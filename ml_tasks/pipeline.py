@@ -91,9 +91,9 @@ def drift(ctx: RunContext, config: RunConfig, synced: dict[str, Any], spark: Spa
 
     def measure_on_spark(folder: Any, reference: dict[str, Any], spec: Any, thresholds: Any) -> Any:
         from ml_tasks.data.spark.drift import compare_drop
-        from ml_tasks.data.spark.session import spark_session
+        from ml_tasks.data.spark.session import application_name, spark_session
 
-        with spark_session(spark, app_name=f"ratchet-drift-{ctx.dataset}") as session:
+        with spark_session(spark, app_name=application_name("drift", ctx.dataset)) as session:
             return compare_drop(session, folder, reference, spec, thresholds)
 
     on_spark = engine(ctx, synced) == "spark"
@@ -108,9 +108,9 @@ def prepare(ctx: RunContext, config: RunConfig, synced: dict[str, Any], spark: S
     def work() -> dict[str, Any]:
         if engine(ctx, synced) == "spark":
             from ml_tasks.data.spark import preparation as spark_preparation
-            from ml_tasks.data.spark.session import spark_session
+            from ml_tasks.data.spark.session import application_name, spark_session
 
-            with spark_session(spark, app_name=f"ratchet-prepare-{ctx.dataset}") as session:
+            with spark_session(spark, app_name=application_name("prepare", ctx.dataset)) as session:
                 prepared = spark_preparation.prepare(ctx, synced["staging_uri"], session,
                                                      augment=config.augment or None, cv_folds=config.cv_folds)
         else:

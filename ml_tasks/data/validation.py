@@ -360,9 +360,9 @@ def validate_drop(staging_uri: str, dataset: str | None, run_key: str, suite: st
     docs_dir = settings.data_docs / folder / run_key
     if engine == "spark":
         from ml_tasks.data.spark.frames import read_drop as read_spark_drop
-        from ml_tasks.data.spark.session import spark_session
+        from ml_tasks.data.spark.session import application_name, spark_session
 
-        with spark_session(spark, app_name=f"ratchet-validate-{folder}") as session:
+        with spark_session(spark, app_name=application_name("validate", folder)) as session:
             frame = read_spark_drop(session, folder_path)
             rows = frame.count()
             run = validate_frame(frame, suite, docs_dir, run_key, data_docs=data_docs, engine=engine)

@@ -7,9 +7,10 @@ deploy mode, queue and credentials of the Connection `spark_default`. What it su
 file (spark-submit takes a Python file, not a module) that runs `ml_tasks.isolation` as its main module, as a
 stage's fresh process does, and the stage's arguments as JSON. The application calls the same `ml_tasks.pipeline`
 function the task would (`run_stage`), so the records, the prepared files and the returned JSON are the same; its
-session is built on spark-submit's JVM with the same settings (`session_settings`). The driver runs where spark-submit runs (client
-mode): it reads the run's staging folder and writes the prepared sets there, as the task's driver does, so a
-cluster deploy mode, whose driver runs on a cluster node without that folder, is refused.
+session is built on spark-submit's JVM with the same settings and name (`session_settings`, `application_name`).
+The driver runs where spark-submit runs (client mode): it reads the run's staging folder and writes the prepared
+sets there, as the task's driver does, so a cluster deploy mode, whose driver runs on a cluster node without that
+folder, is refused.
 """
 
 from __future__ import annotations
@@ -39,14 +40,11 @@ class SubmittedStage:
     result: Path
 
 
-def application_name(stage: str, dataset: str) -> str:
-    """The application's name on the cluster: the same as the session a task's own driver would start."""
-    return f"ratchet-{stage}-{dataset}"
-
-
 def write_stage(folder: Path, stage: str, ctx: dict[str, str], params: dict[str, Any], synced: dict[str, Any],
                 spark: dict[str, Any]) -> SubmittedStage:
     """The launcher and the arguments of `stage` for this run, written under `folder` (a temporary folder)."""
+    from ml_tasks.data.spark.session import application_name
+
     if stage not in SUBMITTED_STAGES:
         raise ConfigError(f"only {', '.join(SUBMITTED_STAGES)} run as Spark applications, not {stage!r}")
     application, arguments, result = folder / "ratchet_stage.py", folder / "arguments.json", folder / "result.json"

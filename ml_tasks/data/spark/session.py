@@ -51,6 +51,11 @@ class SparkOptions:
         return {"master": self.resolved_master(), "conf": dict(self.conf)}
 
 
+def application_name(stage: str, dataset: str) -> str:
+    """A stage's Spark application name (the master's UI and logs list it), driven in the task or submitted."""
+    return f"ratchet-{stage}-{dataset}"
+
+
 def require_java() -> str:
     java_home = env.JAVA_HOME.get()
     java = shutil.which("java", path=os.path.join(java_home, "bin") if java_home else None)
