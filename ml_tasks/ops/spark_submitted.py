@@ -45,8 +45,7 @@ def write_stage(folder: Path, stage: str, ctx: dict[str, str], params: dict[str,
     """The launcher and the arguments of `stage` for this run, written under `folder` (a temporary folder)."""
     from ml_tasks.data.spark.session import application_name
 
-    if stage not in SUBMITTED_STAGES:
-        raise ConfigError(f"only {', '.join(SUBMITTED_STAGES)} run as Spark applications, not {stage!r}")
+    _check_stage(stage)
     application, arguments, result = folder / "ratchet_stage.py", folder / "arguments.json", folder / "result.json"
     application.write_text(LAUNCHER)
     arguments.write_text(json.dumps({"stage": stage, "ctx": ctx, "params": params, "synced": synced,
@@ -63,6 +62,11 @@ def read_result(submitted: SubmittedStage, returncode: int) -> dict[str, Any]:
     return result
 
 
+def _check_stage(stage: str) -> None:
+    if stage not in SUBMITTED_STAGES:
+        raise ConfigError(f"only {', '.join(SUBMITTED_STAGES)} run as Spark applications, not {stage!r}")
+
+
 def refuse_cluster_deploy_mode(deploy_mode: str | None) -> None:
     if deploy_mode not in (None, "", "client"):
         raise ConfigError(f"the Connection's deploy-mode {deploy_mode!r} would run a stage's driver on a cluster node, "
@@ -76,8 +80,7 @@ def run_stage(stage: str, ctx: dict[str, str], params: dict[str, Any], synced: d
     from ml_tasks.config import RunConfig, RunContext
     from ml_tasks.data.spark.session import SparkOptions
 
-    if stage not in SUBMITTED_STAGES:
-        raise ConfigError(f"only {', '.join(SUBMITTED_STAGES)} run as Spark applications, not {stage!r}")
+    _check_stage(stage)
     log.info("%s of %s as a submitted Spark application", stage, ctx["dataset"])
     function = getattr(pipeline, stage)
     result: dict[str, Any] = function(RunContext.from_dict(ctx), RunConfig.from_params(params), synced,

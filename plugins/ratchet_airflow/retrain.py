@@ -94,18 +94,17 @@ The gate **blessed** this candidate and it passed infra validation; `require_app
 v{{ ti.xcom_pull(task_ids='register')['expected_champion'] }}). **Reject** keeps the champion; the version stays `challenger`.
 """
 
-def _run() -> tuple[Any, Any]:
-    """The run's context (partition key, Airflow ids) and typed config from its Params."""
+def _run(params: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """The run's context (partition key, Airflow ids) and typed config from its Params (`_params()` unless given)."""
     from airflow.sdk import get_current_context
 
     from ml_tasks.config import RunConfig, RunContext, run_key_for
 
     context = get_current_context()
     dag_run = context["dag_run"]
-    interval_start = context.get("data_interval_start")
-    params = _params()
+    params = params if params is not None else _params()
     run_ctx = RunContext(
-        dataset=params["dataset"], run_key=run_key_for(interval_start, dag_run.run_id),
+        dataset=params["dataset"], run_key=run_key_for(context.get("data_interval_start"), dag_run.run_id),
         dag_id=dag_run.dag_id, run_id=dag_run.run_id,
     )
     return run_ctx, RunConfig.from_params(params)
@@ -192,10 +191,11 @@ def _data_stage(function: Callable[..., Any], synced: dict[str, Any]) -> Any:
     from ratchet_airflow.spark_submit import submit_stage
 
     with permanent_errors_fail_the_task():
-        run_ctx, config = _run()
+        params = _params()
+        run_ctx, config = _run(params)
         if pipeline.engine(run_ctx, synced) != "spark":
             return function(run_ctx, config, synced, spark)
-        return submit_stage(function.__name__, DEFAULT_SPARK_CONN_ID, run_ctx, _params(), synced, spark)
+        return submit_stage(function.__name__, DEFAULT_SPARK_CONN_ID, run_ctx, params, synced, spark)
 
 
 def _declared(spec: DatasetSpec | None, name: str) -> dict[str, float] | None:
