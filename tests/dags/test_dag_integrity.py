@@ -32,6 +32,25 @@ print(json.dumps(out))
 """
 
 
+# A parse's CPU time, like any timing, only grows with what else runs: two test modules share 2 cores (often two
+# hyperthreads of one core), which slows every instruction by a third. So each file's figure is the best of
+# PARSE_TRIES fresh processes, each a DAG processor's first parse (nothing of ours imported before), timeit's rule.
+PARSE_TRIES = 3
+
+
+def _parse(files: list[str], env: dict[str, str] | None = None) -> dict[str, dict]:
+    """Per file: the fewest CPU seconds its parse took over PARSE_TRIES fresh processes, and what it imported."""
+    best: dict[str, dict] = {}
+    for _ in range(PARSE_TRIES):
+        out = subprocess.run([sys.executable, "-c", PARSE_PROBE, *files], capture_output=True, text=True, check=True,
+                             env=env)
+        for path, probe in json.loads(out.stdout.strip().splitlines()[-1]).items():
+            seen = best.setdefault(path, probe)
+            seen["seconds"] = min(seen["seconds"], probe["seconds"])
+            seen["heavy"] = sorted(set(seen["heavy"]) | set(probe["heavy"]))
+    return best
+
+
 def _assert_refused(dagbag, dag_id, name, value):
     """The trigger form and the REST API validate a run's conf against these Params before any task runs."""
     from airflow.sdk.definitions.param import ParamsDict
@@ -57,8 +76,7 @@ def test_every_dag_imports_without_errors(dagbag):
 
 def test_dag_files_parse_fast_and_light():
     files = [str(p) for p in sorted(DAGS.glob("*.py"))]
-    out = subprocess.run([sys.executable, "-c", PARSE_PROBE, *files], capture_output=True, text=True, check=True)
-    for path, probe in json.loads(out.stdout.strip().splitlines()[-1]).items():
+    for path, probe in _parse(files).items():
         assert probe["seconds"] < 1.0, f"{path} took {probe['seconds']:.2f}s to parse"
         assert probe["heavy"] == [], f"{path} loads {probe['heavy']} at parse time"
 
@@ -354,8 +372,7 @@ def test_fifty_declarations_parse_fast_and_light(tmp_path):
             .replace("registered_model: synthetic_classifier", f"registered_model: table_{i:02d}_classifier"))
     env = {**os.environ, "RATCHET_DATASETS_DIR": str(tmp_path)}
     files = [str(DAGS / "nightly_retrain.py"), str(DAGS / "retrain_datasets.py")]
-    out = subprocess.run([sys.executable, "-c", PARSE_PROBE, *files], capture_output=True, text=True, check=True, env=env)
-    probe = json.loads(out.stdout.strip().splitlines()[-1])[files[1]]
+    probe = _parse(files, env)[files[1]]
     assert probe["seconds"] < 1.0, f"50 generated DAGs took {probe['seconds']:.2f}s to parse"
     assert probe["heavy"] == []
     from airflow.dag_processing.dagbag import DagBag
