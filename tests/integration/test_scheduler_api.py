@@ -195,6 +195,11 @@ def test_triggered_run_trains_and_promotes_a_champion(airflow_api, module_home):
     assert version.tags["ratchet.gate.decision"] == "promote"
 
 
+# The reviewed runs' family: scikit-learn trains in a second where a Keras slot, trainer and infra check each start
+# TensorFlow in a fresh interpreter (5 s of CPU apiece); the first run above trains the Keras champion.
+REVIEWED_FAMILY = "logistic_regression"
+
+
 def _review(base: str, session: requests.Session, run_id: str, answer: str, champion: str) -> dict:
     """Wait until approve_promotion asks, check that `champion` has not moved meanwhile, then answer as a reviewer
     does in the UI. Returns what the task asked."""
@@ -230,9 +235,11 @@ def test_a_reviewer_approves_a_blessed_candidate_in_the_ui_before_it_becomes_cha
     """require_approval: the run waits at approve_promotion (a human-in-the-loop task) until answered through the API."""
     base, session = airflow_api
     drop = land_frame(synthetic.generate(3000, seed=12), "synthetic", "api-drop-2")
-    # no change threshold: the candidate is blessed on absolute thresholds alone, so the review decides
+    # no change threshold: the candidate is blessed on absolute thresholds alone, so the review decides. What is
+    # under test is the review, not the network: the candidates are another family (REVIEWED_FAMILY), which
+    # the gate holds against the Keras champion on the same held-out rows.
     run_id = _trigger(base, session, {**SMALL_BUDGET, "source_uri": drop.as_uri(), "change_thresholds": {},
-                                      "require_approval": True})
+                                      "require_approval": True, "model_family": REVIEWED_FAMILY})
     detail = _review(base, session, run_id, "Approve", champion="1")
     assert detail["options"] == ["Approve", "Reject"] and "v2" in detail["subject"]
     state, states = _wait_for_run(base, session, run_id)
@@ -250,7 +257,7 @@ def test_a_reviewer_rejects_a_blessed_candidate_and_the_champion_stays(airflow_a
     base, session = airflow_api
     drop = land_frame(synthetic.generate(3000, seed=13), "synthetic", "api-drop-3")
     run_id = _trigger(base, session, {**SMALL_BUDGET, "source_uri": drop.as_uri(), "change_thresholds": {},
-                                      "require_approval": True})
+                                      "require_approval": True, "model_family": REVIEWED_FAMILY})
     detail = _review(base, session, run_id, "Reject", champion="2")
     assert "v3" in detail["subject"]
     state, states = _wait_for_run(base, session, run_id)
