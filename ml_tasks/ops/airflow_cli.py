@@ -87,10 +87,9 @@ def init_airflow(gpu_slots: int | None = None) -> None:
     The pools go in one `airflow pools import` (an upsert, as `pools set` is): each `airflow` command pays about
     1.5 s of CPU for Airflow's imports before it does anything.
     """
-    home = get_settings().airflow_home
-    home.mkdir(parents=True, exist_ok=True)
+    get_settings().airflow_home.mkdir(parents=True, exist_ok=True)
     airflow("db", "migrate")
-    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="ratchet-pools-", dir=home, delete=False) as handle:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="ratchet-pools-", delete=False) as handle:
         json.dump(ratchet_pools(gpu_slots), handle)
     try:
         airflow("pools", "import", handle.name)

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ml_tasks.ops.airflow_cli import warm_execution_api
+from ml_tasks.ops.airflow_cli import ratchet_pools, warm_execution_api
 from tests.integration.airflow_stack import free_port
 
 
@@ -110,3 +110,14 @@ def test_airflow_on_the_embedded_sqlite_waits_for_a_writers_lock_and_other_datab
 
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql+psycopg2://ratchet@127.0.0.1:5432/airflow")
     assert not any("CONNECT_ARGS" in name for name in environment_exports())
+
+
+def test_the_pools_file_sizes_the_gpu_pool_from_the_hosts_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `init_airflow` imports in one `airflow pools import` (the integration stacks run it for real)."""
+    from ml_tasks.constants import GPU_POOL, PROMOTION_POOL
+
+    monkeypatch.setenv("RATCHET_GPU_SLOTS", "2")
+    pools = ratchet_pools()
+    assert pools[GPU_POOL]["slots"] == 2 and pools[PROMOTION_POOL]["slots"] == 1  # one alias move at a time
+    assert all(set(pool) == {"slots", "description"} for pool in pools.values())  # the import's file format
+    assert ratchet_pools(gpu_slots=0)[GPU_POOL]["slots"] == 1  # a CPU-only host still trains, one at a time
