@@ -28,7 +28,7 @@ PRELOADED = ("numpy", "pandas", "pyarrow.parquet", "sklearn", "scipy.stats", "ml
              # what each task's supervisor and runner import after the fork
              "airflow.sdk.execution_time.supervisor", "airflow.providers.standard.decorators.python",
              # what the runner's parse of a Ratchet DAG file imports from Airflow (the review task, the schedules,
-             # croniter): about 30 ms a task otherwise; our own modules it imports are left to load from disk
+             # croniter), paid by every task otherwise; our own modules it imports are left to load from disk
              "airflow.providers.standard.operators.hitl", "airflow.providers.standard.operators.empty",
              "airflow.timetables.base", "airflow.sdk.definitions.timetables._cron",
              "airflow.sdk.definitions.timetables._delta", "airflow.sdk.definitions.decorators.setup_teardown")

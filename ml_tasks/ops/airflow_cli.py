@@ -84,8 +84,8 @@ def ratchet_pools(gpu_slots: int | None = None) -> dict[str, dict[str, Any]]:
 def init_airflow(gpu_slots: int | None = None) -> None:
     """Migrate Airflow's database and create or update the pools Ratchet's DAGs use.
 
-    The pools go in one `airflow pools import` (an upsert, as `pools set` is): each `airflow` command pays about
-    1.5 s of CPU for Airflow's imports before it does anything.
+    The pools go in one `airflow pools import` (an upsert, as `pools set` is): each `airflow` command pays for
+    Airflow's imports before it does anything.
     """
     get_settings().airflow_home.mkdir(parents=True, exist_ok=True)
     airflow("db", "migrate")

@@ -33,7 +33,7 @@ print(json.dumps(out))
 
 
 # A parse's CPU time, like any timing, only grows with what else runs: two test modules share 2 cores (often two
-# hyperthreads of one core), which slows every instruction by a third. So each file's figure is the best of
+# hyperthreads of one core), which slows every instruction. So each file's figure is the best of
 # PARSE_TRIES fresh processes, each a DAG processor's first parse (nothing of ours imported before), timeit's rule.
 PARSE_TRIES = 3
 

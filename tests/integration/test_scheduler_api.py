@@ -195,8 +195,8 @@ def test_triggered_run_trains_and_promotes_a_champion(airflow_api, module_home):
     assert version.tags["ratchet.gate.decision"] == "promote"
 
 
-# The reviewed runs' family: scikit-learn trains in a second where a Keras slot, trainer and infra check each start
-# TensorFlow in a fresh interpreter (5 s of CPU apiece); the first run above trains the Keras champion.
+# The reviewed runs' family: scikit-learn trains at once, where a Keras slot, trainer and infra check each start
+# TensorFlow in a fresh interpreter; the first run above trains the Keras champion.
 REVIEWED_FAMILY = "logistic_regression"
 
 
