@@ -17,8 +17,9 @@ sys.argv = ["airflow", "scheduler"]  # only the forking commands preload
 import airflow_local_settings as settings
 print(json.dumps({{"missing": [m for m in settings.PRELOADED if m not in sys.modules],
                    "threads": [t.name for t in threading.enumerate()],
-                   "ours": sorted(m for m in sys.modules if m.startswith("ml_tasks.") and m not in
-                                  ("ml_tasks.environment_variables", "ml_tasks.errors"))}}))
+                   # the RATCHET_PRELOAD switch is read from ml_tasks.environment_variables; nothing else of ours
+                   "ours": sorted(m for m in sys.modules
+                                  if m.startswith("ml_tasks.") and m != "ml_tasks.environment_variables")}}))
 """
 
 
